@@ -1,0 +1,207 @@
+"""Cost accounting of a spec (or any module) at a given input size.
+
+- ``params``: parameter count.
+- ``mflops``: multiply-adds of conv and linear layers / 1e6, counted by thop (BN, pooling and
+  activations are zeroed so the number means what the papers' "FLOPs" mean), cross-checked by
+  ``analytic_macs``, an independent count from the spec's resolved widths alone. They agree exactly
+  for every spec; a difference is a bug and raises.
+- ``mmac``: memory access cost / 1e6 in *elements*, the ShuffleNet V2 paper's model generalised:
+  every operator that moves data (not views) reads its tensor inputs (feature maps *and* weights)
+  and writes its outputs, so a 1x1 conv costs hw*c1 + hw*c2 + c1*c2/g exactly as in the paper,
+  and BN, ReLU, add, concat and shuffle copies add theirs. Counted on an eval-mode forward with a
+  dispatch-level trace (aten ops), so functional ops (add, cat, split) are seen too.
+- ``fragments``: convolution/linear operators on the longest path through the network (parallel
+  fragments run side by side, series fragments add to the path).
+- ``kernel_launches``: data-moving aten operators executed in one forward (the eager kernel count).
+- ``elementwise_ops``: ReLU, add, concat and shuffle operators executed (G4), with a breakdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from search_space import ArchSpec
+
+ELEMENTWISE_KINDS = {
+    "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "cat": "concat",
+    "clone": "shuffle", "index_select": "shuffle",
+}
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    mflops: float
+    mmac: float
+    fragments: int
+    kernel_launches: int
+    elementwise_ops: int
+    elementwise: dict[str, int] = field(default_factory=dict)
+    resolution: int = 224
+    num_classes: int = 1000
+    stem: str = "imagenet"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _MemoryTrace(TorchDispatchMode):
+    """Counts element reads + writes of every non-view aten op, op launches and element-wise ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+        self.launches = 0
+        self.kinds: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        is_view = any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+        if is_view or func.__name__.split(".")[0] in ("detach", "lift_fresh"):
+            return out
+        reads = sum(t.numel() for t in _tensors(args) + _tensors(list(kwargs.values())))
+        writes = sum(t.numel() for t in _tensors(out if isinstance(out, (list, tuple)) else [out]))
+        self.elements += reads + writes
+        self.launches += 1
+        base = func.__name__.split(".")[0]
+        if base in ELEMENTWISE_KINDS:
+            self.kinds[ELEMENTWISE_KINDS[base]] += 1
+        return out
+
+
+def _tensors(values: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found.extend(_tensors(v))
+    return found
+
+
+def _zero_ops(module: nn.Module, inputs: Any, output: Any) -> None:
+    module.total_ops += torch.zeros(1, dtype=torch.float64)
+
+
+_NOT_MULTIPLY_ADDS = {cls: _zero_ops for cls in (nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d,
+                                                 nn.AdaptiveAvgPool2d, nn.Identity, nn.Dropout)}
+
+
+def thop_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-adds of conv and linear layers, as thop counts them."""
+    import copy
+    import contextlib
+    import io
+
+    from thop import profile as thop_profile
+
+    probe = copy.deepcopy(model)  # thop adds (and removes) buffers and hooks: keep the caller's model clean
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        macs, _ = thop_profile(probe, inputs=(example,), custom_ops=_NOT_MULTIPLY_ADDS, verbose=False)
+    return int(round(macs))
+
+
+def trace_memory(model: nn.Module, example: torch.Tensor) -> tuple[int, int, dict[str, int]]:
+    """(memory access elements, kernel launches, element-wise op counts) of one eval forward."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _MemoryTrace() as trace:
+            model(example)
+    finally:
+        model.train(was_training)
+    return trace.elements, trace.launches, dict(sorted(trace.kinds.items()))
+
+
+def profile_module(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Accounting of any module (used by the guideline benchmarks): params, multiply-adds, MAC,
+    launches and element-wise op counts for one forward on a zero input of ``input_shape``."""
+    example = torch.zeros(input_shape)
+    elements, launches, kinds = trace_memory(model, example)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "mflops": thop_macs(model, example) / 1e6,
+        "mmac": elements / 1e6,
+        "kernel_launches": launches,
+        "elementwise_ops": sum(kinds.values()),
+        "elementwise": kinds,
+    }
+
+
+# ---- analytic counts from the spec alone --------------------------------------------------------
+
+def _out(h: int, kernel: int, stride: int) -> int:
+    return (h + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def analytic_macs(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem: str = "imagenet") -> int:
+    """Multiply-adds of every conv and linear layer, from the spec's resolved units alone."""
+    h = _out(resolution, 3, 2 if stem == "imagenet" else 1)
+    total = h * h * 3 * spec.stem_channels * 9
+    if stem == "imagenet":
+        h = _out(h, 3, 2)
+    for p in spec.units():
+        ho = _out(h, p.kernel, p.stride)
+        m, k2 = p.fragment_channels, p.kernel * p.kernel
+        if p.fragments > 1 and p.layout == "parallel":
+            total += p.fragments * (h * h * p.branch_in * m // p.first_groups + ho * ho * m * k2
+                                    + ho * ho * m * p.branch_out // p.groups)
+        else:
+            chain = p.fragments - 1 if p.fragments > 1 else 0
+            total += h * h * (p.branch_in * m // p.first_groups + chain * m * m // p.groups)
+            total += ho * ho * (m * k2 + m * p.branch_out // p.groups)
+        if p.family == "v2" and p.stride == 2:
+            total += ho * ho * p.in_channels * k2 + ho * ho * p.in_channels * p.shortcut_channels // p.groups
+        h = ho
+    last = spec.stages[-1].width
+    if spec.final_channels:
+        total += h * h * last * spec.final_channels
+        last = spec.final_channels
+    return total + last * num_classes
+
+
+def critical_path_fragments(spec: ArchSpec) -> int:
+    """Conv/linear operators on the longest path: stem conv, each unit's main branch (a series
+    chain adds its extra 1x1 convs; parallel fragments do not lengthen the path), final conv,
+    classifier."""
+    n = 1
+    for p in spec.units():
+        n += 3 + (p.fragments - 1 if p.layout == "series" else 0)
+    return n + (1 if spec.final_channels else 0) + 1
+
+
+def profile(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem: str = "imagenet") -> Cost:
+    """Everything the accounting knows about ``spec`` at this input size, in one dataclass."""
+    from shufflenet import build_model
+
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
+        raise ValueError(f"resolution: got {resolution!r}; expected an integer >= 8")
+    model = build_model(spec, num_classes=num_classes, stem=stem).eval()
+    example = torch.zeros(1, 3, resolution, resolution)
+    macs = thop_macs(model, example)
+    expected = analytic_macs(spec, resolution, num_classes, stem)
+    if macs != expected:
+        raise RuntimeError(f"cost accounting disagrees for {spec.short()}: thop counts {macs} multiply-adds, "
+                           f"the analytic count {expected}; this is a bug, please report it")
+    elements, launches, kinds = trace_memory(model, example)
+    return Cost(
+        params=sum(p.numel() for p in model.parameters()),
+        mflops=macs / 1e6,
+        mmac=elements / 1e6,
+        fragments=critical_path_fragments(spec),
+        kernel_launches=launches,
+        elementwise_ops=sum(kinds.values()),
+        elementwise=kinds,
+        resolution=resolution,
+        num_classes=num_classes,
+        stem=stem,
+    )

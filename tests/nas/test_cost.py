@@ -1,0 +1,49 @@
+import pytest
+
+from nas import analytic_macs, profile
+from search_space import ArchSpec, SearchSpace, StageSpec, UnitChoice, sample_specs
+from shufflenet import CANONICAL
+
+
+@pytest.mark.parametrize("name", [n for n, c in CANONICAL.items() if c.family == "v2"])
+def test_v2_mflops_within_3_percent_of_paper(name):
+    cost = profile(CANONICAL[name].spec)
+    assert abs(cost.mflops / CANONICAL[name].paper_mflops - 1) <= 0.03
+
+
+@pytest.mark.parametrize("g", [1, 2, 3, 4, 8])
+def test_v1_1x_within_5_percent_of_140(g):
+    cost = profile(CANONICAL[f"v1_g{g}_1.0x"].spec)
+    assert abs(cost.mflops / 140 - 1) <= 0.05
+
+
+@pytest.mark.parametrize("spec", sample_specs(SearchSpace(), 12, seed=21), ids=lambda s: s.content_hash())
+def test_thop_agrees_with_analytic_count(spec):
+    for res, stem in ((224, "imagenet"), (32, "cifar")):
+        cost = profile(spec, resolution=res, num_classes=10, stem=stem)
+        assert round(cost.mflops * 1e6) == analytic_macs(spec, res, 10, stem)
+
+
+def test_mac_of_a_single_1x1_conv_matches_the_paper_formula():
+    import torch
+    from nas import profile_module
+    h = w = 56
+    c1, c2, g = 64, 128, 4
+    conv = torch.nn.Conv2d(c1, c2, 1, groups=g, bias=False)
+    got = profile_module(conv, (1, c1, h, w))["mmac"] * 1e6
+    assert got == pytest.approx(h * w * (c1 + c2) + c1 * c2 / g)
+
+
+def test_fragmentation_and_elementwise_counts_move_the_right_way():
+    base = UnitChoice(family="v2")
+    one = profile(ArchSpec(stages=(StageSpec(232, 4, base),)))
+    series = profile(ArchSpec(stages=(StageSpec(232, 4, UnitChoice(fragments=4, layout="series")),)))
+    parallel = profile(ArchSpec(stages=(StageSpec(232, 4, UnitChoice(fragments=4, layout="parallel")),)))
+    assert series.fragments > one.fragments and parallel.fragments == one.fragments
+    assert parallel.kernel_launches > one.kernel_launches
+    assert parallel.elementwise["add"] > one.elementwise.get("add", 0)
+    for c in (series, parallel):
+        assert abs(c.mflops / one.mflops - 1) < 0.1
+    v1 = profile(ArchSpec(stages=(StageSpec(240, 4, UnitChoice(family="v1", groups=3, bottleneck=0.25)),),
+                          final_channels=0))
+    assert v1.elementwise["add"] == 3 and v1.elementwise["concat"] == 1
