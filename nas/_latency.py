@@ -424,6 +424,23 @@ def _quartiles(samples: list[float]) -> tuple[float, float, float]:
     return q1, med, q3
 
 
+def stop_reason(samples: list[float], elapsed: float, settings: LatencySettings) -> str | None:
+    """The adaptive stopping rule: ``None`` (keep going) until ``min_runs`` samples are in; then
+    ``"max_runs"`` at ``max_runs``, ``"spread"`` once ``IQR / median <= target_rel_iqr``, ``"budget"``
+    once ``elapsed`` (seconds of timed runs) reaches ``max_seconds``."""
+    n = len(samples)
+    if n >= settings.max_runs:
+        return "max_runs"
+    if n < settings.min_runs:
+        return None
+    q1, med, q3 = _quartiles(samples)
+    if med > 0 and (q3 - q1) / med <= settings.target_rel_iqr:
+        return "spread"
+    if elapsed >= settings.max_seconds:
+        return "budget"
+    return None
+
+
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -456,14 +473,14 @@ def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettin
             sync()
             done += 1
         samples: list[float] = []
-        stop = "max_runs"
+        stop = ""
         if use_events:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             t_begin = time.perf_counter()
-            while len(samples) < settings.max_runs:
+            while not stop:
                 if use_events:
                     begin.record()
                     fn(x)
@@ -475,14 +492,10 @@ def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettin
                     fn(x)
                     t1 = time.perf_counter()
                     samples.append((t1 - t0) * 1e3)
-                if len(samples) >= settings.min_runs and len(samples) < settings.max_runs:
-                    q1, med, q3 = _quartiles(samples)
-                    if med > 0 and (q3 - q1) / med <= settings.target_rel_iqr:
-                        stop = "spread"
-                        break
-                    if time.perf_counter() - t_begin >= settings.max_seconds:
-                        stop = "budget"
-                        break
+                why = stop_reason(samples, time.perf_counter() - t_begin, settings)
+                if why is not None:
+                    stop = why
+                    break
         finally:
             if gc_was_enabled:
                 gc.enable()
