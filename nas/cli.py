@@ -24,6 +24,7 @@ class Command:
 
 _MODULES = [
     "nas._cmd_foundation",
+    "nas._cmd_evaluate",
 ]
 
 
