@@ -1,8 +1,8 @@
 """The ``shufflenas`` command: a table of subcommands, each a short function that turns strings
 into objects at the edge and calls the library. ``main(argv=None) -> int``.
 
-Each subcommand module exposes ``COMMANDS``: a list of :class:`Command`. Adding a command is one
-line in :data:`_MODULES`.
+Each ``nas/_cmd_*.py`` module exposes ``COMMANDS``: a list of :class:`Command`; modules are found
+by name, so adding a command touches no shared file.
 """
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-_MODULES = [
-    "nas._cmd_foundation",
-    "nas._cmd_evaluate",
-]
+def _command_modules() -> list[str]:
+    """Every ``nas/_cmd_*.py`` module, foundation commands first, then by name. A new command is a
+    new module exposing ``COMMANDS``: nothing here changes."""
+    import pkgutil
+    from pathlib import Path
+
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("_cmd_"))
+    names.sort(key=lambda n: n != "_cmd_foundation")
+    return [f"nas.{n}" for n in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module_name in _MODULES:
+    for module_name in _command_modules():
         for cmd in importlib.import_module(module_name).COMMANDS:
             p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
             cmd.add_arguments(p)
