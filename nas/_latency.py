@@ -192,7 +192,7 @@ class LatencySettings:
             raise LatencyError("latency.device: got 'cuda' but torch.cuda.is_available() is False on this host "
                                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
                                "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
-        cpus = os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if self.device == "cpu" and self.threads > cpus:
             raise LatencyError(f"latency.threads: got {self.threads} but this host has {cpus} logical CPUs; "
                                f"use 1..{cpus} (oversubscribed threads make latency meaningless)")

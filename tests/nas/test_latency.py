@@ -113,7 +113,8 @@ def test_cuda_without_gpu_is_one_clear_error():
 
 
 def test_more_threads_than_cpus_is_an_error():
-    s = _fast(threads=(os.cpu_count() or 1) + 1)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    s = _fast(threads=usable + 1)
     with pytest.raises(LatencyError, match=r"^latency\.threads: got \d+ but this host has \d+ logical CPUs"):
         s.validate()
 
