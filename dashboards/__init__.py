@@ -1,0 +1,29 @@
+"""Plotly views of a shufflenas study, built from plain study rows (``nas.study_data(study)`` or any
+list of row dicts): the Pareto view, FLOPs against latency, hypervolume over trials; a
+self-contained HTML page and a live server. Never imports torch or ``nas``."""
+
+from ._errors import DashboardError
+from ._figures import WEBGL_THRESHOLD, figures, flops_latency_figure, hypervolume_figure, pareto_figure
+from ._info import (
+    Axis,
+    FlopsLatencyInfo,
+    HypervolumeInfo,
+    ParetoInfo,
+    StudyInfo,
+    TrialInfo,
+    flops_latency_info,
+    gather,
+    hypervolume_2d,
+    hypervolume_info,
+    pareto_front_2d,
+    pareto_info,
+)
+from ._page import export_command, page_payload, render_html, render_live_html, write_html
+from ._serve import DashboardServer, serve
+
+__all__ = [
+    "Axis", "DashboardError", "DashboardServer", "FlopsLatencyInfo", "HypervolumeInfo", "ParetoInfo", "StudyInfo", "TrialInfo",
+    "WEBGL_THRESHOLD", "export_command", "figures", "flops_latency_figure", "flops_latency_info", "gather", "hypervolume_2d",
+    "hypervolume_figure", "hypervolume_info", "page_payload", "pareto_figure", "pareto_front_2d", "pareto_info",
+    "render_html", "render_live_html", "serve", "write_html",
+]

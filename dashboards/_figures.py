@@ -1,0 +1,286 @@
+"""Draw: plain study data -> Plotly figures. Each builder gathers with ``_info`` and only draws, so a
+notebook user can call them on ``nas.study_data(study)`` (or any list of rows) and ``fig.show()``.
+
+Every point carries its trial number in ``customdata`` (what the page's click handler reads) and its
+hover text in ``hovertext``. Above ``webgl_threshold`` trials the scatter traces are WebGL
+(``Scattergl``); the few front and baseline traces stay SVG.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+
+from ._errors import DashboardError
+from ._info import (
+    FAMILY_NAMES,
+    MINIMIZE,
+    Axis,
+    StudyInfo,
+    axis_value,
+    baseline_label,
+    flops_latency_info,
+    fmt_number,
+    gather,
+    hypervolume_info,
+    pareto_info,
+)
+
+WEBGL_THRESHOLD = 1000
+TEMPLATE = "plotly_white"
+COLORS = {
+    "trials": "#6f8099", "front": "#d62728", "baseline_front": "#444444",
+    "v1": "#1f77b4", "v2": "#ff7f0e", "mixed": "#2ca02c", None: "#7f7f7f",
+}
+BASELINE_SYMBOLS = {"v1": "diamond", "v2": "square", None: "star"}
+BASELINE_NAMES = {"v1": "V1 baselines (by g)", "v2": "V2 baselines (by width)", None: "other baselines"}
+
+
+def _info_of(data: Any) -> StudyInfo:
+    return data if isinstance(data, StudyInfo) else gather(data)
+
+
+def _check_threshold(webgl_threshold: int) -> None:
+    if isinstance(webgl_threshold, bool) or not isinstance(webgl_threshold, int) or webgl_threshold < 0:
+        raise DashboardError(f"webgl_threshold: got {webgl_threshold!r}; expected an integer >= 0")
+
+
+def _scatter_cls(n: int, webgl_threshold: int) -> type:
+    return go.Scattergl if n > webgl_threshold else go.Scatter
+
+
+def axis_title(axis: Axis) -> str:
+    return f"{axis.label} · {'lower' if axis.direction == MINIMIZE else 'higher'} is better"
+
+
+def counts_text(info: StudyInfo) -> str:
+    c = info.counts
+    parts = [f"{c['complete'] - c['baselines']} trials"]
+    if c["baselines"] or info.has_attrs:
+        parts.append(f"{c['baselines']} baselines")
+    if c["fail"]:
+        parts.append(f"{c['fail']} failed (not plotted)")
+    for key in ("running", "pruned", "waiting"):
+        if c[key]:
+            parts.append(f"{c[key]} {key}")
+    return " · ".join(parts)
+
+
+def _layout(fig: go.Figure, title: str, subtitle: str, top: int = 90, **kw: Any) -> None:
+    fig.update_layout(
+        template=TEMPLATE, uirevision="keep", hovermode="closest", clickmode="event",
+        title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left",
+               "yref": "container", "y": 0.985, "yanchor": "top"},
+        margin={"l": 70, "r": 20, "t": top, "b": 60}, legend={"orientation": "h", "y": -0.16, "x": 0},
+        hoverlabel={"align": "left", "font": {"size": 12}, "bgcolor": "white", "bordercolor": "#9aa5b1"}, **kw,
+    )
+
+
+def _notice(fig: go.Figure, text: str, empty: bool = True) -> None:
+    """A centred message; with ``empty`` the axes are hidden (nothing is drawn)."""
+    import html
+    import textwrap
+
+    fig.add_annotation(text="<br>".join(html.escape(line) for line in textwrap.wrap(text, 72)), xref="paper",
+                       yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 14, "color": "#555"},
+                       align="center")
+    if empty:
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+
+
+# ---- the Pareto view ----------------------------------------------------------------------------------
+
+def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Figure:
+    """Every completed search trial faint, the Pareto front as a highlighted step line, the canonical
+    baselines as labelled markers (V1 by g, V2 by width) with their own dashed front. Two dropdowns
+    choose x (latency, MFLOPs, params, MAC) and y (the recorded proxies) without leaving the page.
+
+    Traces come in one group per y option (only the chosen group is visible): ``trials``, ``front``,
+    ``baseline front``, then one baseline trace per family present. The x dropdown restyles every
+    group's x (and the fronts' y, which depend on both axes); the y dropdown switches groups.
+    """
+    _check_threshold(webgl_threshold)
+    info = _info_of(data)
+    hover = {t.number: t.hover for t in info.trials}
+    xs_axes, ys_axes = info.x_axes, info.y_axes
+    xi0 = next(i for i, a in enumerate(xs_axes) if a.key == info.default_x)
+    yj0 = next(j for j, a in enumerate(ys_axes) if a.key == info.default_y)
+    grid = [[pareto_info(info, ax.key, ay.key) for ay in ys_axes] for ax in xs_axes]
+    search = [t for t in info.trials if not t.baseline]
+    base_fams = [f for f in ("v1", "v2", None) if any(t.baseline and _bfam(t) == f for t in info.trials)]
+    by_fam = {f: [t for t in info.trials if t.baseline and _bfam(t) == f] for f in base_fams}
+    scatter = _scatter_cls(len(search), webgl_threshold)
+
+    def values(trials, key):
+        return [axis_value(t, key) for t in trials]
+
+    # per (x, y): every trace's x, y and name, in trace order
+    def group_data(i: int, j: int) -> list[tuple[list, list, str]]:
+        ax, ay, p = xs_axes[i], ys_axes[j], grid[i][j]
+        out = [(values(search, ax.key), values(search, ay.key), f"trials ({len(p.trials.numbers)})"),
+               (list(p.front.xs), list(p.front.ys), f"Pareto front ({len(p.front.numbers)})"),
+               (list(p.baseline_front.xs), list(p.baseline_front.ys), "baselines' front")]
+        for f in base_fams:
+            out.append((values(by_fam[f], ax.key), values(by_fam[f], ay.key), BASELINE_NAMES[f]))
+        return out
+
+    per_group = 3 + len(base_fams)
+    fig = go.Figure()
+    for j in range(len(ys_axes)):
+        p = grid[xi0][j]
+        data_j = group_data(xi0, j)
+        visible = j == yj0
+        (x0, y0, n0), (x1, y1, n1), (x2, y2, n2) = data_j[:3]
+        fig.add_trace(scatter(
+            x=x0, y=y0, name=n0, mode="markers", visible=visible, legendgroup="trials",
+            customdata=[t.number for t in search], hovertext=[hover[t.number] for t in search], hoverinfo="text",
+            marker={"color": COLORS["trials"], "size": 8, "opacity": 0.5, "line": {"width": 0}},
+        ))
+        fig.add_trace(go.Scatter(
+            x=x1, y=y1, name=n1, mode="lines+markers", visible=visible, legendgroup="front", hoverinfo="skip",
+            line={"color": COLORS["front"], "width": 2.5, "shape": p.line_shape},
+            marker={"color": COLORS["front"], "size": 10, "line": {"color": "white", "width": 1}},
+        ))
+        fig.add_trace(go.Scatter(
+            x=x2, y=y2, name=n2, mode="lines", visible=visible, legendgroup="bfront", hoverinfo="skip",
+            line={"color": COLORS["baseline_front"], "width": 1.5, "dash": "dash", "shape": p.line_shape},
+        ))
+        for f, (bx, by, bn) in zip(base_fams, data_j[3:]):
+            ts = by_fam[f]
+            fig.add_trace(go.Scatter(
+                x=bx, y=by, name=bn, mode="markers+text", visible=visible, legendgroup=f"base-{f}",
+                text=[t.baseline_label or t.baseline for t in ts], textposition="top center",
+                textfont={"size": 11, "color": COLORS[f]},
+                customdata=[t.number for t in ts], hovertext=[hover[t.number] for t in ts], hoverinfo="text",
+                marker={"color": COLORS[f], "symbol": BASELINE_SYMBOLS[f], "size": 12,
+                        "line": {"color": "black", "width": 1}},
+            ))
+    n_traces = per_group * len(ys_axes)
+    indices = list(range(n_traces))
+
+    x_buttons = []
+    for i, ax in enumerate(xs_axes):
+        xs, ys, names = [], [], []
+        for j in range(len(ys_axes)):
+            for tx, ty, tn in group_data(i, j):
+                xs.append(tx)
+                ys.append(ty)
+                names.append(tn)
+        x_buttons.append({"label": ax.label, "method": "update",
+                          "args": [{"x": xs, "y": ys, "name": names, "line.shape": grid[i][0].line_shape},
+                                   {"xaxis.title.text": axis_title(ax), "xaxis.autorange": True}, indices]})
+    y_buttons = []
+    for j, ay in enumerate(ys_axes):
+        vis = [k // per_group == j for k in range(n_traces)]
+        y_buttons.append({"label": ay.label, "method": "update",
+                          "args": [{"visible": vis}, {"yaxis.title.text": axis_title(ay), "yaxis.autorange": True},
+                                   indices]})
+    menu = {"type": "dropdown", "direction": "down", "showactive": True, "yanchor": "bottom", "y": 1.02,
+            "xanchor": "left", "pad": {"r": 4, "t": 0, "b": 0, "l": 0}, "bgcolor": "#f7f7f7",
+            "font": {"size": 12}}
+    _layout(fig, f"Pareto view{': ' + info.study_name if info.study_name else ''}", counts_text(info), top=130,
+            xaxis={"title": {"text": axis_title(xs_axes[xi0])}},
+            yaxis={"title": {"text": axis_title(ys_axes[yj0])}},
+            updatemenus=[{**menu, "name": "x", "x": 0.06, "active": xi0, "buttons": x_buttons},
+                         {**menu, "name": "y", "x": 0.42, "active": yj0, "buttons": y_buttons}],
+            annotations=[{"text": "x:", "xref": "paper", "yref": "paper", "x": 0.05, "y": 1.035,
+                          "xanchor": "right", "yanchor": "bottom", "showarrow": False},
+                         {"text": "y:", "xref": "paper", "yref": "paper", "x": 0.41, "y": 1.035,
+                          "xanchor": "right", "yanchor": "bottom", "showarrow": False}],
+            meta={"view": "pareto", "x_keys": [a.key for a in xs_axes], "y_keys": [a.key for a in ys_axes],
+                  "traces_per_group": per_group})
+    if not info.trials:
+        _notice(fig, "No completed trials yet.")
+    return fig
+
+
+def _bfam(t) -> str | None:
+    return baseline_label(t.baseline)[1] if t.baseline else None
+
+
+# ---- FLOPs are not latency ----------------------------------------------------------------------------
+
+def flops_latency_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Figure:
+    """MFLOPs against measured latency for every trial and baseline, coloured by unit family: the
+    ShuffleNet V2 paper's point (FLOPs are an indirect metric) on the user's own device."""
+    _check_threshold(webgl_threshold)
+    info = _info_of(data)
+    fl = flops_latency_info(info)
+    hover = {t.number: t.hover for t in info.trials}
+    scatter = _scatter_cls(sum(len(p.numbers) for p in fl.groups.values()), webgl_threshold)
+    fig = go.Figure()
+    for fam, pts in fl.groups.items():
+        fig.add_trace(scatter(
+            x=list(pts.xs), y=list(pts.ys), name=f"{FAMILY_NAMES[fam]} ({len(pts.numbers)})", mode="markers",
+            legendgroup=str(fam), customdata=list(pts.numbers), hovertext=[hover[n] for n in pts.numbers],
+            hoverinfo="text", marker={"color": COLORS[fam], "size": 8, "opacity": 0.7},
+        ))
+    b = fl.baselines
+    for fam in ("v1", "v2", None):
+        idx = [k for k, f in enumerate(b.families) if f == fam]
+        if not idx:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[b.xs[k] for k in idx], y=[b.ys[k] for k in idx], name=BASELINE_NAMES[fam], mode="markers+text",
+            legendgroup=f"base-{fam}", text=[b.labels[k] for k in idx], textposition="top center",
+            textfont={"size": 11, "color": COLORS[fam]}, customdata=[b.numbers[k] for k in idx],
+            hovertext=[hover[b.numbers[k]] for k in idx], hoverinfo="text",
+            marker={"color": COLORS[fam], "symbol": BASELINE_SYMBOLS[fam], "size": 12,
+                    "line": {"color": "black", "width": 1}},
+        ))
+    sub = f"{fl.n} measured architectures"
+    if fl.spearman is not None:
+        sub += f" · Spearman rank correlation of MFLOPs and latency: {fl.spearman:.2f}"
+    _layout(fig, "FLOPs are not latency", sub,
+            xaxis={"title": {"text": "MFLOPs (multiply-adds / 1e6)"}},
+            yaxis={"title": {"text": "measured latency (ms, median)"}}, meta={"view": "flops_latency"})
+    if fl.notice:
+        _notice(fig, fl.notice, empty=not fig.data)
+    return fig
+
+
+# ---- hypervolume -----------------------------------------------------------------------------------
+
+def hypervolume_figure(data: Any, reference: Sequence[float] | None = None) -> go.Figure:
+    """Hypervolume of the search trials' Pareto front after each trial (a step line), with the
+    baselines-only hypervolume as a dashed reference line."""
+    info = _info_of(data)
+    hv = hypervolume_info(info, reference)
+    fig = go.Figure()
+    if hv.numbers:
+        fig.add_trace(go.Scatter(
+            x=list(hv.numbers), y=list(hv.values), name="search trials", mode="lines+markers",
+            line={"shape": "hv", "color": COLORS["front"], "width": 2}, marker={"size": 6},
+            customdata=list(hv.numbers),
+            hovertext=[f"after trial {n}: hypervolume {fmt_number(v)}" for n, v in zip(hv.numbers, hv.values)],
+            hoverinfo="text",
+        ))
+    if hv.baseline_hv is not None:
+        lo = min(hv.numbers) if hv.numbers else 0
+        hi = max(hv.numbers) if hv.numbers else max((t.number for t in info.trials), default=1)
+        fig.add_trace(go.Scatter(
+            x=[lo, hi], y=[hv.baseline_hv, hv.baseline_hv], name="baselines only", mode="lines",
+            line={"dash": "dash", "color": COLORS["baseline_front"], "width": 1.5},
+            hovertext=[f"baselines only: {fmt_number(hv.baseline_hv)}"] * 2, hoverinfo="text",
+        ))
+    if len(hv.axes) == 2 and hv.reference:
+        sub = (f"objectives: {hv.axes[0].label} ({hv.axes[0].direction}), {hv.axes[1].label} "
+               f"({hv.axes[1].direction}) · reference point ({fmt_number(hv.reference[0])}, "
+               f"{fmt_number(hv.reference[1])})")
+    else:
+        sub = ""
+    _layout(fig, "Hypervolume over trials", sub, xaxis={"title": {"text": "trial number"}},
+            yaxis={"title": {"text": "hypervolume"}}, meta={"view": "hypervolume"})
+    if hv.notice:
+        _notice(fig, hv.notice, empty=not fig.data)
+    return fig
+
+
+def figures(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> dict[str, go.Figure]:
+    """All three views: ``{"pareto", "flops_latency", "hypervolume"}``."""
+    info = _info_of(data)
+    return {"pareto": pareto_figure(info, webgl_threshold=webgl_threshold),
+            "flops_latency": flops_latency_figure(info, webgl_threshold=webgl_threshold),
+            "hypervolume": hypervolume_figure(info)}

@@ -1,0 +1,189 @@
+"""The dashboard in a real browser: Debian's chromium, headless, driven by Playwright (no browser
+download). The static page is loaded from disk as written by `shufflenas dashboard --out`; the live
+page is served by `shufflenas dashboard --serve` on loopback while a trial is added to the study.
+Each test clicks a plotted point with the mouse and checks the detail panel, and saves a screenshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from search_space import ArchSpec
+
+CHROMIUM = os.environ.get("SHUFFLENAS_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+READY = "body[data-ready='1']"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium not found at {CHROMIUM}: install Debian's package (`apt-get install chromium`, "
+                    f"done by .ci/setup --test) or set SHUFFLENAS_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.goto(url)
+    page.wait_for_selector(READY, timeout=60_000)
+    return page, errors
+
+
+def _isolated_point(page, trace_index: int) -> tuple[int, dict]:
+    """(index, bounding box) of a point of the Pareto view's trace ``trace_index`` (SVG DOM order =
+    data order) at least 12 px from every other drawn point, so a click cannot hit a neighbour."""
+    points = page.locator("#pareto .scatterlayer .trace").nth(trace_index).locator(".point")
+    boxes = [points.nth(k).bounding_box() for k in range(points.count())]
+    every = page.locator("#pareto .scatterlayer .point")
+    others = [every.nth(k).bounding_box() for k in range(every.count())]
+    centre = lambda b: (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)  # noqa: E731
+    for k, box in enumerate(boxes):
+        cx, cy = centre(box)
+        near = [o for o in others if 0 < (centre(o)[0] - cx) ** 2 + (centre(o)[1] - cy) ** 2 < 144]
+        if not near:
+            return k, box
+    pytest.fail("every point overlaps another one; cannot click one unambiguously")
+
+
+def _click(page, box: dict) -> None:
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+
+
+def _customdata(page, trace_index: int) -> list[int]:
+    return page.evaluate(f"""() => {{
+        const gd = document.getElementById('pareto');
+        return gd.data.filter(t => t.visible !== false)[{trace_index}].customdata; }}""")
+
+
+def test_static_page_from_disk(browser, storage_url, dash_data, facts, tmp_path):
+    out = tmp_path / "pareto.html"
+    proc = run_cli("dashboard", "--storage", storage_url, "--study", facts["study"], "--out", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout
+
+    page, errors = _open(browser, out.as_uri())
+    rows = {r["number"]: r for r in dash_data["rows"]}
+    search = [n for n, r in rows.items() if r["state"] == "COMPLETE" and not r["baseline"]]
+    baselines = [n for n, r in rows.items() if r["state"] == "COMPLETE" and r["baseline"]]
+    traces = page.locator("#pareto .scatterlayer .trace")
+    assert traces.nth(0).locator(".point").count() == len(search)
+    n_front = len(page.evaluate("document.getElementById('pareto').data[1].x"))
+    assert page.locator("#pareto .scatterlayer .point").count() == len(search) + n_front + len(baselines)
+    assert "1 failed trial (counted, not plotted)" in page.locator("#failed summary").inner_text()
+
+    # click a trial with the mouse: the panel shows that trial's spec, metrics and export command
+    k, box = _isolated_point(page, 0)
+    number = _customdata(page, 0)[k]
+    _click(page, box)
+    page.wait_for_function(f"document.getElementById('detail').dataset.trial === '{number}'", timeout=10_000)
+    row = rows[number]
+    panel = page.locator("#detail")
+    assert panel.locator("h2").inner_text().startswith(f"Trial {number}")
+    assert row["short"] in panel.inner_text()
+    assert json.loads(page.locator("#spec-json").inner_text()) == row["spec"]
+    assert page.locator("#export-command").inner_text() == (
+        f"shufflenas export --storage {storage_url} --study {facts['study']} --trial {number} "
+        f"--format onnx --out trial_{number}.onnx")
+    assert f"{row['metrics']['params']:,}" in panel.inner_text()
+    with page.expect_download() as dl:
+        page.click("#download-spec")
+    assert dl.value.suggested_filename == f"trial_{number}_{row['spec_hash']}.json"
+    text = Path(dl.value.path()).read_text()
+    assert json.loads(text) == row["spec"]
+    assert ArchSpec.from_json(text).content_hash() == row["spec_hash"]  # 1.0 stays 1.0
+
+    # a baseline marker (the V2 trace) opens its baseline trial
+    k, box = _isolated_point(page, 4)
+    number = _customdata(page, 4)[k]
+    _click(page, box)
+    page.wait_for_function(f"document.getElementById('detail').dataset.trial === '{number}'", timeout=10_000)
+    assert f"baseline V2 {rows[number]['baseline'][3:]}" in panel.locator("h2").inner_text()
+
+    # choose another x axis in the page's own dropdown
+    page.locator("#pareto .updatemenu-header-group").first.click()
+    page.locator("#pareto .updatemenu-dropdown-button", has_text="MFLOPs").first.click()
+    page.wait_for_function("document.querySelector('#pareto .xtitle').textContent.startsWith('MFLOPs')",
+                           timeout=10_000)
+    mflops = sorted(r["metrics"]["mflops"] for n, r in rows.items() if n in search)
+    assert sorted(page.evaluate("document.getElementById('pareto').data[0].x")) == pytest.approx(mflops)
+    page.screenshot(path=str(tmp_path / "dashboard_static.png"), full_page=True)
+    assert errors == []
+
+
+def _lines(stream, q: "queue.Queue[str]") -> None:
+    for line in stream:
+        q.put(line)
+
+
+def test_serve_shows_new_trials_live(browser, study_db, facts, add_trial, tmp_path):
+    db = tmp_path / "live.db"
+    shutil.copy(study_db, db)
+    storage = f"sqlite:///{db}"
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--storage", storage, "--study", facts["study"],
+                             "--serve", "--port", "0", "--poll", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    out: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
+    try:
+        try:
+            line = out.get(timeout=120)
+        except queue.Empty:
+            pytest.fail("the dashboard server printed nothing in 120 s")
+        m = re.search(r"at (http://127\.0\.0\.1:(\d+)/)", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        url = m.group(1)
+
+        # loopback only, and a foreign Host header (DNS rebinding) is refused
+        request = urllib.request.Request(url + "api/data", headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=30)
+        assert err.value.code == 403
+
+        page, errors = _open(browser, url)
+        before = facts["n_search"]
+        assert page.locator("#pareto .scatterlayer .trace").nth(0).locator(".point").count() == before
+        assert page.locator("#status").inner_text().startswith("live")
+        version = page.get_attribute("body", "data-version")
+
+        number = add_trial(storage)  # a real trial, written by another connection while the page is open
+        page.wait_for_function(f"document.getElementById('pareto').data[0].customdata.includes({number})",
+                               timeout=30_000)
+        assert page.get_attribute("body", "data-version") != version
+        assert page.locator("#pareto .scatterlayer .trace").nth(0).locator(".point").count() == before + 1
+        assert page.locator("#summary").inner_text().startswith(f"{before + 1} trials")
+
+        ids = _customdata(page, 0)
+        box = page.locator("#pareto .scatterlayer .trace").nth(0).locator(".point").nth(ids.index(number)).bounding_box()
+        _click(page, box)
+        page.wait_for_function(f"document.getElementById('detail').dataset.trial === '{number}'", timeout=10_000)
+        spec = json.loads(page.locator("#spec-json").inner_text())
+        assert ArchSpec.from_dict(spec).short() in page.locator("#detail").inner_text()
+        page.screenshot(path=str(tmp_path / "dashboard_live.png"), full_page=True)
+        assert errors == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

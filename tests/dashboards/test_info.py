@@ -1,0 +1,223 @@
+"""The gather step (rows -> NamedTuples), checked without looking at any figure: front membership
+against a brute-force dominance check and Optuna's own ``best_trials``, hypervolume against Optuna's
+implementation, baseline labels, hover text, axis options, and graceful degradation."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import optuna
+import pytest
+from optuna._hypervolume import compute_hypervolume
+
+from dashboards import (
+    DashboardError,
+    flops_latency_info,
+    gather,
+    hypervolume_2d,
+    hypervolume_info,
+    pareto_front_2d,
+    pareto_info,
+)
+from dashboards._info import baseline_label, spearman
+
+METRICS = ("latency_ms", "mflops", "params", "mmac")
+
+
+def _value(row, key):
+    if key.startswith("proxy:"):
+        return row["proxies"][key[6:]]
+    return row["metrics"][key]
+
+
+def _dominates(a, b, signs):
+    return all(s * x <= s * y for s, x, y in zip(signs, a, b)) and any(s * x < s * y for s, x, y in zip(signs, a, b))
+
+
+def _brute_front(rows, x, y):
+    """Numbers of the rows no other row dominates (x minimised, y maximised)."""
+    pts = {r["number"]: (_value(r, x), _value(r, y)) for r in rows}
+    return {n for n, p in pts.items() if not any(_dominates(q, p, (1, -1)) for m, q in pts.items() if m != n)}
+
+
+# ---- pure helpers ---------------------------------------------------------------------------------------
+
+def test_front_2d_keeps_ties_and_handles_directions():
+    pts = [(1, 5), (2, 3), (3, 4), (4, 1), (2, 3), (5, 5)]
+    assert sorted(pareto_front_2d(pts)) == [0, 1, 3, 4]
+    # maximising the second coordinate turns the front around
+    assert pareto_front_2d(pts, ("minimize", "maximize")) == [0]  # (1, 5) beats (5, 5) on x
+    assert sorted(pareto_front_2d(pts, ("maximize", "maximize"))) == [5]
+    assert pareto_front_2d([(1, float("nan")), (2, 2)]) == [1]
+    with pytest.raises(DashboardError, match="directions"):
+        pareto_front_2d(pts, ("min", "max"))
+
+
+def test_front_2d_matches_brute_force_on_random_points():
+    rng = random.Random(0)
+    for dirs in itertools.product(("minimize", "maximize"), repeat=2):
+        pts = [(rng.randint(0, 30), rng.randint(0, 30)) for _ in range(80)]
+        signs = [1 if d == "minimize" else -1 for d in dirs]
+        brute = {i for i, p in enumerate(pts) if not any(_dominates(q, p, signs) for q in pts)}
+        assert set(pareto_front_2d(pts, dirs)) == brute
+
+
+def test_hypervolume_2d_against_optuna():
+    assert hypervolume_2d([(1, 5), (2, 3), (4, 1)], (5, 6)) == pytest.approx(12.0)
+    rng = random.Random(1)
+    for dirs in itertools.product(("minimize", "maximize"), repeat=2):
+        pts = [(rng.uniform(0, 10), rng.uniform(0, 10)) for _ in range(60)]
+        ref = tuple(11.0 if d == "minimize" else -1.0 for d in dirs)
+        signs = np.array([1.0 if d == "minimize" else -1.0 for d in dirs])
+        expected = compute_hypervolume(np.array(pts) * signs, np.array(ref) * signs)
+        assert hypervolume_2d(pts, ref, dirs) == pytest.approx(expected, rel=1e-12)
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_baseline_labels():
+    assert baseline_label("v1_g3_0.5x") == ("V1 g3", "v1")
+    assert baseline_label("v1_g3_0.5x", same_g_twice=True) == ("V1 g3 0.5x", "v1")
+    assert baseline_label("v1_g8_0.25x") == ("V1 g8", "v1")
+    assert baseline_label("v2_1.0x") == ("V2 1.0x", "v2")
+    assert baseline_label("resnet18") == ("resnet18", None)
+
+
+# ---- gather on the real study ------------------------------------------------------------------------
+
+def test_gather_counts_axes_and_baselines(dash_data, facts):
+    info = gather(dash_data)
+    states = [r["state"] for r in dash_data["rows"]]
+    assert info.counts["complete"] == states.count("COMPLETE") == len(facts["baselines"]) + facts["n_search"]
+    assert info.counts["fail"] == 1 and info.counts["running"] == 1
+    assert info.counts["baselines"] == len(facts["baselines"])
+    assert [r for _, r in info.failed][0].startswith("ValueError: resolution")
+    assert [a.key for a in info.x_axes] == list(METRICS)
+    assert [a.key for a in info.y_axes] == ["proxy:naswot", "proxy:params"]  # the study's proxy first
+    assert {a.direction for a in info.x_axes} == {"minimize"} and {a.direction for a in info.y_axes} == {"maximize"}
+    assert (info.default_x, info.default_y) == ("latency_ms", "proxy:naswot")
+    assert info.has_attrs and info.notices == ()
+    labels = {t.baseline: (t.baseline_label, t.family) for t in info.trials if t.baseline}
+    assert labels == {"v1_g3_0.5x": ("V1 g3", "v1"), "v1_g8_0.5x": ("V1 g8", "v1"),
+                      "v2_0.5x": ("V2 0.5x", "v2"), "v2_1.0x": ("V2 1.0x", "v2")}
+    # a bare list of rows works too
+    assert gather(dash_data["rows"]).counts == info.counts
+
+
+@pytest.mark.parametrize("x", METRICS)
+@pytest.mark.parametrize("y", ["proxy:naswot", "proxy:params"])
+def test_front_membership_matches_dominance(dash_data, x, y):
+    complete = [r for r in dash_data["rows"] if r["state"] == "COMPLETE"]
+    search = [r for r in complete if not r["baseline"]]
+    base = [r for r in complete if r["baseline"]]
+    p = pareto_info(dash_data, x, y)
+    assert set(p.trials.numbers) == {r["number"] for r in search}
+    assert set(p.front.numbers) == _brute_front(search, x, y)
+    assert set(p.baselines.numbers) == {r["number"] for r in base}
+    assert set(p.baseline_front.numbers) == _brute_front(base, x, y)
+    assert list(p.front.xs) == sorted(p.front.xs)  # ready for a step line
+    assert p.line_shape == "hv" and p.missing == 0
+
+
+def test_hover_text_names_the_architecture_and_measurements(dash_data):
+    info = gather(dash_data)
+    rows = {r["number"]: r for r in dash_data["rows"]}
+    for t in info.trials:
+        r = rows[t.number]
+        assert f"trial {t.number}" in t.hover
+        for stage in r["short"].split(" | ")[1:]:
+            if not stage.startswith("head"):
+                assert stage.replace("'", "&#x27;") in t.hover
+        assert f"params {r['metrics']['params']:,}" in t.hover
+        assert "MFLOPs" in t.hover and "MAC" in t.hover
+        assert "latency" in t.hover and "IQR" in t.hover and "15 runs" in t.hover
+        assert "cpu · eager · 1 thread · 16 px · batch 1" in t.hover
+        if t.baseline:
+            assert t.baseline in t.hover
+
+
+def test_flops_latency_groups_by_family(dash_data):
+    info = gather(dash_data)
+    fl = flops_latency_info(info)
+    search = [t for t in info.trials if not t.baseline]
+    assert sum(len(p.numbers) for p in fl.groups.values()) == len(search)
+    for fam, pts in fl.groups.items():
+        assert {t.family for t in search if t.number in pts.numbers} == {fam}
+    assert sorted(fl.baselines.labels) == ["V1 g3", "V1 g8", "V2 0.5x", "V2 1.0x"]
+    assert fl.n == len(info.trials) and -1 <= fl.spearman <= 1 and fl.notice is None
+
+
+def test_hypervolume_series(dash_data):
+    info = gather(dash_data)
+    hv = hypervolume_info(info)
+    search = [t for t in info.trials if not t.baseline]
+    base = [t for t in info.trials if t.baseline]
+    assert hv.numbers == tuple(t.number for t in search)
+    assert all(b >= a for a, b in zip(hv.values, hv.values[1:]))
+    dirs = info.directions
+    assert dirs == ("maximize", "minimize")
+    ref = hv.reference
+    everything = [t.values for t in info.trials]
+    assert all(v[0] > ref[0] and v[1] < ref[1] for v in everything)  # the reference is worse than every point
+    assert hv.values[-1] == pytest.approx(hypervolume_2d([t.values for t in search], ref, dirs))
+    assert hv.baseline_hv == pytest.approx(hypervolume_2d([t.values for t in base], ref, dirs))
+    signs = np.array([-1.0, 1.0])
+    assert hv.baseline_hv == pytest.approx(
+        compute_hypervolume(np.array([t.values for t in base]) * signs, np.array(ref) * signs))
+
+
+# ---- other data ----------------------------------------------------------------------------------------
+
+def test_foreign_study_degrades_with_a_notice(foreign_data, storage_url, facts):
+    info = gather(foreign_data)
+    assert not info.has_attrs
+    assert len(info.notices) == 1 and "no shufflenas trial attributes" in info.notices[0]
+    assert [a.key for a in info.x_axes] == ["value:0", "value:1"]
+    assert (info.default_x, info.default_y) == ("value:0", "value:1")
+    p = pareto_info(info)
+    study = optuna.load_study(study_name=facts["foreign"], storage=storage_url)
+    assert set(p.front.numbers) == {t.number for t in study.best_trials}
+    assert "objective 0 =" in info.trials[0].hover and "x =" in info.trials[0].hover
+    assert flops_latency_info(info).notice is not None
+    hv = hypervolume_info(info)
+    assert len(hv.numbers) == 25 and hv.baseline_hv is None and hv.notice is None
+
+
+def test_one_objective_study_uses_trial_number():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("x", -2, 2) - 1) ** 2, n_trials=12)
+    from nas._results import study_data
+
+    info = gather(study_data(study))
+    assert [a.key for a in info.x_axes] == ["number"] and info.default_y == "value:0"
+    p = pareto_info(info)  # the front on (trial number, value) is the best-so-far staircase
+    best, expected = float("inf"), []
+    for t in study.trials:
+        if t.value < best:
+            best = t.value
+            expected.append(t.number)
+    assert list(p.front.numbers) == expected
+    assert "two-objective" in hypervolume_info(info).notice
+
+
+def test_empty_study_and_bad_input(dash_data):
+    empty = gather({"meta": {"study_name": "s", "directions": ["maximize", "minimize"]}, "rows": []})
+    assert empty.trials == () and any("No completed trials" in n for n in empty.notices)
+    assert pareto_info(empty).front.numbers == ()
+    with pytest.raises(DashboardError, match="expected"):
+        gather(42)
+    with pytest.raises(DashboardError, match=r"rows'\]\[0\]: missing 'state'"):
+        gather({"rows": [{"number": 0}]})
+    with pytest.raises(DashboardError, match="no 'rows' key"):
+        gather({"meta": {}})
+    with pytest.raises(DashboardError, match="axis: got 'accuracy'; this study offers"):
+        pareto_info(dash_data, y="accuracy")
+    with pytest.raises(DashboardError, match="reference"):
+        hypervolume_info(dash_data, reference=(1.0, float("nan")))
