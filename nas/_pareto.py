@@ -1,0 +1,189 @@
+"""The Pareto front of a study, from plain rows (``nas._results.study_data``), no Optuna needed.
+
+- :func:`pareto_front`: the non-dominated searched trials (COMPLETE, finite values, feasible under
+  the study's constraints, one row per architecture), sorted best first on the first objective
+  (the accuracy proxy): index 0 is the best-proxy architecture of the front. ``export
+  --pareto-rank R`` takes index R of this list.
+- :func:`front_summary`: the front with the baselines each row dominates, the baselines dominated
+  by the search, and the hypervolume of the front against a reference point taken from the
+  baselines (per objective, the worst baseline value); the baselines' own hypervolume against the
+  same point is given beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+ATTR_CONSTRAINTS = "constraints"
+
+
+def _signs(directions: Sequence[str]) -> list[float]:
+    out = []
+    for d in directions:
+        d = d.lower()
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction: got {d!r}; expected 'maximize' or 'minimize'")
+        out.append(-1.0 if d == "maximize" else 1.0)
+    return out
+
+
+def usable(row: Mapping[str, Any], n_objectives: int) -> bool:
+    """A COMPLETE row with ``n_objectives`` finite values."""
+    values = row.get("values")
+    return (row.get("state") == "COMPLETE" and values is not None and len(values) == n_objectives
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values))
+
+
+def feasible(row: Mapping[str, Any]) -> bool:
+    """Every constraint value stored with the trial is <= 0 (no constraints: feasible)."""
+    cons = (row.get("attrs") or {}).get(ATTR_CONSTRAINTS)
+    return not cons or all(isinstance(c, (int, float)) and c <= 0 for c in cons)
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """``a`` is no worse than ``b`` in every objective and better in at least one."""
+    signs = _signs(directions)
+    better = False
+    for x, y, s in zip(a, b, signs):
+        x, y = s * x, s * y
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
+
+
+def _nondominated(rows: list[Mapping[str, Any]], directions: Sequence[str]) -> list[Mapping[str, Any]]:
+    signs = _signs(directions)
+    keyed = [(tuple(s * v for s, v in zip(signs, r["values"])), r) for r in rows]
+    if len(directions) == 2:
+        # sweep: sorted by objective 0 (then 1), a point is on the front iff its objective 1 is
+        # strictly below every earlier point's, or it equals the last front point.
+        keyed.sort(key=lambda kr: (kr[0][0], kr[0][1], kr[1].get("number", 0)))
+        front, best1, last = [], math.inf, None
+        for k, r in keyed:
+            if k[1] < best1 or k == last:
+                front.append(r)
+                best1, last = k[1], k
+        return front
+    front = []
+    for k, r in keyed:
+        if not any(all(o <= x for o, x in zip(ok, k)) and ok != k for ok, _ in keyed):
+            front.append(r)
+    return front
+
+
+def pareto_front(rows: Iterable[Mapping[str, Any]], directions: Sequence[str], *,
+                 include_baselines: bool = False) -> list[Mapping[str, Any]]:
+    """The non-dominated rows, best first on objective 0 (ties: better objective 1 first).
+
+    Only COMPLETE rows with finite values that satisfy the stored constraints take part; baseline
+    rows only with ``include_baselines``. Rows of the same architecture (``spec_hash``) count once
+    (the lowest trial number). Rows with equal values are all kept.
+    """
+    n = len(directions)
+    seen: set[str] = set()
+    candidates = []
+    for r in sorted(rows, key=lambda r: r.get("number", 0)):
+        if not usable(r, n) or not feasible(r) or (r.get("baseline") and not include_baselines):
+            continue
+        h = r.get("spec_hash")
+        if h is not None:
+            if h in seen:
+                continue
+            seen.add(h)
+        candidates.append(r)
+    front = _nondominated(candidates, directions)
+    signs = _signs(directions)
+    return sorted(front, key=lambda r: (tuple(s * v for s, v in zip(signs, r["values"])), r.get("number", 0)))
+
+
+def hypervolume(points: Iterable[Sequence[float]], reference: Sequence[float], directions: Sequence[str]) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (points not better than the
+    reference in every objective add nothing). Exact for two objectives; more use Optuna's WFG."""
+    signs = _signs(directions)
+    ref = [s * r for s, r in zip(signs, reference)]
+    pts = [[s * v for s, v in zip(signs, p)] for p in points]
+    pts = [p for p in pts if all(x < r for x, r in zip(p, ref))]
+    if not pts:
+        return 0.0
+    if len(ref) == 2:
+        pts.sort()
+        volume, best1 = 0.0, ref[1]
+        for x0, x1 in pts:
+            if x1 < best1:
+                volume += (ref[0] - x0) * (best1 - x1)
+                best1 = x1
+        return float(volume)
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))
+
+
+def reference_point(rows: Sequence[Mapping[str, Any]], directions: Sequence[str]) -> list[float] | None:
+    """Per objective, the worst value among ``rows`` (``None`` without rows)."""
+    if not rows:
+        return None
+    signs = _signs(directions)
+    return [s * max(s * r["values"][i] for r in rows) for i, s in enumerate(signs)]
+
+
+def front_summary(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything ``shufflenas pareto`` shows, as plain JSON data, from ``study_data(study)``."""
+    meta, rows = data["meta"], list(data["rows"])
+    directions = list(meta["directions"])
+    names = list(meta.get("objective_names") or [f"objective {i}" for i in range(len(directions))])
+    n = len(directions)
+    baselines: dict[str, Mapping[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r.get("number", 0)):
+        if r.get("baseline") and usable(r, n) and r["baseline"] not in baselines:
+            baselines[r["baseline"]] = r
+    searched = [r for r in rows if not r.get("baseline")]
+    front = pareto_front(rows, directions)
+    if baselines:
+        ref, ref_from = reference_point(list(baselines.values()), directions), "baselines (worst value per objective)"
+    else:
+        done = [r for r in searched if usable(r, n)]
+        ref, ref_from = reference_point(done, directions), "all complete trials (worst value per objective)"
+
+    front_rows = []
+    dominated_by: dict[str, list[int]] = {name: [] for name in baselines}
+    for rank, r in enumerate(front):
+        beaten = [name for name, b in baselines.items() if dominates(r["values"], b["values"], directions)]
+        for name in beaten:
+            dominated_by[name].append(r["number"])
+        front_rows.append({
+            "rank": rank, "number": r["number"], "values": list(r["values"]),
+            "objectives": dict(zip(names, r["values"])), "short": r.get("short"),
+            "spec_hash": r.get("spec_hash"), "spec": r.get("spec"), "metrics": r.get("metrics", {}),
+            "dominates_baselines": beaten,
+        })
+    baseline_rows = [{
+        "name": name, "number": b["number"], "values": list(b["values"]),
+        "objectives": dict(zip(names, b["values"])), "feasible": feasible(b),
+        "dominated_by": dominated_by[name],
+    } for name, b in baselines.items()]
+    states: dict[str, int] = {}
+    for r in searched:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    hv = hypervolume([r["values"] for r in front], ref, directions) if ref else 0.0
+    base_front = _nondominated(list(baselines.values()), directions)
+    base_hv = hypervolume([b["values"] for b in base_front], ref, directions) if ref else 0.0
+    return {
+        "study_name": meta.get("study_name"),
+        "directions": directions,
+        "objective_names": names,
+        "n_trials": len(searched),
+        "states": states,
+        "n_baselines": len(baselines),
+        "front_size": len(front_rows),
+        "front": front_rows,
+        "baselines": baseline_rows,
+        "baselines_dominated": [name for name, by in dominated_by.items() if by],
+        "hypervolume": hv,
+        "baseline_hypervolume": base_hv,
+        "reference_point": ref,
+        "reference_from": ref_from,
+    }
