@@ -169,6 +169,50 @@ def retry(fn: Callable[[], T], *, what: str, deadline_s: float = DEFAULT_RETRY_D
         time.sleep(min(backoff.next_delay(), max(0.0, deadline_s - (time.monotonic() - start))))
 
 
+# A server that is restarting says so (SQLSTATE 57P01 admin shutdown, 57P02 crash shutdown, 57P03
+# cannot connect now) or drops the connection mid-query. At start-up only these are retried: a
+# refused connection, a bad password or an unknown host there is a wrong URL, reported at once;
+# once a restart has been seen, a refused connection is the server being down and is waited for.
+RESTART_MARKERS = ("57P01", "57P02", "57P03", "terminating connection due to administrator command",
+                   "the database system is starting up", "the database system is shutting down",
+                   "the database system is in recovery mode", "the database system is not yet accepting",
+                   "server closed the connection unexpectedly", "consuming input failed")
+_DOWN_MARKERS = ("connection refused", "could not connect", "connection failed")
+
+
+def _text_of(exc: BaseException) -> str:
+    parts = []
+    for e in _chain(exc):
+        parts.append(str(e))
+        for attr in ("orig", "sqlstate"):
+            v = getattr(e, attr, None)
+            if v is not None:
+                parts.append(str(v))
+    return " ".join(parts)
+
+
+def retry_while_restarting(fn: Callable[[], T], *, what: str, deadline_s: float = DEFAULT_RETRY_DEADLINE_S) -> T:
+    """Call ``fn()``, retrying with backoff while the error says the database server is restarting
+    (see :data:`RESTART_MARKERS`); any other error propagates at once."""
+    backoff = Backoff()
+    start = time.monotonic()
+    seen_restart = False
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            text = _text_of(exc)
+            restarting = any(m in text for m in RESTART_MARKERS)
+            down = seen_restart and any(m in text.lower() for m in _DOWN_MARKERS)
+            if not (restarting or down) or time.monotonic() - start >= deadline_s:
+                raise
+            if not seen_restart:
+                _log.warning("storage: the database server is restarting while %s; retrying for up to %.0f s",
+                             what, deadline_s)
+            seen_restart = True
+        time.sleep(backoff.next_delay())
+
+
 # ----------------------------------------------------------------------------------- resilient storage
 
 _RETRIED_METHODS = (
@@ -268,7 +312,8 @@ def open_schema_lock(url: str, *, connect_timeout: int = 10) -> Iterator[None]:
             conn = engine.connect()
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key("schema")})
             conn.commit()
-        except Exception:
+        except Exception as exc:
+            _log.debug("schema lock not taken (%s)", _first_line(exc))
             if conn is not None:
                 conn.close()
             conn = None  # let the caller's open report the problem
@@ -425,7 +470,7 @@ class Census:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
-    replaced: int = 0  # FAIL trials re-queued as a retry (their retry stands for them)
+    replaced: int = 0  # FAIL trials re-queued as a retry (their retry stands for them) or interrupted
     running: int = 0
     waiting: int = 0
     running_uncounted: int = 0  # RUNNING / WAITING trials outside the count (baselines)
@@ -440,6 +485,7 @@ class Census:
         rejects (e.g. baselines, which a study holds besides its searched trials)."""
         c = cls(trials=list(trials))
         retried = {n for t in trials for n in t.system_attrs.get(SYS_RETRY_HISTORY, [])}
+        retried |= {t.number for t in trials if t.user_attrs.get("interrupted")}  # Ctrl-C: not a result
         for t in trials:
             if counted is not None and not counted(t):
                 if t.state == TrialState.RUNNING:
@@ -465,7 +511,8 @@ class Census:
 
     @property
     def finished(self) -> int:
-        """COMPLETE + PRUNED + FAIL, a FAIL that was re-queued not counted (its retry counts)."""
+        """COMPLETE + PRUNED + FAIL, not counting a FAIL that was re-queued (its retry counts) or
+        interrupted by Ctrl-C (user attribute ``interrupted``, as ``nas._runner`` counts)."""
         return self.complete + self.pruned + self.failed - self.replaced
 
     @property

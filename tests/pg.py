@@ -189,6 +189,13 @@ class PostgresServer:
             args += ["-c", s]
         return self._run(*args).stdout
 
+    def create_database(self, name: str) -> str:
+        """A fresh empty database owned by the login role; returns its URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: letters, digits and _ only")
+        self.psql(f"CREATE DATABASE {name} OWNER {self.user}")
+        return self.url_with(database=name)
+
     def cleanup(self) -> None:
         if self.root is None:
             return
@@ -206,3 +213,34 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+# ----------------------------------------------------------------------------------- pytest fixtures
+# Import them into a test module (``from pg import pg_server, pg_url``).
+
+try:
+    import pytest
+except ImportError:  # benches import this module without pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+    @pytest.fixture(scope="module")
+    def pg_server():
+        """One real PostgreSQL server per test module (fails, never skips, without the binaries)."""
+        try:
+            server = PostgresServer(max_connections=200)
+            server.start()
+        except PostgresUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+    @pytest.fixture
+    def pg_url(pg_server, request):
+        """A fresh database on the module's server, for one test."""
+        import re
+
+        name = "t_" + re.sub(r"[^0-9a-zA-Z]+", "_", request.node.name)[-40:].lower() + "_" + secrets.token_hex(3)
+        return pg_server.create_database(name)
