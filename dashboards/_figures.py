@@ -2,8 +2,9 @@
 notebook user can call them on ``nas.study_data(study)`` (or any list of rows) and ``fig.show()``.
 
 Every point carries its trial number in ``customdata`` (what the page's click handler reads) and its
-hover text in ``hovertext``. Above ``webgl_threshold`` trials the scatter traces are WebGL
-(``Scattergl``); the few front and baseline traces stay SVG.
+hover text in ``hovertext``. Above ``webgl_threshold`` trials every trace of the Pareto and
+FLOPs-vs-latency views is WebGL (``Scattergl``): WebGL draws above SVG, so a front left in SVG would
+sink under thousands of points.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def counts_text(info: StudyInfo) -> str:
     parts = [f"{c['complete'] - c['baselines']} trials"]
     if c["baselines"] or info.has_attrs:
         parts.append(f"{c['baselines']} baselines")
+    if c.get("infeasible"):
+        parts.append(f"{c['infeasible']} infeasible (×, never on the front)")
     if c["fail"]:
         parts.append(f"{c['fail']} failed (not plotted)")
     for key in ("running", "pruned", "waiting"):
@@ -108,7 +111,8 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
     xi0 = next(i for i, a in enumerate(xs_axes) if a.key == info.default_x)
     yj0 = next(j for j, a in enumerate(ys_axes) if a.key == info.default_y)
     grid = [[pareto_info(info, ax.key, ay.key) for ay in ys_axes] for ax in xs_axes]
-    search = [t for t in info.trials if not t.baseline]
+    # feasible trials first: the legend draws the trace's first marker (a circle, not an infeasible cross)
+    search = sorted((t for t in info.trials if not t.baseline), key=lambda t: not t.feasible)
     base_fams = [f for f in ("v1", "v2", None) if any(t.baseline and _bfam(t) == f for t in info.trials)]
     by_fam = {f: [t for t in info.trials if t.baseline and _bfam(t) == f] for f in base_fams}
     scatter = _scatter_cls(len(search), webgl_threshold)
@@ -136,20 +140,21 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
         fig.add_trace(scatter(
             x=x0, y=y0, name=n0, mode="markers", visible=visible, legendgroup="trials",
             customdata=[t.number for t in search], hovertext=[hover[t.number] for t in search], hoverinfo="text",
-            marker={"color": COLORS["trials"], "size": 8, "opacity": 0.5, "line": {"width": 0}},
+            marker={"color": COLORS["trials"], "size": 8, "opacity": 0.5, "line": {"width": 0},
+                    "symbol": [("circle" if t.feasible else "x") for t in search]},
         ))
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=x1, y=y1, name=n1, mode="lines+markers", visible=visible, legendgroup="front", hoverinfo="skip",
             line={"color": COLORS["front"], "width": 2.5, "shape": p.line_shape},
             marker={"color": COLORS["front"], "size": 10, "line": {"color": "white", "width": 1}},
         ))
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=x2, y=y2, name=n2, mode="lines", visible=visible, legendgroup="bfront", hoverinfo="skip",
             line={"color": COLORS["baseline_front"], "width": 1.5, "dash": "dash", "shape": p.line_shape},
         ))
         for f, (bx, by, bn) in zip(base_fams, data_j[3:]):
             ts = by_fam[f]
-            fig.add_trace(go.Scatter(
+            fig.add_trace(scatter(
                 x=bx, y=by, name=bn, mode="markers+text", visible=visible, legendgroup=f"base-{f}",
                 text=[t.baseline_label or t.baseline for t in ts], textposition="top center",
                 textfont={"size": 11, "color": COLORS[f]},
@@ -222,7 +227,7 @@ def flops_latency_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -
         idx = [k for k, f in enumerate(b.families) if f == fam]
         if not idx:
             continue
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=[b.xs[k] for k in idx], y=[b.ys[k] for k in idx], name=BASELINE_NAMES[fam], mode="markers+text",
             legendgroup=f"base-{fam}", text=[b.labels[k] for k in idx], textposition="top center",
             textfont={"size": 11, "color": COLORS[fam]}, customdata=[b.numbers[k] for k in idx],
@@ -268,13 +273,19 @@ def hypervolume_figure(data: Any, reference: Sequence[float] | None = None) -> g
     if len(hv.axes) == 2 and hv.reference:
         sub = (f"objectives: {hv.axes[0].label} ({hv.axes[0].direction}), {hv.axes[1].label} "
                f"({hv.axes[1].direction}) · reference point ({fmt_number(hv.reference[0])}, "
-               f"{fmt_number(hv.reference[1])})")
+               f"{fmt_number(hv.reference[1])}){'' if reference is not None else ': the worst baseline value per objective, as in `shufflenas pareto`' if any(t.baseline for t in info.trials) else ': the worst value per objective'}")
     else:
         sub = ""
     _layout(fig, "Hypervolume over trials", sub, xaxis={"title": {"text": "trial number"}},
             yaxis={"title": {"text": "hypervolume"}}, meta={"view": "hypervolume"})
     if hv.notice:
         _notice(fig, hv.notice, empty=not fig.data)
+    elif hv.values and max(hv.values) == 0 and reference is None:
+        fig.add_annotation(text="No search trial is better than the worst baseline on both objectives yet, so "
+                                "the hypervolume<br>above that reference point is still 0 (trials may still lie "
+                                "on the front: see the Pareto view).",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                           font={"size": 13, "color": "#555"})
     return fig
 
 

@@ -29,6 +29,7 @@ METRIC_AXES = (
 )
 FAMILY_NAMES = {"v1": "ShuffleNet V1 units", "v2": "ShuffleNet V2 units", "mixed": "V1 + V2 mixed",
                 None: "unknown family"}
+ATTR_CONSTRAINTS = "constraints"  # the runner's user attribute: constraint values, feasible when all <= 0
 _BASELINE_RE = re.compile(r"^(v1)_g(\d+)_([0-9.]+)x$|^(v2)_([0-9.]+)x$")
 
 
@@ -57,6 +58,7 @@ class TrialInfo(NamedTuple):
     values: tuple | None
     latency_settings: dict | None
     hover: str                    # plotly hover text (HTML-escaped)
+    feasible: bool = True         # every stored constraint value <= 0 (user attr ``constraints``)
 
 
 class StudyInfo(NamedTuple):
@@ -65,7 +67,7 @@ class StudyInfo(NamedTuple):
     study_name: str
     directions: tuple[str, ...]
     objective_names: tuple[str, ...]
-    counts: dict                  # {"complete", "baselines", "fail", "running", "pruned", "waiting", "total"}
+    counts: dict                  # {"complete", "baselines", "infeasible", "fail", "running", "pruned", "waiting", "total"}
     trials: tuple[TrialInfo, ...]  # COMPLETE trials, by number
     failed: tuple[tuple[int, str], ...]  # (number, reason) of FAIL trials
     has_attrs: bool               # the study carries shufflenas trial attributes
@@ -207,6 +209,15 @@ def _ranks(values: Sequence[float]) -> list[float]:
 
 # ---- formatting -------------------------------------------------------------------------------------
 
+def _feasible(constraints: Any) -> bool:
+    """The runner's rule (user attr ``constraints``): feasible when every value is <= 0."""
+    if not constraints:
+        return True
+    if not isinstance(constraints, (list, tuple)):
+        return False
+    return all(_finite(c) is not None and c <= 0 for c in constraints)
+
+
 def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -287,12 +298,15 @@ def _short_of(spec: Any) -> str | None:
 
 def _hover(number: int, baseline: str | None, label: str | None, short: str | None, metrics: Mapping,
            proxies: Mapping, values: Sequence | None, objective_names: Sequence[str],
-           settings: Mapping | None, params: Mapping | None = None) -> str:
+           settings: Mapping | None, params: Mapping | None = None, constraints: Sequence | None = None) -> str:
     e = html.escape
     head = f"<b>trial {number}</b>"
     if baseline:
         head += f" · baseline {e(label or baseline)} ({e(baseline)})"
     lines = [head]
+    if constraints is not None and not _feasible(constraints):
+        lines.append("<i>infeasible: constraint values " + ", ".join(fmt_number(c) for c in constraints)
+                     + " (must be <= 0)</i>")
     if short:
         stage = 0
         for part in short.split(" | "):
@@ -392,16 +406,20 @@ def gather(data: Any) -> StudyInfo:
             label, bfam = baseline_label(baseline, bool(m and m.group(1) and v1_gs.count(m.group(2)) > 1))
         family = spec_family(spec) or bfam
         settings = r.get("latency_settings") if isinstance(r.get("latency_settings"), Mapping) else study_settings
+        constraints = (r.get("attrs") or {}).get(ATTR_CONSTRAINTS)
         trials.append(TrialInfo(
             number=int(r["number"]), baseline=baseline, baseline_label=label, family=family, short=short,
             spec=dict(spec) if spec else None, spec_hash=r.get("spec_hash"), metrics=metrics, proxies=proxies,
             values=values, latency_settings=settings,
             hover=_hover(int(r["number"]), baseline, label, short, metrics, proxies, values, objective_names,
-                         settings, r.get("params") if isinstance(r.get("params"), Mapping) else None),
+                         settings, r.get("params") if isinstance(r.get("params"), Mapping) else None,
+                         constraints),
+            feasible=_feasible(constraints),
         ))
 
     counts = {"total": len(rows), "complete": len(complete),
               "baselines": sum(1 for t in trials if t.baseline),
+              "infeasible": sum(1 for t in trials if not t.baseline and not t.feasible),
               "fail": sum(1 for r in rows if r["state"] == "FAIL"),
               "running": sum(1 for r in rows if r["state"] == "RUNNING"),
               "pruned": sum(1 for r in rows if r["state"] == "PRUNED"),
@@ -487,8 +505,23 @@ def _points(trials: Sequence[TrialInfo], x: str, y: str) -> tuple[list[TrialInfo
     return kept, xs, ys, missing
 
 
-def _front(kept: Sequence[TrialInfo], xs: Sequence[float], ys: Sequence[float], x: Axis, y: Axis) -> Points:
-    idx = pareto_front_2d(list(zip(xs, ys)), (x.direction, y.direction))
+def _front(kept: Sequence[TrialInfo], xs: Sequence[float], ys: Sequence[float], x: Axis, y: Axis,
+           feasible_only: bool = True) -> Points:
+    """The non-dominated points among ``kept``: feasible trials only (unless told), and one trial per
+    architecture (the lowest number: a re-measured spec is not a second front member), as
+    ``shufflenas pareto`` counts them."""
+    seen: set[str] = set()
+    cand = []
+    for i in sorted(range(len(kept)), key=lambda i: kept[i].number):
+        t = kept[i]
+        if feasible_only and not t.feasible:
+            continue
+        if t.spec_hash:
+            if t.spec_hash in seen:
+                continue
+            seen.add(t.spec_hash)
+        cand.append(i)
+    idx = [cand[k] for k in pareto_front_2d([(xs[i], ys[i]) for i in cand], (x.direction, y.direction))]
     idx.sort(key=lambda i: (xs[i], ys[i]))
     return Points(tuple(kept[i].number for i in idx), tuple(xs[i] for i in idx), tuple(ys[i] for i in idx))
 
@@ -509,7 +542,7 @@ def pareto_info(data: Any, x: str | None = None, y: str | None = None) -> Pareto
         baselines=LabelledPoints(tuple(t.number for t in bkept), tuple(bxs), tuple(bys),
                                  tuple(t.baseline_label or t.baseline or "" for t in bkept),
                                  tuple(t.family for t in bkept)),
-        baseline_front=_front(bkept, bxs, bys, ax, ay),
+        baseline_front=_front(bkept, bxs, bys, ax, ay, feasible_only=False),
         line_shape="hv" if ax.direction == MINIMIZE else "vh",
         missing=missing + bmissing,
     )
@@ -539,44 +572,42 @@ def flops_latency_info(data: Any) -> FlopsLatencyInfo:
 
 
 def hypervolume_info(data: Any, reference: Sequence[float] | None = None) -> HypervolumeInfo:
-    """Hypervolume, on the study's two objectives, of the search trials' front after each search trial,
-    and of the baselines' front alone. The reference point is, unless given, the worst value of each
-    objective over every completed trial and baseline, moved 5% of the range further out (so the
-    worst trial still counts)."""
+    """Hypervolume, on the study's two objectives, of the feasible search trials' front after each
+    search trial, and of the baselines' front alone. The reference point is, unless given, the rule
+    of ``shufflenas pareto``: the worst value of each objective over the baselines (over the search
+    trials when the study has none), so the last value here is the hypervolume it reports."""
     info = _ensure(data)
     axes = info.objective_axes
     if len(axes) != 2:
         return HypervolumeInfo(axes, None, (), (), None,
                                f"Hypervolume is drawn for two-objective studies; this one has {len(axes)}.")
     dirs = (axes[0].direction, axes[1].direction)
-    pts = []  # (number, is_baseline, (v0, v1))
+    pts = []  # (number, is_baseline, feasible, (v0, v1))
     for t in info.trials:
         v0, v1 = axis_value(t, "value:0"), axis_value(t, "value:1")
         if v0 is not None and v1 is not None:
-            pts.append((t.number, bool(t.baseline), (v0, v1)))
+            pts.append((t.number, bool(t.baseline), t.feasible, (v0, v1)))
     if not pts:
         return HypervolumeInfo(axes, None, (), (), None, "No completed trial has both objective values yet.")
     if reference is None:
-        ref = []
-        for k, d in enumerate(dirs):
-            vals = [p[2][k] for p in pts]
-            lo, hi = min(vals), max(vals)
-            pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
-            ref.append(hi + pad if d == MINIMIZE else lo - pad)
-        reference = tuple(ref)
+        source = [p[3] for p in pts if p[1]] or [p[3] for p in pts]
+        reference = tuple((max if d == MINIMIZE else min)(v[k] for v in source) for k, d in enumerate(dirs))
     else:
         if len(reference) != 2 or any(_finite(v) is None for v in reference):
             raise DashboardError(f"reference: got {list(reference)!r}; expected two finite numbers")
         reference = tuple(float(v) for v in reference)
     numbers, series, front = [], [], []
-    for number, is_base, p in pts:
+    hv = 0.0
+    for number, is_base, feasible, p in pts:
         if is_base:
             continue
-        front.append(p)
-        front = [front[i] for i in pareto_front_2d(front, dirs)]
+        if feasible:  # an infeasible trial is never on the front: the hypervolume stays
+            front.append(p)
+            front = [front[i] for i in pareto_front_2d(front, dirs)]
+            hv = hypervolume_2d(front, reference, dirs)
         numbers.append(number)
-        series.append(hypervolume_2d(front, reference, dirs))
-    base = [p for _, is_base, p in pts if is_base]
+        series.append(hv)
+    base = [p for _, is_base, _, p in pts if is_base]
     baseline_hv = hypervolume_2d(base, reference, dirs) if base else None
     notice = None if numbers else "No search trial has completed yet: only the baselines' hypervolume is known."
     return HypervolumeInfo(axes, reference, tuple(numbers), tuple(series), baseline_hv, notice)

@@ -93,7 +93,7 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
         other = {k: v for k, v in attrs.items() if k not in KNOWN_ATTRS and not k.startswith("proxy_")}
         trials[str(t.number)] = {
             "number": t.number, "baseline": t.baseline, "baseline_label": t.baseline_label, "family": t.family,
-            "short": t.short, "spec": t.spec, "spec_hash": t.spec_hash,
+            "short": t.short, "spec_hash": t.spec_hash,
             # serialised here, not by JSON.stringify (which writes 1.0 as 1): the download must be the
             # stored spec exactly, so that it hashes to the same spec_hash
             "spec_json": json.dumps(t.spec, indent=2, sort_keys=True) + "\n" if t.spec else None,
@@ -320,7 +320,7 @@ _APP_JS = r"""
     latency_iqr_ms: "latency IQR (ms)", latency_runs: "latency runs"};
 
   function stageTable(t) {
-    const spec = t.spec;
+    const spec = t.spec_json ? JSON.parse(t.spec_json) : null;
     if (!spec || !Array.isArray(spec.stages)) return null;
     const head = el("tr", {}, ["stage", "family", "g", "c'/c", "bneck", "kernel", "frag", "depth", "width"]
       .map(h => el("th", {text: h})));
@@ -365,7 +365,7 @@ _APP_JS = r"""
       panel.appendChild(el("h3", {text: "Device" + (t.fingerprint_id ? " · " + t.fingerprint_id : "")}));
       panel.appendChild(table(t.device_fingerprint));
     }
-    if (!t.spec && Object.keys(t.optuna_params).length) {
+    if (!t.spec_json && Object.keys(t.optuna_params).length) {
       panel.appendChild(el("h3", {text: "Parameters"})); panel.appendChild(table(t.optuna_params));
     }
     if (Object.keys(t.other_attrs).length) { panel.appendChild(el("h3", {text: "Other attributes"})); panel.appendChild(table(t.other_attrs)); }
@@ -373,7 +373,7 @@ _APP_JS = r"""
     if (t.datetime_complete) when.push("completed " + t.datetime_complete.replace("T", " ").slice(0, 19));
     if (t.duration_s != null) when.push("took " + fmt(t.duration_s) + " s");
     if (when.length) panel.appendChild(el("div", {class: "note", text: when.join(" · ")}));
-    if (t.spec) {
+    if (t.spec_json) {
       const text = t.spec_json;
       panel.appendChild(el("h3", {text: "Spec JSON"}));
       const href = URL.createObjectURL(new Blob([text], {type: "application/json"}));
@@ -473,8 +473,13 @@ _APP_JS = r"""
       const body = await res.json();
       if (!res.ok) throw new Error(body.error || res.statusText);
       if (!body.unchanged) await render(body);
-      status.className = "status ok";
-      status.textContent = "live · updated " + new Date().toLocaleTimeString();
+      if (body.error) {  // the server kept the last good data
+        status.className = "status err";
+        status.textContent = "reading the study failed: " + body.error + " (showing the last data; retrying)";
+      } else {
+        status.className = "status ok";
+        status.textContent = "live · updated " + new Date().toLocaleTimeString();
+      }
     } catch (e) {
       status.className = "status err";
       status.textContent = "update failed: " + e.message + " (retrying)";

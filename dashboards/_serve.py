@@ -182,8 +182,10 @@ def _handler_for(server: DashboardServer) -> type[BaseHTTPRequestHandler]:
                     version, text, error = server.refresh()
                     if text is None:
                         self._json(503, {"error": error or "no data yet"})
-                    elif since and since == version:
-                        self._json(200, {"version": version, "unchanged": True, "error": error})
+                    elif (since and since == version) or error:
+                        # unchanged, or the last read failed: the page keeps what it has and says why
+                        self._json(200, {"version": version, "unchanged": since == version, "error": error,
+                                         **({} if since == version else json.loads(text))})
                     else:
                         self._send(200, text.encode(), "application/json")
                 elif parts.path == "/favicon.ico":  # the page has an inline icon; old browsers still ask

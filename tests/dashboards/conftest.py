@@ -32,6 +32,7 @@ BASELINES = ("v1_g3_0.5x", "v1_g8_0.5x", "v2_0.5x", "v2_1.0x")
 N_SEARCH = 8
 # small widths and depths, for the same reason
 SPACE = SearchSpace(depth=((1, 2), (1, 3), (1, 2)), first_width=(24, 96), final_channels=(0, 256, 512))
+MAX_PARAMS = 150_000  # a constraint, stored as the runner stores it: user attr "constraints", feasible when <= 0
 LATENCY_SETTINGS = {"device": "cpu", "runtime": "eager", "threads": 1, "resolution": RESOLUTION, "batch": 1,
                     "warmup": 3, "runs": 15}
 
@@ -105,6 +106,7 @@ def evaluate_into(trial: optuna.Trial, spec, images: torch.Tensor, baseline: str
         "latency_ms": median, "latency_iqr_ms": iqr, "latency_runs": LATENCY_SETTINGS["runs"],
         "latency_settings": LATENCY_SETTINGS, "device_fingerprint": fp,
         "fingerprint_id": hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12],
+        "constraints": [float(cost.params - MAX_PARAMS)],
     }
     if baseline:
         attrs["baseline"] = baseline
@@ -199,7 +201,7 @@ def foreign_data(storage_url) -> dict:
 def facts() -> dict:
     """What the fixture study was built with (tests import nothing from conftest)."""
     return {"study": STUDY, "foreign": FOREIGN, "baselines": BASELINES, "n_search": N_SEARCH,
-            "resolution": RESOLUTION}
+            "resolution": RESOLUTION, "max_params": MAX_PARAMS}
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,18 @@ def _dominates(a, b, signs):
     return all(s * x <= s * y for s, x, y in zip(signs, a, b)) and any(s * x < s * y for s, x, y in zip(signs, a, b))
 
 
-def _brute_front(rows, x, y):
-    """Numbers of the rows no other row dominates (x minimised, y maximised)."""
-    pts = {r["number"]: (_value(r, x), _value(r, y)) for r in rows}
+def _feasible(row):
+    return all(c <= 0 for c in row["attrs"].get("constraints") or [])
+
+
+def _brute_front(rows, x, y, feasible_only=True):
+    """Numbers of the rows no other row dominates (x minimised, y maximised), among feasible rows,
+    one row per architecture."""
+    first = {}
+    for r in sorted(rows, key=lambda r: r["number"]):
+        if not feasible_only or _feasible(r):
+            first.setdefault(r["spec_hash"], r)
+    pts = {r["number"]: (_value(r, x), _value(r, y)) for r in first.values()}
     return {n for n, p in pts.items() if not any(_dominates(q, p, (1, -1)) for m, q in pts.items() if m != n)}
 
 
@@ -98,6 +107,11 @@ def test_gather_counts_axes_and_baselines(dash_data, facts):
     assert info.counts["complete"] == states.count("COMPLETE") == len(facts["baselines"]) + facts["n_search"]
     assert info.counts["fail"] == 1 and info.counts["running"] == 1
     assert info.counts["baselines"] == len(facts["baselines"])
+    search = [r for r in dash_data["rows"] if r["state"] == "COMPLETE" and not r["baseline"]]
+    too_big = [r["number"] for r in search if r["metrics"]["params"] > facts["max_params"]]
+    assert 0 < len(too_big) < len(search)  # the fixture has feasible and infeasible trials
+    assert info.counts["infeasible"] == len(too_big)
+    assert sorted(t.number for t in info.trials if not t.feasible and not t.baseline) == too_big
     assert [r for _, r in info.failed][0].startswith("ValueError: resolution")
     assert [a.key for a in info.x_axes] == list(METRICS)
     assert [a.key for a in info.y_axes] == ["proxy:naswot", "proxy:params"]  # the study's proxy first
@@ -121,7 +135,8 @@ def test_front_membership_matches_dominance(dash_data, x, y):
     assert set(p.trials.numbers) == {r["number"] for r in search}
     assert set(p.front.numbers) == _brute_front(search, x, y)
     assert set(p.baselines.numbers) == {r["number"] for r in base}
-    assert set(p.baseline_front.numbers) == _brute_front(base, x, y)
+    assert set(p.baseline_front.numbers) == _brute_front(base, x, y, feasible_only=False)
+    assert all(t.feasible for t in gather(dash_data).trials if t.number in p.front.numbers)
     assert list(p.front.xs) == sorted(p.front.xs)  # ready for a step line
     assert p.line_shape == "hv" and p.missing == 0
 
@@ -141,6 +156,7 @@ def test_hover_text_names_the_architecture_and_measurements(dash_data):
         assert "cpu · eager · 1 thread · 16 px · batch 1" in t.hover
         if t.baseline:
             assert t.baseline in t.hover
+        assert ("infeasible: constraint values" in t.hover) == (not t.feasible)
 
 
 def test_flops_latency_groups_by_family(dash_data):
@@ -163,14 +179,26 @@ def test_hypervolume_series(dash_data):
     assert all(b >= a for a, b in zip(hv.values, hv.values[1:]))
     dirs = info.directions
     assert dirs == ("maximize", "minimize")
-    ref = hv.reference
-    everything = [t.values for t in info.trials]
-    assert all(v[0] > ref[0] and v[1] < ref[1] for v in everything)  # the reference is worse than every point
-    assert hv.values[-1] == pytest.approx(hypervolume_2d([t.values for t in search], ref, dirs))
+    ref = hv.reference  # the worst baseline value per objective, as `shufflenas pareto` takes it
+    assert ref == (min(t.values[0] for t in base), max(t.values[1] for t in base))
+    feasible = [t.values for t in search if t.feasible]
+    assert hv.values[-1] == pytest.approx(hypervolume_2d(feasible, ref, dirs))
     assert hv.baseline_hv == pytest.approx(hypervolume_2d([t.values for t in base], ref, dirs))
     signs = np.array([-1.0, 1.0])
     assert hv.baseline_hv == pytest.approx(
         compute_hypervolume(np.array([t.values for t in base]) * signs, np.array(ref) * signs))
+
+
+def test_agrees_with_the_pareto_command(dash_data):
+    """The dashboard's front and hypervolume are the numbers `shufflenas pareto` prints."""
+    pareto = pytest.importorskip("nas._pareto", reason="the study runner's nas._pareto is not in this tree yet")
+    summary = pareto.front_summary(dash_data)
+    p = pareto_info(dash_data)  # latency x proxy:naswot: the study's two objectives
+    assert set(p.front.numbers) == {r["number"] for r in summary["front"]}
+    hv = hypervolume_info(dash_data)
+    assert list(hv.reference) == summary["reference_point"]
+    assert hv.values[-1] == pytest.approx(summary["hypervolume"])
+    assert hv.baseline_hv == pytest.approx(summary["baseline_hypervolume"])
 
 
 # ---- other data ----------------------------------------------------------------------------------------
