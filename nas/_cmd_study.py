@@ -26,9 +26,16 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for the proxies and the cost accounting (default: the latency threads)")
     p.add_argument("--no-progress", action="store_true", help="one line per trial instead of a progress bar")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="run K worker processes on this host on the same storage: the journal file, SQLite or "
+                        "PostgreSQL (default 1: this process)")
 
 
 def _run_launch(args: argparse.Namespace) -> int:
+    if args.workers != 1:
+        from ._worker import launch_workers
+
+        return launch_workers(args)
     from ._config import load_study_config
     from ._objective import Evaluator
     from ._runner import Progress, launch, quiet_optuna, stop_on_sigterm

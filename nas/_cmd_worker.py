@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -28,14 +29,16 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_file", metavar="STUDY.toml", help="study file (see studies/)")
     p.add_argument("--storage", metavar="URL",
                    help="the shared storage: postgresql://USER:PASSWORD@HOST:PORT/DB for many hosts; a journal "
-                        "file path or sqlite:///PATH for processes on one host (default: STUDY.journal beside the "
-                        "study file)")
+                        "file path or sqlite:///PATH for processes on one host (default: $SHUFFLENAS_STORAGE, "
+                        "which keeps a password off the command line, else STUDY.journal beside the study file)")
     p.add_argument("--study-name", metavar="NAME", help="study name in the storage (default: the study file's name)")
     p.add_argument("--until", type=int, metavar="N",
                    help="work until the study holds N finished searched trials in total, counting every worker's "
                         "(default: the study file's trials; baselines not counted)")
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 folder for data proxies (overrides the study file's "
                                                       "data_dir and $SHUFFLENAS_DATA)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for the proxies and the cost accounting (default: the latency threads)")
     p.add_argument("--proxy-only", action="store_true",
                    help="compute proxies and accounting only, on hardware other than the study's target device; "
                         "each trial then waits for a worker on the target device to measure its latency")
@@ -60,13 +63,15 @@ def _run_worker(args: argparse.Namespace) -> int:
     from ._errors import NasError
     from ._runner import quiet_optuna, stop_on_sigterm
     from ._storage import parse_storage
-    from ._worker import open_worker_storage, prepare_worker
+    from ._worker import STORAGE_ENV, open_worker_storage, prepare_worker
 
     if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
         raise NasError(f"--heartbeat-interval {args.heartbeat_interval} / --grace-period {args.grace_period}: "
                        f"expected an interval >= 1 s and a grace period longer than the interval")
+    if args.threads is not None and args.threads < 1:
+        raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
     config = load_study_config(args.study_file)
-    location = parse_storage(args.storage, args.study_file)
+    location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)
     me = _coord.worker_id()
     handler = _logging(f"worker {me}")
     try:
@@ -74,7 +79,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             storage = open_worker_storage(location, heartbeat_interval=args.heartbeat_interval,
                                           grace_period=args.grace_period)
             setup = prepare_worker(config, storage, study_name=args.study_name, until=args.until,
-                                   data_dir=args.data_dir, proxy_only=args.proxy_only)
+                                   data_dir=args.data_dir, proxy_only=args.proxy_only, threads=args.threads)
             study, worker = setup.study, setup.worker
             names = config.objective_names
 

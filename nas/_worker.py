@@ -507,7 +507,7 @@ def _worker_seed(seed: int, worker: str) -> int:
 
 def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, until: int | None = None,
                    data_dir: str | None = None, proxy_only: bool = False, evaluator: Any = None,
-                   poll_s: float = 1.0) -> WorkerSetup:
+                   poll_s: float = 1.0, threads: int | None = None) -> WorkerSetup:
     """Join (or create) the study of ``config`` in ``storage`` and return a ready :class:`Worker`.
 
     Under the study lock: open the study (``nas._runner.open_study``: a study with other objectives
@@ -523,7 +523,7 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     from ._runner import open_study
     from ._samplers import is_baseline, make_sampler
 
-    evaluator = evaluator or Evaluator(config, data_dir=data_dir)
+    evaluator = evaluator or Evaluator(config, data_dir=data_dir, threads=threads)
     if proxy_only:
         evaluator.data()  # the data set, if a proxy needs it; no latency here
     else:
@@ -566,3 +566,95 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     worker = Worker(study, task, until=until, accepts=task.accepts, poll_s=poll_s,
                     wait_for_others=not proxy_only, counted=lambda t: not is_baseline(t))
     return WorkerSetup(study, worker, created, enqueued, target)
+
+
+# ----------------------------------------------------------------------------------- K workers on this host
+
+STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a password off command lines
+
+
+def launch_workers(args: Any) -> int:
+    """``shufflenas launch STUDY --workers K``: start K ``shufflenas worker`` processes on this host
+    against the launch's storage and wait for them. The storage and study file are checked here
+    first (one error, not K); the storage URL reaches the workers through the environment, not
+    their command lines. A worker that dies (killed, crashed) has its running trial failed with the
+    reason and its spec re-queued once at once, whatever the storage (journal files have no
+    heartbeats). Ctrl-C / SIGTERM reach every worker; each records its running trial FAIL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ._config import load_study_config
+    from ._runner import quiet_optuna
+    from ._storage import parse_storage
+
+    k = int(args.workers)
+    if k < 1 or k > 256:
+        raise WorkerError(f"--workers: got {k}; expected 1..256 worker processes")
+    config = load_study_config(args.study_file)
+    location = parse_storage(args.storage, args.study_file)
+    name = args.study_name or config.name
+    until = args.trials if args.trials is not None else config.trials
+    with quiet_optuna():
+        storage = open_worker_storage(location, heartbeat_interval=None)  # creates it; reports a bad URL
+    cmd = [sys.executable, "-m", "nas", "worker", str(args.study_file), "--study-name", name, "--until", str(until)]
+    if getattr(args, "data_dir", None):
+        cmd += ["--data-dir", str(args.data_dir)]
+    if getattr(args, "threads", None):
+        cmd += ["--threads", str(args.threads)]
+    env = {**os.environ, STORAGE_ENV: location.target}
+    print(f"launch: {k} workers on study {name!r} in {location}, until {until} finished searched trials",
+          file=sys.stderr)
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(k)]
+    host = _coord.worker_id().rsplit(":", 1)[0]
+    codes: dict[int, int] = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while len(codes) < k:
+            try:
+                for p in procs:
+                    if p.pid not in codes and p.poll() is not None:
+                        codes[p.pid] = p.returncode
+                        if p.returncode not in (0, 2, 130, -signal.SIGINT, -signal.SIGTERM):
+                            _recover_dead_worker(storage, name, f"{host}:{p.pid}", p.returncode)
+                time.sleep(0.2)
+            except KeyboardInterrupt:  # the terminal sent SIGINT to every worker too; wait for them
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bad = [c for c in codes.values() if c != 0]
+    lost = [c for c in bad if c not in (2, 130, -signal.SIGINT, -signal.SIGTERM)]
+    if 0 in codes.values() and len(lost) == len(bad):
+        # A worker ends with 0 only once the study is complete; the lost ones' trials were re-queued.
+        note = f" ({len(lost)} lost on the way, their trials re-queued)" if lost else ""
+        print(f"launch: {k} workers done{note}; see the front: shufflenas pareto --storage {location} "
+              f"--study {name}", file=sys.stderr)
+        return 0
+    if all(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in bad):
+        print(f"launch: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    print(f"launch: {len(bad)} of {k} workers failed (exit codes {sorted(set(bad))})", file=sys.stderr)
+    return 2 if 2 in bad else 1
+
+
+def _recover_dead_worker(storage: Any, study_name: str, owner: str, code: int) -> None:
+    """Fail the RUNNING trials of a dead local worker and re-queue them once."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.system_attrs.get(_coord.SYS_WORKER) != owner:
+            continue
+        reason = f"worker lost: {owner} died ({how}) while the trial ran"
+        if fail_trial(study, t._trial_id, reason):
+            _coord.requeue_once(study, study._storage.get_trial(t._trial_id), reason)
