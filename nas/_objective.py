@@ -93,9 +93,10 @@ class Evaluator:
         }
 
     def check_host(self) -> None:
-        """Fail early: the latency device/runtime is usable here and the data set (if a proxy needs
-        it) loads."""
+        """Fail early: the latency device/runtime and the proxies' device are usable here and the
+        data set (if a proxy needs it) loads."""
         self.config.latency.validate()
+        self.config.proxy_settings.torch_device()
         self.data()
 
     def data(self) -> Any:

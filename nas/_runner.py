@@ -236,7 +236,8 @@ def _reusable(study: optuna.Study, config: StudyConfig, fp_id: str | None) -> di
     return out
 
 
-_NOT_COPIED = {ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM, "time_trial_s", *TIMING_KEYS}
+_NOT_COPIED = {ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM, ATTR_CONSTRAINTS, "time_trial_s",
+               *TIMING_KEYS}
 
 
 def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *, target: int | None = None,
@@ -270,7 +271,11 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
                         if k not in _NOT_COPIED:
                             trial.set_user_attr(k, v)
                     trial.set_user_attr(ATTR_REUSED_FROM, source.number)
-                    set_constraints(trial, config, source.user_attrs)
+                    attrs = dict(source.user_attrs)
+                    if config.constraints:  # this launch's limits, which may differ from the source's
+                        attrs[ATTR_CONSTRAINTS] = config.constraints.values(attrs)
+                        trial.set_user_attr(ATTR_CONSTRAINTS, attrs[ATTR_CONSTRAINTS])
+                    set_constraints(trial, config, attrs)
                     values = list(source.values)
                 else:
                     evaluation = evaluator.evaluate(spec)

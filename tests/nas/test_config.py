@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
+from nas.cli import main as cli_main
 from nas._config import config_from_dict, load_study_config
 from nas._errors import StudyFileError
 from shufflenet import CANONICAL, canonical_names
@@ -100,16 +101,19 @@ def test_single_problems(doc, key, allowed):
     assert allowed in str(info.value)
 
 
-def test_cli_reports_an_invalid_study_file_on_one_line(tmp_path):
+def test_cli_reports_an_invalid_study_file_on_one_line(tmp_path, capsys):
     f = tmp_path / "bad.toml"
     f.write_text('[sampler]\nname = "annealing"\n')
-    out = run_cli("launch", str(f), "--storage", str(tmp_path / "s.journal"))
+    out = run_cli("launch", str(f), "--storage", str(tmp_path / "s.journal"))  # as a user runs it
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "sampler.name: got 'annealing'; allowed: nsga2" in lines[0]
     assert not (tmp_path / "s.journal").exists()  # nothing ran, nothing was created
-    out = run_cli("launch", str(tmp_path / "missing.toml"))
-    assert out.returncode == 2 and "no such study file" in out.stderr
+    assert cli_main(["launch", str(tmp_path / "missing.toml")]) == 2
+    assert "no such study file" in capsys.readouterr().err
     f.write_text("trials = [")
-    out = run_cli("launch", str(f))
-    assert out.returncode == 2 and "not valid TOML" in out.stderr
+    assert cli_main(["launch", str(f)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    f.write_text("trials = 3\n")
+    assert cli_main(["launch", str(f), "--trials", "-1"]) == 2
+    assert "--trials: got -1" in capsys.readouterr().err

@@ -194,7 +194,8 @@ def test_identical_specs_reuse_the_measurements(storage):
     one = {"families": ["v2"], "groups": [1], "bottleneck": [1.0], "split": [0.5], "kernel": [3], "fragments": [1],
            "layouts": ["series"], "depth": [[1, 1], [1, 1], [1, 1]], "first_width": [32, 32], "growth": [2.0],
            "final_channels": [0]}
-    cfg = small_config(space=one, baselines="none", trials=3, sampler={"name": "random"})
+    cfg = small_config(space=one, baselines="none", trials=3, sampler={"name": "random"},
+                       constraints={"max_latency_ms": 1000.0})
     ev = Injected(cfg)
     study = open_study(cfg, storage, evaluator=ev)
     summary = run_trials(study, cfg, ev)
@@ -202,6 +203,8 @@ def test_identical_specs_reuse_the_measurements(storage):
     t0, t1, t2 = study.get_trials()
     assert t1.user_attrs["reused_from"] == 0 and t2.user_attrs["reused_from"] == 0
     assert t0.values == t1.values == t2.values and t1.user_attrs["spec_hash"] == t0.user_attrs["spec_hash"]
+    assert t0.constraints == t1.constraints == {"max_latency_ms": t0.user_attrs["constraints"][0]}
+    assert t0.constraints["max_latency_ms"] < 0
 
 
 @pytest.mark.parametrize("name", ["nsga2", "nsga3", "tpe", "gp", "random"])
@@ -280,3 +283,30 @@ def test_wrong_storage_urls_give_one_line_naming_the_host(tmp_path, capsys):
     assert "unknown database kind 'mongodb'" in capsys.readouterr().err
     assert cli_main(["launch", str(study_file), "--storage", str(tmp_path / "no" / "such" / "dir.journal")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypatch):
+    """The README's Python API example, with the tiny study's settings."""
+    monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY_TOML)
+
+    from nas._config import load_study_config
+    from search_space import suggest
+
+    config = load_study_config(study_file)
+    evaluator = Evaluator(config, latency_cache=None)
+
+    def objective(trial):
+        spec = suggest(trial, config.space)
+        result = evaluator.evaluate(spec)
+        evaluator.record(trial, result)
+        return result.values
+
+    study = optuna.create_study(directions=evaluator.directions)
+    study.optimize(objective, n_trials=2)
+    study.optimize(evaluator, n_trials=1)  # the evaluator is an objective itself
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    for t in study.trials:
+        assert TRIAL_KEYS <= set(t.user_attrs)
+        assert set(METRIC_KEYS) <= set(t.user_attrs)
