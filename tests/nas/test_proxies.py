@@ -25,7 +25,7 @@ def _spec(width: int, depth: int, family: str = "v2", final: int = 0) -> ArchSpe
 
 
 SMALL = _spec(16, 1)
-LARGE = _spec(48, 3, family="v1", final=256)
+LARGE = _spec(32, 2, family="v1", final=128)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_baselines_match_cost_accounting():
     from nas import profile
     from shufflenet import build_model
 
-    values = compute_proxies(LARGE, ["params", "flops", "synflow", "zen"], None)  # data-free proxies need none
+    values = compute_proxies(LARGE, ["params", "flops", "synflow", "zen"], None, FAST)  # data-free: no data needed
     cost = profile(LARGE, 32, 10, "cifar")
     assert values["params"] == cost.params == sum(p.numel() for p in build_model(LARGE, 10, "cifar").parameters())
     assert values["flops"] == pytest.approx(cost.mflops)
@@ -76,10 +76,11 @@ def test_train_proxy_is_deterministic(data):
 def test_train_learns_something(data):
     from nas._train import train_short
 
-    settings = FAST.replace(train_images=2000, train_steps=60, train_batch_size=64, lr=0.05, eval_images=1000)
+    settings = FAST.replace(train_images=2000, train_steps=40, train_batch_size=32, lr=0.05, eval_images=500)
     result = train_short(SMALL, data, settings, "cpu")
-    assert result.accuracy > 18.0  # 10% is chance
-    assert result.steps == 60 and result.images_seen == 60 * 64
+    assert result.accuracy > 14.0  # 10% is chance; 500 images give a standard error of about 1.3 points
+    assert result.train_loss < 2.25  # below ln(10) = 2.30, the loss of a uniform guess
+    assert result.steps == 40 and result.images_seen == 40 * 32
 
 
 def test_bad_names_and_missing_data():
