@@ -271,12 +271,18 @@ def hypervolume_figure(data: Any, reference: Sequence[float] | None = None) -> g
             hovertext=[f"baselines only: {fmt_number(hv.baseline_hv)}"] * 2, hoverinfo="text",
         ))
     if len(hv.axes) == 2 and hv.reference:
+        if reference is not None:
+            why = ""
+        elif any(t.baseline for t in info.trials):
+            why = "<br>= the worst baseline value per objective, as `shufflenas pareto` takes it"
+        else:
+            why = "<br>= the worst value per objective"
         sub = (f"objectives: {hv.axes[0].label} ({hv.axes[0].direction}), {hv.axes[1].label} "
                f"({hv.axes[1].direction}) · reference point ({fmt_number(hv.reference[0])}, "
-               f"{fmt_number(hv.reference[1])}){'' if reference is not None else ': the worst baseline value per objective, as in `shufflenas pareto`' if any(t.baseline for t in info.trials) else ': the worst value per objective'}")
+               f"{fmt_number(hv.reference[1])}){why}")
     else:
         sub = ""
-    _layout(fig, "Hypervolume over trials", sub, xaxis={"title": {"text": "trial number"}},
+    _layout(fig, "Hypervolume over trials", sub, top=110, xaxis={"title": {"text": "trial number"}},
             yaxis={"title": {"text": "hypervolume"}}, meta={"view": "hypervolume"})
     if hv.notice:
         _notice(fig, hv.notice, empty=not fig.data)

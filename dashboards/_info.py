@@ -237,13 +237,17 @@ def fmt_number(v: Any) -> str:
     return f"{v:.4g}"
 
 
-def latency_settings_text(settings: Mapping[str, Any] | None) -> str:
-    """``cpu · eager · 1 thread · 224 px · batch 1`` from a latency-settings dict."""
+HOVER_LATENCY_KEYS = ("device", "runtime", "threads", "resolution", "batch", "stem")
+
+
+def latency_settings_text(settings: Mapping[str, Any] | None, keys: Sequence[str] | None = None) -> str:
+    """``cpu · eager · 1 thread · 224 px · batch 1`` from a latency-settings dict (only ``keys`` when
+    given)."""
     if not isinstance(settings, Mapping) or not settings:
         return ""
     parts = []
     for key, value in settings.items():
-        if isinstance(value, (dict, list)) or value is None:
+        if isinstance(value, (dict, list)) or value is None or (keys is not None and key not in keys):
             continue
         if key in ("device", "runtime"):
             parts.append(str(value))
@@ -334,7 +338,7 @@ def _hover(number: int, baseline: str | None, label: str | None, short: str | No
         if extra:
             lat += f" ({', '.join(extra)})"
         lines.append(lat)
-        text = latency_settings_text(settings)
+        text = latency_settings_text(settings, HOVER_LATENCY_KEYS)
         if text:
             lines.append(f"  {e(text)}")
     if proxies:

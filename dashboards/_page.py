@@ -13,6 +13,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,9 +102,12 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
             "values": [{"name": info.objective_names[i] if i < len(info.objective_names) else f"objective {i}",
                         "direction": info.directions[i] if i < len(info.directions) else "",
                         "value": v} for i, v in enumerate(r.get("values") or [])],
-            "latency_settings": t.latency_settings, "latency_text": latency_settings_text(t.latency_settings),
-            "device_fingerprint": r.get("device_fingerprint"), "fingerprint_id": attrs.get("fingerprint_id"),
-            "optuna_params": r.get("params") or {}, "other_attrs": other,
+            # settings and device equal to the study's are sent once (in meta), not once per trial
+            "latency_settings": None if t.latency_settings == meta.get("latency_settings") else t.latency_settings,
+            "device_fingerprint": None if r.get("device_fingerprint") == meta.get("target_fingerprint")
+            else r.get("device_fingerprint"),
+            "fingerprint_id": attrs.get("fingerprint_id"), "hover": t.hover,
+            "optuna_params": {} if t.spec else (r.get("params") or {}), "other_attrs": other,  # spec says it all
             "datetime_start": r.get("datetime_start"), "datetime_complete": r.get("datetime_complete"),
             "duration_s": r.get("duration_s"),
             "export_command": export_command(shown_storage, study, t.number) if t.spec else None,
@@ -123,11 +127,24 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
                  "target_fingerprint": meta.get("target_fingerprint")},
         "storage": shown_storage,
         "has_attrs": info.has_attrs,
-        "figures": {name: fig.to_plotly_json() for name, fig in figs.items()},
+        "figures": {name: _hover_by_reference(fig.to_plotly_json(), trials) for name, fig in figs.items()},
         "trials": trials,
         "failed": [{"number": n, "reason": reason} for n, reason in info.failed],
     }
     return _clean(payload)
+
+
+def _hover_by_reference(fig: dict, trials: Mapping[str, Any]) -> dict:
+    """Drop per-trace hover texts that repeat the trials' own (each trial's hover is sent once, in
+    ``trials``; the page puts it back by trial number): a trial appears in several traces."""
+    for trace in fig.get("data", []):
+        numbers, texts = trace.get("customdata"), trace.get("hovertext")
+        if numbers is None or texts is None or len(numbers) != len(texts):
+            continue
+        if all(trials.get(str(n), {}).get("hover") == h for n, h in zip(numbers, texts)):
+            del trace["hovertext"]
+            trace["meta"] = {"hover_from_trials": True}
+    return fig
 
 
 def payload_json(payload: Mapping[str, Any]) -> str:
@@ -147,11 +164,9 @@ def _plotly_js() -> str:
 
 
 def _document(title: str, boot: str) -> str:
-    return (_TEMPLATE.replace("__TITLE__", html.escape(title))
-            .replace("__CSS__", _CSS)
-            .replace("__PLOTLY__", _plotly_js())
-            .replace("__APP__", _APP_JS)
-            .replace("__BOOT__", boot))
+    parts = {"TITLE": html.escape(title), "CSS": _CSS, "PLOTLY": _plotly_js(), "APP": _APP_JS, "BOOT": boot}
+    # one pass over the template: inserted text (plotly.js, the payload) is never searched for markers
+    return re.sub(r"__(TITLE|CSS|PLOTLY|APP|BOOT)__", lambda m: parts[m.group(1)], _TEMPLATE)
 
 
 def render_html(data: Any, *, storage: str | None = None, title: str | None = None,
@@ -357,13 +372,16 @@ _APP_JS = r"""
     panel.appendChild(table(obj));
     if (Object.keys(t.metrics).length) { panel.appendChild(el("h3", {text: "Metrics"})); panel.appendChild(table(t.metrics, METRIC_LABELS)); }
     if (Object.keys(t.proxies).length) { panel.appendChild(el("h3", {text: "Proxies"})); panel.appendChild(table(t.proxies)); }
-    if (t.latency_settings) {
-      panel.appendChild(el("h3", {text: "Latency settings"}));
-      panel.appendChild(table(t.latency_settings));
+    const settings = t.latency_settings || (t.metrics.latency_ms !== undefined ? payload.meta.latency_settings : null);
+    if (settings) {
+      panel.appendChild(el("h3", {text: "Latency settings" + (t.latency_settings ? "" : " (the study's)")}));
+      panel.appendChild(table(settings));
     }
-    if (t.device_fingerprint) {
-      panel.appendChild(el("h3", {text: "Device" + (t.fingerprint_id ? " · " + t.fingerprint_id : "")}));
-      panel.appendChild(table(t.device_fingerprint));
+    const device = t.device_fingerprint || (t.fingerprint_id ? payload.meta.target_fingerprint : null);
+    if (device) {
+      panel.appendChild(el("h3", {text: "Device" + (t.fingerprint_id ? " · " + t.fingerprint_id : "") +
+                                         (t.device_fingerprint ? "" : " (the study's target)")}));
+      panel.appendChild(table(device));
     }
     if (!t.spec_json && Object.keys(t.optuna_params).length) {
       panel.appendChild(el("h3", {text: "Parameters"})); panel.appendChild(table(t.optuna_params));
@@ -429,6 +447,9 @@ _APP_JS = r"""
 
   async function renderFigure(id, fig) {
     const gd = document.getElementById(id);
+    for (const tr of fig.data) {  // hover texts travel once per trial (see _hover_by_reference)
+      if (tr.meta && tr.meta.hover_from_trials) tr.hovertext = tr.customdata.map(n => payload.trials[String(n)].hover);
+    }
     const fresh = !gd.data;
     const layout = fig.layout;
     const menus = layout.updatemenus || [];

@@ -69,9 +69,12 @@ def _isolated_point(page, trace_index: int) -> tuple[int, dict]:
     pytest.fail("every point overlaps another one; cannot click one unambiguously")
 
 
-def _click(page, box: dict) -> None:
+def _click(page, box: dict, hover_check: str | None = None) -> None:
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
+    if hover_check:  # the hover label names the trial (its text is put back from the trials table)
+        page.wait_for_function(f"(document.querySelector('#pareto .hoverlayer .hovertext') || {{}}).textContent"
+                               f"?.includes({hover_check!r})", timeout=10_000)
     page.mouse.click(x, y)
 
 
@@ -109,7 +112,7 @@ def test_static_page_from_disk(browser, storage_url, dash_data, facts, tmp_path,
     # click a trial with the mouse: the panel shows that trial's spec, metrics and export command
     k, box = _isolated_point(page, 0)
     number = _customdata(page, 0)[k]
-    _click(page, box)
+    _click(page, box, hover_check=f"trial {number}")
     page.wait_for_function(f"document.getElementById('detail').dataset.trial === '{number}'", timeout=10_000)
     row = rows[number]
     panel = page.locator("#detail")

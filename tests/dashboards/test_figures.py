@@ -196,6 +196,9 @@ def test_page_is_self_contained_and_carries_every_trial(dash_data, storage_url, 
                                        f"--trial {n} --format onnx --out trial_{n}.onnx")
     assert [f["number"] for f in payload["failed"]] == [n for n, r in rows.items() if r["state"] == "FAIL"]
     assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume"}
+    trials_trace = payload["figures"]["pareto"]["data"][0]  # hover texts are sent once, with the trials
+    assert "hovertext" not in trials_trace and trials_trace["meta"] == {"hover_from_trials": True}
+    assert all(f"trial {n}" in payload["trials"][str(n)]["hover"] for n in trials_trace["customdata"])
     with pytest.raises(DashboardError, match="does not exist"):
         write_html(dash_data, tmp_path / "missing" / "p.html")
 

@@ -154,6 +154,7 @@ def test_hover_text_names_the_architecture_and_measurements(dash_data):
         assert "MFLOPs" in t.hover and "MAC" in t.hover
         assert "latency" in t.hover and "IQR" in t.hover and "15 runs" in t.hover
         assert "cpu · eager · 1 thread · 16 px · batch 1" in t.hover
+        assert "warmup" not in t.hover  # the protocol details live in the detail panel
         if t.baseline:
             assert t.baseline in t.hover
         assert ("infeasible: constraint values" in t.hover) == (not t.feasible)
