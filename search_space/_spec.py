@@ -84,6 +84,9 @@ class UnitChoice:
 
     def __post_init__(self) -> None:
         self.validate("unit")
+        # 1 and 1.0 are the same ratio: store floats so JSON and the content hash agree
+        object.__setattr__(self, "bottleneck", float(self.bottleneck))
+        object.__setattr__(self, "split", float(self.split))
 
     def validate(self, where: str) -> None:
         if self.family not in FAMILIES:

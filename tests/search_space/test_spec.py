@@ -27,6 +27,14 @@ def test_hash_ignores_name_but_not_architecture():
     assert len(a.content_hash()) == 16
 
 
+def test_int_and_float_ratios_hash_the_same():
+    doc = _spec().to_dict()
+    doc["stages"][0]["unit"]["bottleneck"] = 1
+    back = ArchSpec.from_dict(doc)
+    assert back == _spec() and back.content_hash() == _spec().content_hash()
+    assert back.to_json() == _spec().to_json()
+
+
 def test_per_unit_overrides_resolve():
     base = UnitChoice(family="v2")
     per = tuple(UnitChoice(family="v2", kernel=k) for k in (3, 5, 7, 3))
