@@ -43,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default); 1 on a shared, loaded machine, where threads "
+                        "waiting on each other at every operator make eager training many times slower")
     p.add_argument("--results", default=str(REPO / "bench" / "results" / "proxy_validation.jsonl"))
     p.add_argument("--summarize-only", action="store_true", help="report what --results holds; run nothing")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "proxy_validation.json"))
     args = p.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from nas._data import load_cifar10
     from nas._proxies import ProxySettings
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         report = report_from_results(protocol, args.results)
     else:
         report = validate_proxies(protocol, data, args.results, data_dir=args.data_dir, jobs=args.jobs,
-                                  progress=sys.stderr.isatty())
+                                  threads=args.threads or None, progress=sys.stderr.isatty())
     report["bench"] = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "space_file": args.space, "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                  "source": data.source},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "device": (torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()
-                               or platform.machine()), "jobs": args.jobs},
+                               or platform.machine()), "jobs": args.jobs,
+                    "threads": torch.get_num_threads()},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

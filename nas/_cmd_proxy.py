@@ -31,7 +31,10 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", nargs="*", metavar="NAME",
                    help="proxies of the rank ensemble (default: the five zero-cost proxies; none to skip)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's proxy device)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; several help on a GPU)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's); use 1 on a busy machine, where threads waiting on "
+                        "each other at every operator slow small networks several-fold")
     p.add_argument("--results", metavar="FILE",
                    help="JSON-lines results file, appended per architecture; a re-run skips what it holds "
                         "(default: shufflenas-validate-<protocol>.jsonl in the current folder)")
@@ -46,6 +49,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     from ._validate import ValidationError, ValidationProtocol, format_report, validate_proxies
 
     config = load_study_config(args.space)
+    if args.threads < 0:
+        raise ValidationError(f"--threads: got {args.threads}; expected an integer >= 0 (0: torch's default)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if (args.epochs is None) == (args.steps is None):
         raise ValidationError("give exactly one of --epochs E or --steps S (how long each architecture trains)")
     changes = {"train_epochs": args.epochs if args.epochs is not None else 0,
@@ -71,7 +80,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir, config.data_dir)
     data = load_cifar10(data_dir)
     report = validate_proxies(protocol, data, args.results, data_dir=data_dir, jobs=args.jobs,
-                              progress=not args.no_progress and sys.stderr.isatty())
+                              threads=args.threads or None, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
         print(json.dumps(report))
     else:

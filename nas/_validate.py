@@ -311,12 +311,12 @@ def _worker_init(data_dir: str, threads: int) -> None:
 
 def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.PathLike | None = None, *,
                      data_dir: str | os.PathLike | None = None, jobs: int = 1, progress: bool = True,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None, threads: int | None = None) -> dict[str, Any]:
     """Run (or resume) the protocol and return the report (see :func:`summarize`).
 
     ``data`` is the loaded :class:`~nas.Cifar10`; with ``jobs`` > 1 the architectures are spread over
-    that many worker processes (each loads ``data_dir`` once; useful on a GPU, which one small
-    network leaves mostly idle).
+    that many worker processes (each loads ``data_dir`` once and runs ``threads`` torch threads,
+    default: the CPU count divided by ``jobs``).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
         raise ValidationError(f"--jobs: got {jobs!r}; expected an integer in [1, 64]")
@@ -371,7 +371,7 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
         else:
             import multiprocessing as mp
 
-            threads = max(1, (os.cpu_count() or 1) // jobs)
+            threads = threads or max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                      initializer=_worker_init, initargs=(str(data_dir), threads)) as pool:
                 futures = {pool.submit(_arch_work, spec.to_dict(), i, key, names, seeds, settings_doc):
