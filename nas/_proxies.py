@@ -18,6 +18,8 @@ snip       CIFAR-10 Lee et al. 2019 / Abdelfattah et al. 2021: sum |W * dL/dW|
 params     none     parameter count (10 classes)
 flops      none     multiply-adds / 1e6 at 32x32, cifar stem
 train      CIFAR-10 short SGD training, top-1 % on held-out test images (:mod:`nas._train`)
+ensemble   (mixed)  weighted mean percentile of chosen proxies among a validate-proxy results file's
+                    architectures (:func:`ensemble`)
 ========== ======== ================================================================================
 
 Each function's docstring states its published form and where this implementation departs from it.
@@ -40,8 +42,10 @@ from search_space import ArchSpec
 from ._data import Cifar10
 from ._errors import DataError, NasError
 
-PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train")
-NEEDS_DATA = frozenset({"naswot", "grad_norm", "snip", "train"})
+PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble")
+# ``ensemble`` is counted as a data proxy: its default components include naswot, grad_norm and snip
+NEEDS_DATA = frozenset({"naswot", "grad_norm", "snip", "train", "ensemble"})
+ENSEMBLE_WEIGHTS = ("equal", "fitted")
 ZERO_COST = ("naswot", "synflow", "zen", "grad_norm", "snip")
 BASELINES = ("params", "flops")
 
@@ -70,6 +74,12 @@ class ProxySettings:
     linear warm-up then cosine decay, ``weight_decay``; random crop (pad 4) and horizontal flip when
     ``augment``; top-1 accuracy (%) on ``eval_images`` held-out test images (a fixed subset).
 
+    Ensemble (``ensemble``): ``ensemble_of`` (the component proxies), ``ensemble_reference`` (a
+    ``validate-proxy`` results file whose architectures are the reference population) and
+    ``ensemble_weights`` (``equal``, or ``fitted``: each component's tau against the reference's
+    seed-averaged accuracy, floored at 0; ``validate-proxy`` reports that ensemble's held-out tau as
+    ``ensemble_cv``).
+
     ``seed`` fixes initialisation, batches and random inputs. ``device`` is where the networks run
     (``cpu``, ``cuda``, ``cuda:1``, or ``auto`` for cuda when available); it is not part of
     :meth:`key`, but results on different devices differ in the last digits.
@@ -91,6 +101,9 @@ class ProxySettings:
     augment: bool = True
     eval_images: int = 10_000
     device: str = "cpu"
+    ensemble_of: tuple[str, ...] = ZERO_COST
+    ensemble_reference: str = ""
+    ensemble_weights: str = "equal"
 
     _INT_LIMITS = {
         "seed": (0, 2**31 - 1), "naswot_batch_size": (2, 4096), "grad_batch_size": (1, 4096),
@@ -119,18 +132,32 @@ class ProxySettings:
             raise ProxyError(f"{where}.augment: got {self.augment!r}; expected true or false")
         if self.train_epochs == 0 and self.train_steps == 0:
             raise ProxyError(f"{where}.train_epochs: 0 with train_steps 0; give epochs or steps to train for")
+        comps = self.ensemble_of
+        if not isinstance(comps, tuple) or not comps or any(c not in PROXY_NAMES or c in ("train", "ensemble")
+                                                             for c in comps) or len(set(comps)) != len(comps):
+            raise ProxyError(f"{where}.ensemble_of: got {list(comps) if isinstance(comps, tuple) else comps!r}; "
+                             f"expected distinct names among {', '.join(ZERO_COST + BASELINES)}")
+        if not isinstance(self.ensemble_reference, str):
+            raise ProxyError(f"{where}.ensemble_reference: got {self.ensemble_reference!r}; expected the path of a "
+                             f"validate-proxy results file")
+        if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
+            raise ProxyError(f"{where}.ensemble_weights: got {self.ensemble_weights!r}; allowed: "
+                             f"{', '.join(ENSEMBLE_WEIGHTS)}")
         dev = self.device
         if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto", "mps") or
                                              (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ProxyError(f"{where}.device: got {dev!r}; expected cpu, cuda, cuda:N, mps or auto")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["ensemble_of"] = list(self.ensemble_of)
+        return d
 
     def key(self) -> dict[str, Any]:
-        """The settings a value depends on (everything but ``device``)."""
+        """The settings the proxies and the training depend on (not ``device``, not the ensemble's)."""
         d = self.to_dict()
-        d.pop("device")
+        for k in ("device", "ensemble_of", "ensemble_reference", "ensemble_weights"):
+            d.pop(k)
         return d
 
     @classmethod
@@ -149,6 +176,8 @@ class ProxySettings:
         obj = object.__new__(cls)
         base = cls().to_dict()
         base.update(kwargs)
+        if isinstance(base["ensemble_of"], list):
+            base["ensemble_of"] = tuple(base["ensemble_of"])
         for k, v in base.items():
             object.__setattr__(obj, k, v)
         obj.validate(where)
@@ -202,7 +231,8 @@ def compute_proxies_timed(spec: ArchSpec, names: Sequence[str], data: Cifar10 | 
         raise ProxyError(f"spec: got {type(spec).__name__}; expected an ArchSpec")
     if not isinstance(settings, ProxySettings):
         raise ProxyError(f"settings: got {type(settings).__name__}; expected ProxySettings")
-    missing = [n for n in checked if n in NEEDS_DATA]
+    missing = [n for n in checked if n in NEEDS_DATA and
+               (n != "ensemble" or any(c in NEEDS_DATA for c in settings.ensemble_of))]
     if data is None and missing:
         raise DataError(f"proxy {', '.join(missing)} needs CIFAR-10 images: give the data folder (--data-dir DIR, "
                         f"data_dir in the study file, or SHUFFLENAS_DATA)")
@@ -426,8 +456,26 @@ def train(spec: ArchSpec, data: Cifar10, settings: ProxySettings, device: torch.
     return train_short(spec, data, settings, device).accuracy
 
 
+def ensemble(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
+    """A rank-aggregated ensemble of ``settings.ensemble_of``: each component's value is turned into
+    its mid-rank percentile among the architectures of ``settings.ensemble_reference`` (a
+    ``validate-proxy`` results file computed with the same proxy settings), and the percentiles are
+    averaged with equal weights or with weights fitted on that file (``ensemble_weights``). The value
+    lies in [0, 1]. Its honest quality is ``validate-proxy``'s held-out ``ensemble_cv`` tau."""
+    from ._validate import load_reference
+
+    ref = load_reference(settings.ensemble_reference, settings.ensemble_of)
+    weights = ref.weights(settings.ensemble_weights)
+    values = {c: float(_FUNCS[c](spec, data, settings, device)) for c in settings.ensemble_of}
+    total = 0.0
+    for c, v in values.items():
+        pool = ref.values[c]
+        total += weights[c] * (sum(t < v for t in pool) + 0.5 * sum(t == v for t in pool)) / len(pool)
+    return _finite("ensemble", spec, total)
+
+
 _FUNCS: dict[str, Callable[[ArchSpec, Any, ProxySettings, torch.device], float]] = {
     "naswot": naswot, "synflow": synflow, "zen": zen, "grad_norm": grad_norm, "snip": snip,
-    "params": params, "flops": flops, "train": train,
+    "params": params, "flops": flops, "train": train, "ensemble": ensemble,
 }
 assert tuple(_FUNCS) == PROXY_NAMES

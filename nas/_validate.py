@@ -140,10 +140,13 @@ class ValidationProtocol:
         names = check_proxy_names(self.proxies, "--proxies")
         if "train" in names:
             raise ValidationError("--proxies: 'train' is the truth being checked against, not a proxy to score")
+        if "ensemble" in names:
+            raise ValidationError("--proxies: 'ensemble' is scored as ensemble_equal / ensemble_cv from its "
+                                  "components; name the components in --ensemble")
         object.__setattr__(self, "proxies", names)
         ens = check_proxy_names(self.ensemble, "--ensemble") if self.ensemble else ()
         missing = [n for n in ens if n not in names]
-        if missing or ("train" in ens):
+        if missing or ("train" in ens) or ("ensemble" in ens):
             raise ValidationError(f"--ensemble: {', '.join(missing or ['train'])} not among the scored proxies "
                                   f"({', '.join(names)})")
         object.__setattr__(self, "ensemble", ens)
@@ -400,6 +403,65 @@ def report_from_results(protocol: ValidationProtocol, results: str | os.PathLike
     report = summarize(protocol, plan_specs(protocol), store.read(protocol.key()))
     report["results_file"] = str(store.path)
     return report
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A results file's architectures as the reference population of the ``ensemble`` proxy."""
+
+    path: str
+    values: dict[str, list[float]]     # component -> values over the reference architectures
+    accuracy: list[float]              # seed-averaged accuracy of the same architectures
+    key: str
+
+    def weights(self, mode: str) -> dict[str, float]:
+        comps = list(self.values)
+        if mode == "equal":
+            return {c: 1.0 / len(comps) for c in comps}
+        taus = {c: kendall_tau_b(self.values[c], self.accuracy) for c in comps}
+        taus = {c: (max(0.0, t) if t == t else 0.0) for c, t in taus.items()}
+        total = sum(taus.values())
+        return {c: (t / total if total > 0 else 1.0 / len(comps)) for c, t in taus.items()}
+
+
+_REFERENCES: dict[tuple[str, int, int, tuple[str, ...]], Reference] = {}
+
+
+def load_reference(path: str, components: Sequence[str]) -> Reference:
+    """The architectures of a ``validate-proxy`` results file that have every component proxy and at
+    least one training run. With several protocols in the file, the one with most architectures."""
+    if not path:
+        raise ValidationError("proxy.ensemble_reference: not set; the ensemble proxy ranks a spec among the "
+                              "architectures of a validate-proxy results file: give its path")
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        raise ValidationError(f"proxy.ensemble_reference: {p}: no such results file (run shufflenas "
+                              f"validate-proxy --results {p} first)") from None
+    cache_key = (str(p.resolve()), st.st_mtime_ns, st.st_size, tuple(components))
+    hit = _REFERENCES.get(cache_key)
+    if hit is not None:
+        return hit
+    keys: dict[str, int] = {}
+    for line in p.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "proxies" and "key" in rec:
+            keys[rec["key"]] = keys.get(rec["key"], 0) + 1
+    best = max(keys, key=keys.get) if keys else None
+    done = _index_records(ResultsFile(p).read(best)) if best else {}
+    rows = [d for d in done.values() if d.train and all(c in d.proxies for c in components)]
+    if len(rows) < 3:
+        raise ValidationError(f"proxy.ensemble_reference: {p} holds {len(rows)} architecture(s) with "
+                              f"{', '.join(components)} and a training run; the ensemble needs at least 3 (24 or "
+                              f"more to mean anything)")
+    ref = Reference(path=str(p), values={c: [d.proxies[c] for d in rows] for c in components},
+                    accuracy=[sum(r["accuracy"] for r in d.train.values()) / len(d.train) for d in rows], key=best)
+    _REFERENCES[cache_key] = ref
+    return ref
 
 
 # ---- the report ----------------------------------------------------------------------------------

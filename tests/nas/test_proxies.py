@@ -85,11 +85,13 @@ def test_train_learns_something(data):
 
 def test_bad_names_and_missing_data():
     with pytest.raises(NasError, match=r"unknown proxy 'nwot'; allowed: naswot, synflow, zen, grad_norm, snip, "
-                                       r"params, flops, train"):
+                                       r"params, flops, train, ensemble"):
         compute_proxies(SMALL, ["nwot"], None)
     for name in sorted(NEEDS_DATA):
         with pytest.raises(DataError, match=rf"proxy {name} needs CIFAR-10 images"):
             compute_proxies(SMALL, [name], None)
+    with pytest.raises(NasError, match=r"proxy\.ensemble_reference: not set"):
+        compute_proxies(SMALL, ["ensemble"], None, ProxySettings(ensemble_of=("params", "flops")))
     assert set(NEEDS_DATA) < set(PROXY_NAMES)
 
 

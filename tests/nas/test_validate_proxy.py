@@ -150,6 +150,25 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
     done = _run(tmp_path, cifar_dir)
     assert "3 of 3 architectures already done, 0 to run" in done.stderr
 
+    # the results file is the reference population of the ensemble proxy
+    from nas._data import load_cifar10
+    from nas._proxies import compute_proxies
+    from search_space import ArchSpec
+
+    settings = ProxySettings(naswot_batch_size=8, grad_batch_size=8, ensemble_of=("naswot", "params"),
+                             ensemble_reference=str(tmp_path / "r.jsonl"))
+    spec = ArchSpec.from_dict(records[0]["spec"])
+    data = load_cifar10(cifar_dir)
+    for weights in ("equal", "fitted"):
+        value = compute_proxies(spec, ["ensemble"], data, settings.replace(ensemble_weights=weights))["ensemble"]
+        assert 0.0 <= value <= 1.0
+    # a reference spec ranks where its own values put it: params is exact, so its percentile is known
+    pool = sorted(r["values"]["params"] for r in records if r["kind"] == "proxies")
+    mine = records[0]["values"]["params"]
+    only_params = settings.replace(ensemble_of=("params",))
+    expected = (sum(v < mine for v in pool) + 0.5) / len(pool)
+    assert compute_proxies(spec, ["ensemble"], data, only_params)["ensemble"] == pytest.approx(expected)
+
 
 def test_cli_bad_input(tmp_path, cifar_dir):
     study = tmp_path / "tiny.toml"
