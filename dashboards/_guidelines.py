@@ -31,6 +31,7 @@ GUIDELINE_TABLES = ("G1", "G2", "G3", "G4", "networks")
 KNOBS = (("groups", "group count g"), ("split", "V2 split c'/c"), ("fragments", "fragments"),
          ("kernel", "depthwise kernel"))
 _MEASURED = "#1f77b4"
+_MEASURED_P10 = "#9ecae1"
 _PAPER_GPU = "#2ca02c"
 _PAPER_ARM = "#ff7f0e"
 
@@ -114,6 +115,13 @@ def guideline_table_figure(key: str, table: Mapping[str, Any]) -> go.Figure:
                              error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo, visible=True),
                              hovertext=hover, hoverinfo="text+y", legendgroup="measured", showlegend=show),
                       row=1, col=col)
+        f_p10 = _num(first.get("p10_ms"))
+        if f_p10 and all(_num(r.get("p10_ms")) for r in rows):
+            fig.add_trace(go.Bar(name="measured, 10th percentile", x=configs,
+                                 y=[f_p10 / r["p10_ms"] for r in rows], marker_color=_MEASURED_P10,
+                                 legendgroup="p10", showlegend=show,
+                                 hovertext=[f"{r['config']}: 10th percentile {r['p10_ms']:.3f} ms" for r in rows],
+                                 hoverinfo="text+y"), row=1, col=col)
         fig.add_trace(go.Bar(name="paper GPU (GTX 1080Ti)", x=configs, y=[r["paper_norm_gpu"] for r in rows],
                              marker_color=_PAPER_GPU, legendgroup="gpu", showlegend=show,
                              hovertext=[f"paper GPU: {r.get('paper_gpu')} batches/s" for r in rows],
@@ -146,6 +154,12 @@ def networks_figure(table: Mapping[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=[r["norm_speed"] for r in rows], name=f"{name}: measured", mode="lines+markers",
                                  line=dict(color=_MEASURED, dash=dash), text=text,
                                  hovertemplate="%{text}<br>%{x:.1f} MFLOPs<br>normalised speed %{y:.3f}<extra></extra>"))
+        first = table["rows"][0]
+        if _num(first.get("p10_ms")) and all(_num(r.get("p10_ms")) for r in rows):
+            fig.add_trace(go.Scatter(x=x, y=[first["p10_ms"] / r["p10_ms"] for r in rows],
+                                     name=f"{name}: measured, 10th percentile", mode="lines+markers",
+                                     line=dict(color=_MEASURED_P10, dash=dash), text=text,
+                                     hovertemplate="%{text}<br>%{x:.1f} MFLOPs<br>normalised (p10) %{y:.3f}<extra></extra>"))
         fig.add_trace(go.Scatter(x=x, y=[r["paper_norm_gpu"] for r in rows], name=f"{name}: paper GPU (batch 8)",
                                  mode="lines+markers", line=dict(color=_PAPER_GPU, dash=dash), text=text,
                                  hovertemplate="%{text}<br>%{x:.1f} MFLOPs<br>paper GPU normalised %{y:.3f}<extra></extra>"))
@@ -336,6 +350,8 @@ def guidelines_html(report: Mapping[str, Any]) -> str:
     for key, t in report["tables"].items():
         parts.append(f"<h2>{html.escape(key)}: {html.escape(str(t.get('title', '')))}</h2>")
         parts.append(f"<p>{html.escape(str(t.get('verdict', '')))}</p>")
+        if isinstance(t.get("robust"), Mapping):
+            parts.append(f"<p class=note>{html.escape(str(t['robust'].get('verdict', '')))}</p>")
         parts.append("<p>FLOPs check (accounting module):</p>" + _flops_check_html(t.get("flops_check", [])))
         parts.append(_fig_div(figs[key]))
         parts.append(_rows_table(key, t["rows"]))
@@ -357,11 +373,13 @@ def study_guidelines_html(analysis: Mapping[str, Any]) -> str:
     for knob, label in KNOBS:
         groups = analysis.get("groups", {}).get(knob, [])
         head = "<tr><th class=l>" + html.escape(label) + "</th><th>trials</th><th>uniform</th>" \
-               "<th>median µs/MFLOP</th><th>q1</th><th>q3</th><th>median ms</th><th>median MFLOPs</th></tr>"
+               "<th>median µs/MFLOP</th><th>q1</th><th>q3</th><th>median ms</th><th>median MFLOPs</th>" \
+               "<th>median residual ms (vs FLOPs-only fit)</th></tr>"
         body = "".join(f"<tr><td class=l>{html.escape(str(g.get('value')))}</td><td>{g.get('n')}</td>"
                        f"<td>{g.get('uniform')}</td><td>{_f(g.get('median_us_per_mflop'), '.2f')}</td>"
                        f"<td>{_f(g.get('q1_us_per_mflop'), '.2f')}</td><td>{_f(g.get('q3_us_per_mflop'), '.2f')}</td>"
-                       f"<td>{_f(g.get('median_latency_ms'))}</td><td>{_f(g.get('median_mflops'), '.1f')}</td></tr>"
+                       f"<td>{_f(g.get('median_latency_ms'))}</td><td>{_f(g.get('median_mflops'), '.1f')}</td>"
+                       f"<td>{_f(g.get('median_residual_flops_ms'), '+.3f')}</td></tr>"
                        for g in groups)
         parts.append(f"<table>{head}{body}</table>")
     parts.append("<h2>Is FLOPs enough? Least-squares fits of latency</h2>")

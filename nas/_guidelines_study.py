@@ -130,6 +130,8 @@ def _group_stats(points: list[dict[str, Any]], knob: str) -> list[dict[str, Any]
                     "median_us_per_mflop": med, "q1_us_per_mflop": q1, "q3_us_per_mflop": q3,
                     "mean_us_per_mflop": statistics.fmean(per),
                     "median_latency_ms": statistics.median(p["latency_ms"] for p in pts),
+                    "median_residual_flops_ms": (statistics.median(p["residual_flops_ms"] for p in pts)
+                                                 if all(p.get("residual_flops_ms") is not None for p in pts) else None),
                     "median_mflops": statistics.median(p["mflops"] for p in pts)})
 
     def key(g: dict[str, Any]) -> tuple[int, float, str]:
@@ -185,20 +187,24 @@ def study_guidelines(data: Any) -> dict[str, Any]:
     if len(points) < MIN_TRIALS:
         raise StudyGuidelinesError(f"study {meta.get('study_name', '?')!r}: {len(points)} usable trial(s); the "
                                    f"analysis needs at least {MIN_TRIALS} complete trials with a latency on one device")
-    groups = {knob: _group_stats(points, knob) for knob in KNOBS}
     fits = {"flops": _fit(points, ("mflops",)), "full": _fit(points, FEATURES_FULL)}
     for key, fit in fits.items():
         fit["label"] = FIT_LABELS[key]
         preds = fit.pop("predictions", None)
         for i, pt in enumerate(points):
             pt[f"pred_{key}"] = preds[i] if preds else None
+    for pt in points:  # what FLOPs alone does not explain
+        pt["residual_flops_ms"] = None if pt["pred_flops"] is None else pt["latency_ms"] - pt["pred_flops"]
+    groups = {knob: _group_stats(points, knob) for knob in KNOBS}
     verdict = _study_verdict(fits, groups)
     return {"study": meta.get("study_name"), "n_trials": len(rows), "n_used": len(points),
             "left_out": dict(left_out), "device_fingerprint": first_row.get("device_fingerprint") if first_row else None,
             "latency_settings": first_row.get("latency_settings") if first_row else None,
             "groups": groups, "fits": fits, "points": points, "verdict": verdict,
             "note": "a trial's knob value is the one most of its units use ('uniform' counts trials whose units all "
-                    "agree); split counts V2 units only; latency per MFLOP = 1000 * latency_ms / mflops (µs)"}
+                    "agree); split counts V2 units only; latency per MFLOP = 1000 * latency_ms / mflops (µs), which "
+                    "small networks inflate (fixed per-forward costs), so compare it with the residual: latency minus "
+                    "the FLOPs-only fit, the part of a knob's latency that FLOPs do not explain"}
 
 
 def _study_verdict(fits: Mapping[str, Any], groups: Mapping[str, Any]) -> str:
@@ -228,11 +234,14 @@ def format_study(analysis: Mapping[str, Any]) -> str:
         lines.append(f"device: {fp.get('gpu') or fp.get('cpu', '?')}; settings: {analysis.get('latency_settings')}")
     for knob in KNOBS:
         lines.append("")
-        lines.append(f"latency per MFLOP by {knob}:  {'value':>12s} {'trials':>6s} {'uniform':>7s} "
-                     f"{'median us/MFLOP':>15s} {'IQR':>15s} {'median ms':>10s}")
+        lines.append(f"latency per MFLOP by {knob} (residual: latency minus the FLOPs-only fit):")
+        lines.append(f"   {'value':>12s} {'trials':>6s} {'uniform':>7s} {'median us/MFLOP':>15s} {'IQR':>17s} "
+                     f"{'median ms':>10s} {'residual ms':>11s}")
         for g in analysis["groups"][knob]:
-            lines.append(f"{'':22s}{g['value']:>12s} {g['n']:6d} {g['uniform']:7d} {g['median_us_per_mflop']:15.2f} "
-                         f"{g['q1_us_per_mflop']:7.2f}-{g['q3_us_per_mflop']:<7.2f} {g['median_latency_ms']:10.3f}")
+            res = g.get("median_residual_flops_ms")
+            lines.append(f"   {g['value']:>12s} {g['n']:6d} {g['uniform']:7d} {g['median_us_per_mflop']:15.2f} "
+                         f"{g['q1_us_per_mflop']:8.2f}-{g['q3_us_per_mflop']:<8.2f} {g['median_latency_ms']:10.3f} "
+                         f"{'' if res is None else f'{res:+.3f}':>11s}")
     lines.append("")
     for key, fit in analysis["fits"].items():
         if fit.get("error"):

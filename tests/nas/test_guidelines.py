@@ -238,6 +238,9 @@ def test_cli_json_has_the_issue_keys(cli_run):
             assert r["norm_speed"] > 0 and r["paper_norm_gpu"] > 0 and r["paper_norm_arm"] > 0
         assert table["rows"][0]["norm_speed"] == pytest.approx(1.0)
         assert table["flops_check"]
+        assert all(r["p10_ms"] > 0 and r["runs"] == 1 for r in table["rows"])
+        assert table["robust"]["statistic"] == "p10_ms" and isinstance(table["robust"]["holds"], bool)
+        assert set(table["noise"]) == {"median_rel_iqr", "max_rel_iqr"}
     g2check = report["tables"]["G2"]["flops_check"][0]
     assert g2check["within_tolerance"] is False and "184" in g2check["note"]
     assert all(c["within_tolerance"] for k in ("G1", "G3", "G4") for c in report["tables"][k]["flops_check"])
@@ -368,6 +371,7 @@ def test_study_analysis_on_a_real_study(tiny_study):
         assert p["us_per_mflop"] == pytest.approx(1000 * p["latency_ms"] / p["mflops"])
         assert p["pred_flops"] is not None and p["pred_full"] is not None
     assert "R²" in a["verdict"]
+    assert all(g["median_residual_flops_ms"] is not None for g in a["groups"]["kernel"])
     knobs = unit_knobs(study.trials[0].user_attrs["spec"])
     assert set(knobs) >= {"groups", "split", "fragments", "kernel", "uniform"}
     with pytest.raises(StudyGuidelinesError, match="no complete trial"):
