@@ -98,7 +98,9 @@ def _check_same_objectives(study: optuna.Study, config: StudyConfig, attrs: dict
     old, new = _comparable(attrs["study_config"]), _comparable(config.to_dict())
     for section in ("proxy", "latency", "space"):
         a, b = old[section] or {}, new[section] or {}
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        # a key only one side has is a setting added (or dropped) by another shufflenas version,
+        # whose default keeps the old meaning: compare the keys both have
+        diff = sorted(k for k in set(a) & set(b) if a[k] != b[k])
         if diff:
             k = diff[0]
             raise StudyMismatchError(

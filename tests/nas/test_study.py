@@ -310,3 +310,25 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
     for t in study.trials:
         assert TRIAL_KEYS <= set(t.user_attrs)
         assert set(METRIC_KEYS) <= set(t.user_attrs)
+
+
+def test_storage_strings_are_normalised(tmp_path):
+    from nas._storage import StorageError, default_storage_path
+
+    assert default_storage_path("studies/x.toml").name == "x.journal"
+    db = tmp_path / "s.db"
+    for arg in (str(db), f"sqlite:///{db}"):
+        loc = parse_storage(arg)
+        assert loc.kind == "rdb" and loc.target == f"sqlite:///{db.resolve()}"
+    optuna.create_study(study_name="a", storage=open_storage(parse_storage(str(db))))
+    renamed = tmp_path / "s.bin"
+    db.rename(renamed)
+    assert parse_storage(str(renamed)).kind == "rdb"            # recognised by its SQLite header
+    assert parse_storage(str(tmp_path / "j.journal")).kind == "journal"
+    pg = parse_storage("postgres://u:secret@h:5433/db")
+    assert pg.target.startswith("postgresql+psycopg") and pg.display == "postgresql+psycopg://u:***@h:5433/db"
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(StorageError, match="not an Optuna journal file"):
+        open_storage(parse_storage(str(tmp_path / "notes.txt")))
+    with pytest.raises(StorageError, match="no such SQLite file"):
+        open_storage(parse_storage(str(tmp_path / "none.db")), create=False)
