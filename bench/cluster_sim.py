@@ -1,6 +1,7 @@
 """A large cluster simulated on loopback: N light worker processes doing no-op trials against one
 PostgreSQL server, through the real worker loop (``nas._worker.Worker``: stale-trial sweep, study
-lock, census, admission, heartbeat thread, the ~20 user attributes a real trial writes, tell).
+lock, census, admission, heartbeat thread, the ~24 user attributes a real trial writes in one
+transaction, tell).
 
     python bench/cluster_sim.py                         # N = 1, 4, 16, 32, 48
     python bench/cluster_sim.py --workers 1,8,32,64 --trials-per-worker 10 --max-seconds 60
@@ -92,10 +93,9 @@ def _child(url: str, study_name: str, until: int, barrier, out_q, heartbeat: int
     study, _ = _worker.join_study(storage, study_name, ["maximize", "minimize"],
                                   sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
 
-    def noop(trial):
+    def noop(trial):  # writes the attributes as the real worker does: one transaction
         x = trial.suggest_float("x", 0.0, 1.0)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+        _coord.write_user_attrs(trial, attrs)
         return [x, 1.0 - x]
 
     report = None

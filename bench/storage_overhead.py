@@ -12,7 +12,8 @@ modes:
 - ``ask/tell``: ``study.ask()``, suggest, user attributes, ``tell``: what ``shufflenas launch``
   does per trial in one process;
 - ``worker``: the same trial through the worker loop of ``shufflenas worker`` (stale-trial sweep,
-  study lock, census of the study, admission, heartbeat thread on database storages, tell).
+  census of the study, study lock and admission, heartbeat thread on database storages, tell), with
+  the attributes written as the worker writes them: in one transaction on a database storage.
 
 Rounds interleave the storages (journal, SQLite, PostgreSQL, journal, ...) so that the host's
 drift touches all alike; each (round, storage, mode) gets a fresh file / database. Reports the
@@ -67,7 +68,7 @@ def _run(kind: str, mode: str, n: int, where: Path, server, tag: str) -> float:
     """Seconds per trial."""
     import optuna
 
-    from nas import _worker
+    from nas import _coord, _worker
 
     attrs = _trial_attrs()
     storage = _storage(kind, mode, where, server, tag)
@@ -76,8 +77,11 @@ def _run(kind: str, mode: str, n: int, where: Path, server, tag: str) -> float:
 
     def objective(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+        if mode == "ask/tell":  # as launch (Evaluator.record): one call per attribute
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+        else:  # as the worker: one transaction on a database storage
+            _coord.write_user_attrs(trial, attrs)
         return [x, 1.0 - x]
 
     t0 = time.perf_counter()

@@ -265,8 +265,35 @@ class ResilientRDBStorage(RDBStorage):
         return retry(call, what="set_trial_state_values", deadline_s=self.retry_deadline_s)
 
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Every user attribute of ``attrs`` in ONE transaction (Optuna writes one transaction per
+        attribute: a real trial's ~25 attributes are ~25 commits, each a WAL flush on PostgreSQL)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        def call() -> None:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key,
+                                                        value)
+
+        retry(call, what="set_trial_user_attrs", deadline_s=self.retry_deadline_s)
+
+
 for _name in _RETRIED_METHODS:
     setattr(ResilientRDBStorage, _name, _retrying(_name))
+
+
+def write_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Set many user attributes of a live trial: one transaction on a :class:`ResilientRDBStorage`,
+    one call per attribute on other storages."""
+    b = backend(trial.storage)
+    if isinstance(b, ResilientRDBStorage):
+        b.set_trial_user_attrs(trial._trial_id, attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+    else:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
 
 
 def backend(storage: Any) -> Any:
@@ -294,11 +321,46 @@ def _is_postgres(url: str) -> bool:
     return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
+def schema_ready(url: str, *, connect_timeout: int = 10) -> bool | None:
+    """True if the database already holds Optuna's tables (stamped with a schema version), False if
+    not yet, None if it cannot be asked (the opening then reports why)."""
+    import sqlalchemy
+    import sqlalchemy.exc as sa_exc
+    from sqlalchemy.pool import NullPool
+
+    kwargs: dict[str, Any] = {"poolclass": NullPool}
+    if _is_postgres(url):
+        kwargs["connect_args"] = {"connect_timeout": connect_timeout}
+    try:
+        engine = sqlalchemy.create_engine(url, **kwargs)
+    except Exception:
+        return None
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).first() is not None
+    except (sa_exc.ProgrammingError, sa_exc.OperationalError) as exc:
+        text = str(exc).lower()
+        if "does not exist" in text or "no such table" in text:
+            return False
+        return None
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def open_schema_lock(url: str, *, connect_timeout: int = 10) -> Iterator[None]:
-    """Serialise opening an ``RDBStorage`` on PostgreSQL (table creation and schema stamping race
-    when many workers open a fresh database at once). A no-op for other URLs. A failure to connect
-    here is left to the opening itself, which reports it."""
+    """Serialise opening an ``RDBStorage`` on a fresh database (table creation and schema stamping
+    race when many workers open it at once): a PostgreSQL session advisory lock, a file lock beside
+    a SQLite file; a no-op for other URLs. A failure to connect here is left to the opening
+    itself, which reports it."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        from filelock import FileLock
+
+        with FileLock(url[len("sqlite:///"):] + ".schema.lock"):
+            yield
+        return
     if not _is_postgres(url):
         yield
         return
@@ -396,6 +458,63 @@ def study_lock(storage: Any, study_name: str, *, deadline_s: float = DEFAULT_RET
     lock = _LOCAL_LOCKS.setdefault(name + "\0" + study_name, threading.RLock())
     with lock:
         yield "local"
+
+
+# ----------------------------------------------------------------------------------- a quiet host for latency
+
+def _flock(path: str, mode: int) -> int:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unflock(fd: int) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def computing_on_host(latency_lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold while a worker computes (proxies, accounting) on this host: a SHARED lock on the
+    latency lock's file. The latency lock (``nas._latency.latency_lock``, an exclusive ``flock`` of
+    that file) then waits until no worker computes, so a measurement runs on a quiet host, not just
+    without another measurement. Fair: a measurement waiting at the turnstile (see
+    :func:`measuring_on_host`) stops new computations from starting, so it is never starved."""
+    import fcntl
+
+    path = os.fspath(latency_lock_file)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _unflock(_flock(path + ".turnstile", fcntl.LOCK_EX))  # wait behind any waiting measurement
+    fd = _flock(path, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        _unflock(fd)
+
+
+@contextlib.contextmanager
+def measuring_on_host(latency_lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold around a latency measurement (which takes the exclusive latency lock itself): the
+    turnstile that keeps new computations from starting while the measurement waits and runs."""
+    import fcntl
+
+    path = os.fspath(latency_lock_file)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = _flock(path + ".turnstile", fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        _unflock(fd)
 
 
 # ----------------------------------------------------------------------------------- lost workers

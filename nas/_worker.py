@@ -6,10 +6,11 @@ creates it, the others load it), then loops:
 1. sweep stale trials: a RUNNING trial whose heartbeat is older than the grace period belonged to a
    worker that was killed or cut off; it is failed with a ``fail_reason`` and re-queued once
    (:mod:`nas._coord`), so no architecture is silently lost;
-2. under the study lock (a PostgreSQL advisory lock, or a file lock beside a journal/SQLite file),
-   take a trial: pop a WAITING trial this worker may run (baselines, re-queued trials, trials whose
-   latency is pending), else create a new one while the study holds fewer than ``until`` trials
-   (finished + running + waiting: never more than asked, however many workers race);
+2. take a trial: pop a WAITING trial this worker may run (baselines, re-queued trials, trials whose
+   latency is pending; the pop is a compare-and-set in the storage), else create a new one while
+   the study holds fewer than ``until`` trials (finished + running + waiting), counting and
+   creating under the study lock (a PostgreSQL advisory lock, or a file lock beside a
+   journal/SQLite file): never more than asked, however many workers race;
 3. run it with a heartbeat thread; record it COMPLETE, or FAIL with ``fail_reason`` (an exception,
    a NaN, Ctrl-C), or hand it back as WAITING with its latency pending (``--proxy-only``);
 4. when nothing is left to take: stop once the study holds ``until`` finished trials and no trial
@@ -131,27 +132,33 @@ class Worker:
                          self.counted)
 
     def _take(self) -> tuple[int | None, Census]:
-        """Pop a WAITING trial this worker accepts, else create one if the study has room."""
+        """Pop a WAITING trial this worker accepts (a compare-and-set in the storage: no lock
+        needed), else create one if the study has room: the count and the creation under the
+        study lock, so that however many workers race the study never holds more than asked.
+        A full study is seen without the lock (idle workers polling at the end never contend)."""
         storage = self.study._storage
+        heartbeat = _coord.heartbeat_of(storage)[0] is not None
+        census = self.census()
+        for t in census.waiting_trials:
+            if not self.accepts(t):
+                continue
+            try:
+                if heartbeat:  # a handed-off trial's old heartbeat must not make it look stale
+                    storage.record_heartbeat(t._trial_id)
+                if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                    return t._trial_id, census
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        if census.occupied >= self.until:
+            return None, census
         with study_lock(storage, self.study.study_name, deadline_s=self.lock_deadline_s):
             census = self.census()
-            heartbeat = _coord.heartbeat_of(storage)[0] is not None
-            for t in census.waiting_trials:
-                if not self.accepts(t):
-                    continue
-                try:
-                    if heartbeat:  # a handed-off trial's old heartbeat must not make it look stale
-                        storage.record_heartbeat(t._trial_id)
-                    if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                        return t._trial_id, census
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    continue
-            if census.occupied < self.until:
-                trial_id = storage.create_new_trial(self.study._study_id)
-                if heartbeat:  # from now on a killed worker's trial is found stale
-                    storage.record_heartbeat(trial_id)
-                return trial_id, census
-            return None, census
+            if census.occupied >= self.until:
+                return None, census
+            trial_id = storage.create_new_trial(self.study._study_id)
+            if heartbeat:  # from now on a killed worker's trial is found stale
+                storage.record_heartbeat(trial_id)
+            return trial_id, census
 
     # ------------------------------------------------------------------------------- the loop
     def run(self) -> WorkerReport:
@@ -286,9 +293,13 @@ def open_worker_storage(location: Any, *, heartbeat_interval: int | None = 60, g
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
 
     def open_once() -> Any:
-        with _coord.open_schema_lock(location.target):
-            probe = open_storage(location)  # creates the tables; reports a bad URL/host/credentials
-        probe.engine.dispose()
+        # The tables are created once, under the schema lock; a database that has them is opened
+        # by every worker in parallel (a cluster starting together is not serialised).
+        if _coord.schema_ready(location.target) is not True:
+            with _coord.open_schema_lock(location.target):
+                if _coord.schema_ready(location.target) is not True:
+                    # creates the tables; reports a bad URL, host or credentials in one line
+                    open_storage(location).engine.dispose()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
@@ -343,74 +354,81 @@ def fingerprint_mismatch(study_name: str, target: dict[str, Any], mine: dict[str
 
 
 class StudyTask:
-    """``evaluate(trial)`` of a shufflenas study for :class:`Worker`:
+    """``evaluate(trial)`` of a shufflenas study for :class:`Worker`, in two phases:
 
-    - a searched trial: ``suggest(trial, space)``; a spec this study already measured on this device
-      reuses the measurement (``reused_from``), as ``nas._runner`` does;
-    - a baseline trial (WAITING, user attribute ``baseline``, no parameters): the canonical spec;
-    - a trial whose latency is pending (``shufflenas:latency_pending``): its proxies and accounting
-      are in its user attributes; only the latency is measured;
-    - with ``proxy_only``: proxies and accounting only, then :data:`HANDOFF` (the trial waits for a
-      worker on the target device). Latency-pending trials are not taken.
+    1. proxies and cost accounting, computed while holding the host's shared compute lock
+       (:func:`nas._coord.computing_on_host`);
+    2. the latency, measured under the turnstile and the exclusive latency lock, so that no other
+       worker on this host computes while it is measured (not only: measures).
+
+    What a trial is: a searched trial (``suggest(trial, space)``; a spec this study already measured
+    on this device reuses the measurement, ``reused_from``, as ``nas._runner`` does); a baseline
+    trial (WAITING, user attribute ``baseline``, no parameters: the canonical spec); a trial whose
+    latency is pending (``shufflenas:latency_pending``: phase 1 was done elsewhere, only phase 2
+    runs). With ``proxy_only`` only phase 1 runs and the trial is handed off (:data:`HANDOFF`);
+    latency-pending trials are not taken. User attributes are those of ``Evaluator.evaluate`` /
+    :mod:`nas._results`, written in one transaction per phase on a database storage.
     """
 
     def __init__(self, config: Any, evaluator: Any, *, proxy_only: bool = False):
-        from ._latency import device_fingerprint, fingerprint_id
+        from ._latency import device_fingerprint, fingerprint_id, lock_path
 
         self.config = config
         self.evaluator = evaluator
         self.proxy_only = proxy_only
         self.fp = device_fingerprint(config.latency) if not proxy_only else None
         self.fp_id = fingerprint_id(self.fp) if self.fp else None
+        self.lock_file = lock_path()
 
     def accepts(self, trial: FrozenTrial) -> bool:
         return not (self.proxy_only and trial.system_attrs.get(SYS_LATENCY_PENDING))
 
     def __call__(self, trial: optuna.Trial) -> Any:
+        from ._results import ATTR_BASELINE, PROXY_PREFIX
+
         t0 = time.perf_counter()
         frozen = trial.study._storage.get_trial(trial._trial_id)
         if frozen.system_attrs.get(SYS_LATENCY_PENDING):
-            values = self._latency_of_pending(trial, frozen)
+            attrs = dict(frozen.user_attrs)
         else:
-            values = self._evaluate(trial, frozen)
-        if values is HANDOFF:
-            trial.set_user_attr("time_proxy_part_s", round(time.perf_counter() - t0, 6))
-            return HANDOFF
-        trial.set_user_attr("time_trial_s", round(time.perf_counter() - t0, 6))
-        return values
+            name = frozen.user_attrs.get(ATTR_BASELINE)
+            if name is not None:
+                from shufflenet import canonical_spec
 
-    def _evaluate(self, trial: optuna.Trial, frozen: FrozenTrial) -> Any:
-        from search_space import suggest
+                self._check_single_baseline(trial.study, frozen, name)
+                spec = canonical_spec(name)
+            else:
+                spec = suggest_spec(trial, self.config.space)
+                reused = None if self.proxy_only else self._reuse(trial, spec)
+                if reused is not None:
+                    trial.set_user_attr("time_trial_s", round(time.perf_counter() - t0, 6))
+                    return reused
+            with _coord.computing_on_host(self.lock_file):
+                attrs = self._proxy_part(spec)
+            _coord.write_user_attrs(trial, attrs)
+            if self.proxy_only:
+                trial.set_user_attr("time_proxy_part_s", round(time.perf_counter() - t0, 6))
+                return HANDOFF
+        lat = self._latency_part(attrs)
+        lat["time_trial_s"] = round(time.perf_counter() - t0, 6)
+        _coord.write_user_attrs(trial, lat)
+        from ._runner import set_constraints
 
-        from ._results import ATTR_BASELINE
+        set_constraints(trial, self.config, {**attrs, **lat})
+        return [float(attrs[PROXY_PREFIX + self.config.proxy]), float(lat["latency_ms"])]
+
+    def _reuse(self, trial: optuna.Trial, spec: Any) -> list[float] | None:
+        """A COMPLETE trial of this study with the same spec, measured on this device: copy it."""
         from ._runner import _NOT_COPIED, ATTR_REUSED_FROM, _reusable, set_constraints
 
-        name = frozen.user_attrs.get(ATTR_BASELINE)
-        if name is not None:
-            from shufflenet import canonical_spec
-
-            self._check_single_baseline(trial.study, frozen, name)
-            spec = canonical_spec(name)
-        else:
-            spec = suggest(trial, self.config.space)
-        if self.proxy_only:
-            for k, v in self._proxy_part(spec).items():
-                trial.set_user_attr(k, v)
-            return HANDOFF
-        if name is None:
-            source = _reusable(trial.study, self.config, self.fp_id).get(spec.content_hash())
-            if source is not None:
-                for k, v in source.user_attrs.items():
-                    if k not in _NOT_COPIED:
-                        trial.set_user_attr(k, v)
-                trial.set_user_attr(ATTR_REUSED_FROM, source.number)
-                set_constraints(trial, self.config, source.user_attrs)
-                return list(source.values)
-        evaluation = self.evaluator.evaluate(spec)
-        self.evaluator.record(trial, evaluation)
-        if evaluation.fail_reason:
-            raise TrialFailed(evaluation.fail_reason)
-        return list(evaluation.values)
+        source = _reusable(trial.study, self.config, self.fp_id).get(spec.content_hash())
+        if source is None:
+            return None
+        attrs = {k: v for k, v in source.user_attrs.items() if k not in _NOT_COPIED}
+        attrs[ATTR_REUSED_FROM] = source.number
+        _coord.write_user_attrs(trial, attrs)
+        set_constraints(trial, self.config, source.user_attrs)
+        return list(source.values)
 
     @staticmethod
     def _check_single_baseline(study: optuna.Study, frozen: FrozenTrial, name: str) -> None:
@@ -426,10 +444,8 @@ class StudyTask:
                 raise TrialFailed(f"duplicate of baseline {name!r} (trial {t.number} holds it); not evaluated twice")
 
     def _proxy_part(self, spec: Any) -> dict[str, Any]:
-        """Proxies and cost accounting (the attributes ``Evaluator.evaluate`` writes before the
-        latency), with their timings. A non-finite study proxy fails the trial here."""
-        import math
-
+        """Proxies and cost accounting: the attributes ``Evaluator.evaluate`` writes before the
+        latency, with their timings. A non-finite study proxy fails the trial here."""
         from ._cost import profile
         from ._objective import _plain, _torch_threads
         from ._proxies import compute_proxies
@@ -452,31 +468,33 @@ class StudyTask:
                       "elementwise": dict(cost.elementwise),
                       "time_proxies_s": round(t1 - t0, 6), "time_profile_s": round(t2 - t1, 6)})
         value = attrs[PROXY_PREFIX + cfg.proxy]
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise TrialFailed(f"non-finite objective: proxy:{cfg.proxy} = {value!r}")
         return attrs
 
-    def _latency_of_pending(self, trial: optuna.Trial, frozen: FrozenTrial) -> list[float]:
-        """Finish a handed-off trial: measure the latency of its spec here, on the target device."""
+    def _latency_part(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The latency of the spec in ``attrs``, measured here on a quiet host; the latency
+        attributes (and the constraint values, which may need the latency)."""
         from search_space import ArchSpec
 
         from ._latency import measure_latency
         from ._objective import ATTR_CONSTRAINTS
-        from ._results import PROXY_PREFIX
-        from ._runner import set_constraints
 
-        cfg = self.config
-        spec = ArchSpec.from_dict(frozen.user_attrs["spec"])
+        spec = ArchSpec.from_dict(attrs["spec"])
         t0 = time.perf_counter()
-        latency = measure_latency(spec, cfg.latency, cache=self.evaluator.latency_cache)
-        attrs = {**latency.to_attrs(), "latency_cached": bool(latency.cached),
-                 "time_latency_s": round(time.perf_counter() - t0, 6)}
-        if cfg.constraints:
-            attrs[ATTR_CONSTRAINTS] = cfg.constraints.values({**frozen.user_attrs, **attrs})
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        set_constraints(trial, cfg, attrs)
-        return [float(frozen.user_attrs[PROXY_PREFIX + cfg.proxy]), float(latency.median_ms)]
+        with _coord.measuring_on_host(self.lock_file):
+            latency = measure_latency(spec, self.config.latency, cache=self.evaluator.latency_cache)
+        out = {**latency.to_attrs(), "latency_cached": bool(latency.cached),
+               "time_latency_s": round(time.perf_counter() - t0, 6)}
+        if self.config.constraints:
+            out[ATTR_CONSTRAINTS] = self.config.constraints.values({**attrs, **out})
+        return out
+
+
+def suggest_spec(trial: optuna.Trial, space: Any) -> Any:
+    from search_space import suggest
+
+    return suggest(trial, space)
 
 
 @dataclass

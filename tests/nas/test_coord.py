@@ -153,7 +153,7 @@ def test_dead_local_worker_trials_are_failed_and_requeued_on_a_journal_file(tmp_
 
 STUDY = """
 name = "local"
-trials = 4
+trials = 3
 baselines = ["v2_0.5x"]
 [space]
 families = ["v2"]
@@ -192,5 +192,44 @@ def test_launch_workers_on_the_default_journal_file(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(tmp_path / "local.journal")))
     trials = optuna.load_study(study_name="local", storage=storage).get_trials()
-    assert Counter(t.state for t in trials) == Counter({TrialState.COMPLETE: 5})
+    assert Counter(t.state for t in trials) == Counter({TrialState.COMPLETE: 4})
     assert [t.user_attrs["baseline"] for t in trials if "baseline" in t.user_attrs] == ["v2_0.5x"]
+
+
+def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(tmp_path, monkeypatch):
+    """A worker computing proxies holds the latency lock's file shared: the exclusive latency lock
+    waits until it is done; a measurement at the turnstile keeps new computations from starting."""
+    import threading
+
+    from nas._coord import computing_on_host, measuring_on_host
+    from nas._latency import LatencyError, latency_lock, lock_path
+
+    monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
+    path = lock_path()
+    release, inside = threading.Event(), threading.Event()
+
+    def compute():
+        with computing_on_host(path):
+            inside.set()
+            release.wait(30)
+
+    t = threading.Thread(target=compute)
+    t.start()
+    assert inside.wait(30)
+    with pytest.raises(LatencyError):  # a computation is running: no measurement
+        with latency_lock(timeout=0.3):
+            pass
+    release.set()
+    t.join(30)
+    with latency_lock(timeout=30):  # quiet host: the measurement goes
+        pass
+
+    inside.clear()
+    release.clear()
+    with measuring_on_host(path):
+        t = threading.Thread(target=compute)
+        t.start()
+        assert not inside.wait(0.3)  # held at the turnstile while the measurement runs
+    assert inside.wait(30)
+    release.set()
+    t.join(30)

@@ -25,11 +25,13 @@ from nas.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 LIGHT_WORKER = Path(__file__).with_name("pg_light_worker.py")
+CLI_WORKER = Path(__file__).with_name("pg_cli_worker.py")
 BASELINES = ["v2_0.5x", "v1_g3_0.5x"]
 COMPLETE_ATTRS = ("spec", "spec_hash", "short", "proxy_params", "params", "mflops", "mmac", "fragments",
                   "kernel_launches", "elementwise_ops", "latency_ms", "latency_iqr_ms", "latency_runs",
                   "latency_settings", "device_fingerprint", "fingerprint_id")
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
+TRIALS = 4  # searched trials of the fault test
 
 STUDY = """
 name = "scale"
@@ -68,7 +70,7 @@ def study_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SHUFFLENAS_CACHE_DIR", str(tmp_path / "cache"))  # no latency reused across tests
     monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path / "lock"))
     path = tmp_path / "scale.toml"
-    path.write_text(STUDY.format(trials=6, baselines=BASELINES).replace("'", '"'))
+    path.write_text(STUDY.format(trials=TRIALS, baselines=BASELINES).replace("'", '"'))
     return path
 
 
@@ -82,6 +84,26 @@ def _cli_worker(study_file: Path, url: str, *extra: str) -> subprocess.Popen:
                             cwd=REPO)
 
 
+def _released(procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """Wait until every process printed ``ready`` (imports done), then release them together."""
+    for p in procs:
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            pytest.fail(f"worker did not start: {line!r} {p.stderr.read()}")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return procs
+
+
+def _cli_workers(n: int, study_file: Path, url: str, *extra: str) -> list[subprocess.Popen]:
+    """``n`` real ``shufflenas worker`` processes (tests/nas/pg_cli_worker.py) released together."""
+    return _released([subprocess.Popen([sys.executable, str(CLI_WORKER), str(study_file), "--storage", url,
+                                        *HEARTBEAT, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO)
+                      for _ in range(n)])
+
+
 def _light_workers(n: int, study_file: Path, url: str, until: int, sleep_s: float) -> list[subprocess.Popen]:
     """``n`` light worker processes (tests/nas/pg_light_worker.py), released at the same moment
     once all have imported. The first presses Ctrl-C in the middle of its first trial."""
@@ -89,14 +111,7 @@ def _light_workers(n: int, study_file: Path, url: str, until: int, sleep_s: floa
                                "1" if i == 0 else "0"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env(), cwd=REPO) for i in range(n)]
-    for p in procs:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            pytest.fail(f"light worker did not start: {line!r} {p.stderr.read()}")
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    return procs
+    return _released(procs)
 
 
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
@@ -178,7 +193,7 @@ def _counted_finished(trials) -> int:
 
 def test_three_workers_survive_a_kill_and_a_server_restart(pg_server, pg_url, study_file):
     """3 workers; SIGKILL one mid-trial; restart the server once; the other two finish the study."""
-    procs = [_cli_worker(study_file, pg_url) for _ in range(3)]
+    procs = _cli_workers(3, study_file, pg_url)
     try:
         # All three at work (each has taken a trial), then one is killed in the middle of a trial.
         _wait_for(lambda: _workers_seen(pg_url) >= {p.pid for p in procs}, 240, "all three workers at work", procs)
@@ -225,8 +240,8 @@ def test_three_workers_survive_a_kill_and_a_server_restart(pg_server, pg_url, st
     assert baselines == Counter(BASELINES)
     # The number of finished searched trials as asked (the killed one stands in for nothing: its
     # retry counts), and the target device recorded.
-    assert _counted_finished(_searched(study)) == 6
-    assert sum(t.state == TrialState.COMPLETE for t in _searched(study)) == 6
+    assert _counted_finished(_searched(study)) == TRIALS
+    assert sum(t.state == TrialState.COMPLETE for t in _searched(study)) == TRIALS
     ids = {t.user_attrs["fingerprint_id"] for t in trials if t.state == TrialState.COMPLETE}
     assert ids == {study.user_attrs["target_fingerprint"]["id"]}
 
@@ -237,8 +252,8 @@ def test_many_workers_starting_together_on_a_fresh_database(pg_url, study_file):
     """Five workers start at once on an empty database: the tables, the study and its baselines are
     created once, exactly the asked number of trials finish, and Ctrl-C on one records its trial
     FAIL with the reason (not counted)."""
-    until = 10
-    procs = _light_workers(5, study_file, pg_url, until, 0.5)
+    until = 8
+    procs = _light_workers(5, study_file, pg_url, until, 1.0)
     try:
         outs = _finish(procs)
     finally:
