@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for the tests and every subprocess they start: on 2 shared cores, 2 OpenMP
+# threads spin against each other and a forward pass gets 10x slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
