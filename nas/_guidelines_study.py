@@ -178,8 +178,12 @@ def study_guidelines(data: Any) -> dict[str, Any]:
     for row, vals in usable:
         if env_key(row) != env:
             continue
+        try:
+            knobs = unit_knobs(row["spec"])
+        except ValueError as exc:  # SpecError: a spec this version cannot read
+            left_out[f"spec not readable ({str(exc)[:80]})"] += 1
+            continue
         first_row = first_row or row
-        knobs = unit_knobs(row["spec"])
         points.append({"number": row.get("number"), "short": row.get("short") or "", "baseline": row.get("baseline"),
                        **vals, "us_per_mflop": 1000.0 * vals["latency_ms"] / vals["mflops"],
                        **{f"knob_{k}": knobs[k] for k in KNOBS}, "family": knobs["family"],
