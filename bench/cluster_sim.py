@@ -184,7 +184,10 @@ def main() -> int:
     ap.add_argument("--trials-per-worker", type=int, default=8)
     ap.add_argument("--max-seconds", type=float, default=90.0, help="per level (default 90)")
     ap.add_argument("--heartbeat", type=int, default=5, help="heartbeat interval, s (default 5)")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "scale_cluster_sim.json"))
+    ap.add_argument("--async-commit", action="store_true",
+                    help="server with synchronous_commit = off (no WAL flush wait per commit; a server crash may "
+                         "lose the last ~0.6 s of commits, a clean restart loses nothing)")
+    ap.add_argument("--out", default=None, help="default bench/results/scale_cluster_sim[_async_commit].json")
     args = ap.parse_args()
     levels = [int(x) for x in args.workers.split(",")]
     if max(levels) > 128:
@@ -196,7 +199,11 @@ def main() -> int:
     from pg import PostgresServer
 
     rows = []
-    with PostgresServer(max_connections=max(100, 4 * max(levels) + 20), fsync=True) as server:
+    if args.out is None:
+        args.out = str(REPO / "bench" / "results" /
+                       f"scale_cluster_sim{'_async_commit' if args.async_commit else ''}.json")
+    settings = {"synchronous_commit": "off"} if args.async_commit else {}
+    with PostgresServer(max_connections=max(100, 4 * max(levels) + 20), fsync=True, settings=settings) as server:
         version = server.psql("SHOW server_version").strip()
         for n in levels:
             row = run_level(server, n, args.trials_per_worker, args.max_seconds, args.heartbeat)
@@ -216,6 +223,7 @@ def main() -> int:
         "bench": "cluster_sim", "postgresql": version, "host": platform.node(), "cpus": os.cpu_count(),
         "load_avg_at_end": os.getloadavg(), "python": platform.python_version(),
         "trials_per_worker": args.trials_per_worker, "heartbeat_s": args.heartbeat,
+        "synchronous_commit": "off" if args.async_commit else "on",
         "levels": rows, "peak_trials_per_s": best["trials_per_s"], "peak_at_workers": best["workers"],
         "saturates_at_workers": saturation,
         "caveat": "clients and server share this host's CPUs (2 cores, other jobs running): the coordination "

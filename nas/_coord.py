@@ -280,6 +280,21 @@ class ResilientRDBStorage(RDBStorage):
         retry(call, what="set_trial_user_attrs", deadline_s=self.retry_deadline_s)
 
 
+    def count_trials(self, study_id: int) -> int:
+        """How many trials the study holds, in any state: one ``count(*)``."""
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        def call() -> int:
+            with _create_scoped_session(self.scoped_session) as session:
+                return int(session.execute(
+                    sqlalchemy.select(sqlalchemy.func.count(models.TrialModel.trial_id))
+                    .where(models.TrialModel.study_id == study_id)).scalar_one())
+
+        return retry(call, what="count_trials", deadline_s=self.retry_deadline_s)
+
+
 for _name in _RETRIED_METHODS:
     setattr(ResilientRDBStorage, _name, _retrying(_name))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -151,10 +152,19 @@ class Worker:
                 continue
         if census.occupied >= self.until:
             return None, census
+        counter = getattr(_coord.backend(storage), "count_trials", None)
         with study_lock(storage, self.study.study_name, deadline_s=self.lock_deadline_s):
-            census = self.census()
-            if census.occupied >= self.until:
-                return None, census
+            # Short critical section: trials created since the census above can each add at most
+            # one to the count (an admission; a re-queued retry replaces its failed trial; a
+            # baseline is not counted), so while even that bound leaves room, one count(*) decides.
+            # Near the target, the exact census under the lock.
+            bound = None
+            if counter is not None:
+                bound = census.occupied + max(0, counter(self.study._study_id) - len(census.trials))
+            if bound is None or bound >= self.until:
+                census = self.census()
+                if census.occupied >= self.until:
+                    return None, census
             trial_id = storage.create_new_trial(self.study._study_id)
             if heartbeat:  # from now on a killed worker's trial is found stale
                 storage.record_heartbeat(trial_id)
@@ -379,6 +389,9 @@ class StudyTask:
         self.fp = device_fingerprint(config.latency) if not proxy_only else None
         self.fp_id = fingerprint_id(self.fp) if self.fp else None
         self.lock_file = lock_path()
+        # Benchmarking switch (bench/scale_workers.py measures both): "0" keeps only the latency
+        # lock (measurements never overlap, but other workers' computations may run during one).
+        self.quiet_host = os.environ.get("SHUFFLENAS_QUIET_HOST", "1") != "0"
 
     def accepts(self, trial: FrozenTrial) -> bool:
         return not (self.proxy_only and trial.system_attrs.get(SYS_LATENCY_PENDING))
@@ -403,7 +416,7 @@ class StudyTask:
                 if reused is not None:
                     trial.set_user_attr("time_trial_s", round(time.perf_counter() - t0, 6))
                     return reused
-            with _coord.computing_on_host(self.lock_file):
+            with _coord.computing_on_host(self.lock_file) if self.quiet_host else contextlib.nullcontext():
                 attrs = self._proxy_part(spec)
             _coord.write_user_attrs(trial, attrs)
             if self.proxy_only:
@@ -482,7 +495,7 @@ class StudyTask:
 
         spec = ArchSpec.from_dict(attrs["spec"])
         t0 = time.perf_counter()
-        with _coord.measuring_on_host(self.lock_file):
+        with _coord.measuring_on_host(self.lock_file) if self.quiet_host else contextlib.nullcontext():
             latency = measure_latency(spec, self.config.latency, cache=self.evaluator.latency_cache)
         out = {**latency.to_attrs(), "latency_cached": bool(latency.cached),
                "time_latency_s": round(time.perf_counter() - t0, 6)}
@@ -495,6 +508,29 @@ def suggest_spec(trial: optuna.Trial, space: Any) -> Any:
     from search_space import suggest
 
     return suggest(trial, space)
+
+
+def check_target_device(study: optuna.Study, config: Any, *, proxy_only: bool = False) -> dict[str, Any] | None:
+    """The study's target device (study user attribute ``target_fingerprint``), settled for a
+    process about to measure latency on this host: a study without one takes this host's
+    fingerprint (its first latency measurement will be made here); a study whose target is another
+    device raises :class:`WorkerError` naming both fingerprints and what differs, unless
+    ``proxy_only`` (nothing measured here). Call it under the study lock when several processes
+    may start together (``prepare_worker`` does); ``launch`` on a shared study should call it too,
+    so that latencies from different hardware never mix on one front. Returns the target."""
+    from ._latency import device_fingerprint, fingerprint_id
+
+    target = study.user_attrs.get("target_fingerprint")
+    if proxy_only:
+        return target
+    fp = device_fingerprint(config.latency)
+    mine = {**fp, "id": fingerprint_id(fp)}
+    if not target:
+        study.set_user_attr("target_fingerprint", mine)
+        return mine
+    if target.get("id") != mine["id"]:
+        raise WorkerError(fingerprint_mismatch(study.study_name, target, mine))
+    return target
 
 
 @dataclass
@@ -535,7 +571,6 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     does not hold yet, once, as WAITING trials that any worker pops exactly once. The sampler is
     re-seeded per worker so that workers starting together do not suggest the same architectures.
     """
-    from ._latency import device_fingerprint, fingerprint_id
     from ._objective import Evaluator
     from ._results import ATTR_BASELINE
     from ._runner import open_study
@@ -550,25 +585,13 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     until = config.trials if until is None else until
     if until < 1:
         raise WorkerError(f"--until: got {until}; expected a positive number of finished searched trials")
-    mine = None
-    if not proxy_only:
-        fp = device_fingerprint(config.latency)
-        mine = {**fp, "id": fingerprint_id(fp)}
     with study_lock(storage, name):
         before = _study_attrs_of(storage, name)
         created = before is None
         study = open_study(config, storage, name, evaluator=evaluator)
-        initialised_here = before is None or "study_config" not in before
-        target = study.user_attrs.get("target_fingerprint")
-        if initialised_here and proxy_only:
+        if proxy_only and (before is None or "study_config" not in before):
             study.set_user_attr("target_fingerprint", None)  # the first latency worker sets it
-            target = None
-        if not proxy_only:
-            if not target:
-                study.set_user_attr("target_fingerprint", mine)
-                target = mine
-            elif target.get("id") != mine["id"]:
-                raise WorkerError(fingerprint_mismatch(name, target, mine))
+        target = check_target_device(study, config, proxy_only=proxy_only)
         # A baseline is present while a trial holds it (COMPLETE, RUNNING, WAITING); a FAIL one is
         # retried by the next worker that starts, as a re-launch retries it.
         live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
