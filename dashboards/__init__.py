@@ -1,8 +1,17 @@
 """Plotly views of a shufflenas study, built from plain study rows (``nas.study_data(study)`` or any
 list of row dicts): the Pareto view, FLOPs against latency, hypervolume over trials; a
-self-contained HTML page and a live server. Never imports torch or ``nas``."""
+self-contained HTML page and a live server; the guideline-reproduction figures and report. Never imports torch or ``nas``."""
 
 from ._errors import DashboardError
+from ._guidelines import (
+    guideline_figures,
+    guideline_table_figure,
+    guidelines_html,
+    networks_figure,
+    study_fit_figure,
+    study_guidelines_html,
+    study_knob_figure,
+)
 from ._figures import WEBGL_THRESHOLD, figures, flops_latency_figure, hypervolume_figure, pareto_figure
 from ._info import (
     Axis,
@@ -26,4 +35,6 @@ __all__ = [
     "WEBGL_THRESHOLD", "export_command", "figures", "flops_latency_figure", "flops_latency_info", "gather", "hypervolume_2d",
     "hypervolume_figure", "hypervolume_info", "page_payload", "pareto_figure", "pareto_front_2d", "pareto_info",
     "render_html", "render_live_html", "serve", "write_html",
+    "guideline_figures", "guideline_table_figure", "guidelines_html", "networks_figure", "study_fit_figure",
+    "study_guidelines_html", "study_knob_figure",
 ]
