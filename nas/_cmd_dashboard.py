@@ -27,36 +27,12 @@ def _add_dashboard(p: argparse.ArgumentParser) -> None:
 
 
 def open_study(storage_arg: str, study_arg: str | None) -> tuple[Any, str]:
-    """(optuna Study, storage string for the export command) from CLI strings. Uses the project's
-    storage normaliser (journal files, SQLite, any database URL) when it is installed, else Optuna's
-    own URL handling."""
-    import optuna
+    """(optuna Study, storage string for the export command) from CLI strings (journal files,
+    SQLite, any database URL)."""
+    from ._storage import load_existing_study
 
-    from ._errors import NasError
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        from ._storage import open_storage, parse_storage
-    except ImportError:  # pragma: no cover - only before nas._storage existed
-        storage, target, display = storage_arg, storage_arg, storage_arg
-        try:
-            names = optuna.get_all_study_names(storage)
-        except Exception as exc:
-            raise NasError(f"--storage {storage_arg}: cannot open ({type(exc).__name__}: {exc})") from None
-    else:
-        location = parse_storage(storage_arg)
-        storage = open_storage(location, create=False)
-        target, display = location.target, location.display
-    names = optuna.get_all_study_names(storage)
-    name = study_arg
-    if name is None:
-        if len(names) != 1:
-            raise NasError(f"--study: storage {display} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                           f"name one with --study NAME")
-        name = names[0]
-    if name not in names:
-        raise NasError(f"--study: no study {name!r} in {display}; studies there: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=storage), target
+    study, location = load_existing_study(storage_arg, study_arg)
+    return study, location.target
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:

@@ -47,44 +47,9 @@ def _csv(option: str, text: str, cast: type) -> list:
 
 
 def _load_study(storage: str, name: str):
-    import optuna
+    from ._storage import load_existing_study
 
-    from ._guidelines import GuidelineError
-
-    try:  # the project's storage normaliser (journal file, sqlite, RDB URL), when it is installed
-        from ._storage import open_storage, parse_storage
-    except ImportError:
-        open_storage = parse_storage = None
-    if open_storage is not None and parse_storage is not None:
-        storage_obj = open_storage(parse_storage(storage), create=False)
-    elif "://" not in storage:
-        path = Path(storage)
-        if not path.is_file():
-            raise GuidelineError(f"--storage: {storage!r} is neither a database URL nor an existing journal file")
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage_obj = JournalStorage(JournalFileBackend(str(path)))
-    else:
-        storage_obj = storage
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=name, storage=storage_obj)
-    except KeyError:
-        try:
-            names = optuna.get_all_study_names(storage_obj)
-        except Exception:
-            names = []
-        raise GuidelineError(f"--study: no study named {name!r} in {storage}; studies there: "
-                             f"{', '.join(names) or 'none'}") from None
-    except GuidelineError:
-        raise
-    except Exception as exc:  # optuna / SQLAlchemy errors for an unusable URL
-        if exc.__class__.__name__ == "StorageError":
-            raise
-        raise GuidelineError(f"--storage: cannot open {storage!r} ({exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); give a journal file, "
-                             f"sqlite:///PATH or an RDB URL") from None
+    return load_existing_study(storage, name)[0]
 
 
 def _write(path: str, text: str) -> None:

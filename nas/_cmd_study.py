@@ -95,11 +95,9 @@ def _add_pareto(p: argparse.ArgumentParser) -> None:
 
 def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: str | None) -> dict:
     """``nas._results.study_data`` of an existing study named by CLI strings."""
-    import optuna
-
     from ._errors import NasError
     from ._results import study_data
-    from ._storage import open_storage, parse_storage
+    from ._storage import load_existing_study
 
     if storage_arg is None and study_file is None:
         raise NasError("pareto: give --storage URL (and --study NAME), or a study file whose default storage to read")
@@ -108,18 +106,8 @@ def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: 
         from ._config import load_study_config
 
         name = load_study_config(study_file).name
-    location = parse_storage(storage_arg, study_file)
-    storage = open_storage(location, create=False)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if name is None:
-        if len(names) != 1:
-            raise NasError(f"--study: storage {location} holds {len(names)} studies "
-                           f"({', '.join(names) or 'none'}); name one with --study NAME")
-        name = names[0]
-    if name not in names:
-        raise NasError(f"--study: no study {name!r} in {location}; studies there: {', '.join(names) or 'none'}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return study_data(optuna.load_study(study_name=name, storage=storage))
+    study, _ = load_existing_study(storage_arg, name, study_file)
+    return study_data(study)
 
 
 def _run_pareto(args: argparse.Namespace) -> int:

@@ -812,9 +812,9 @@ def format_report(report: dict[str, Any]) -> str:
     hw = dev.get("gpu") or dev.get("cpu", "?")
     lines = [f"ShuffleNet V2 guidelines on {hw} ({s['device']}, {s['runtime']}, {s['threads']} thread(s), batch "
              f"{s['batch']}); configuration set: {s['set']} (paper column compared: {s['set'].upper()})",
-             f"speed = batches/s = 1000/median; 'norm' = speed / the first row's at that scale; p10 = 10th percentile "
-             f"of the runs (robust to preemption on a shared host); FLOPs = MFLOPs per "
-             f"image (conv multiply-adds, thop), MAC = memory access cost per image (M elements)"]
+             "speed = batches/s = 1000/median; 'norm' = speed / the first row's at that scale; p10 = 10th percentile "
+             "of the runs (robust to preemption on a shared host); FLOPs = MFLOPs per "
+             "image (conv multiply-adds, thop), MAC = memory access cost per image (M elements)"]
     for key, t in report["tables"].items():
         lines.append("")
         lines.append(f"== {key}: {t['title']}")

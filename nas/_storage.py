@@ -247,3 +247,25 @@ def _one_line(exc: BaseException, password: str | None) -> str:
     if len(text) > 240:
         text = text[:237] + "..."
     return text or type(exc).__name__
+
+
+def load_existing_study(storage: str | None, study_name: str | None, study_file: str | Path | None = None) -> tuple[Any, StorageLocation]:
+    """The study a command names, from CLI strings: ``storage`` (URL or file; else the default beside
+    ``study_file``) and ``study_name`` (may be left out when the storage holds exactly one study).
+    Nothing is created. Returns ``(optuna.Study, StorageLocation)``; a missing or ambiguous study is
+    a :class:`StorageError` naming the studies that are there."""
+    import optuna
+
+    location = parse_storage(storage, study_file)
+    opened = open_storage(location, create=False)
+    names = optuna.get_all_study_names(opened)
+    listed = ", ".join(names) or "none"
+    if study_name is None:
+        if len(names) != 1:
+            raise StorageError(f"--study: storage {location} holds {len(names)} studies ({listed}); "
+                               f"name one with --study NAME")
+        study_name = names[0]
+    if study_name not in names:
+        raise StorageError(f"--study: no study {study_name!r} in {location}; studies there: {listed}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study_name, storage=opened), location

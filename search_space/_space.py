@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Protocol, Sequence
 
 from ._spec import FAMILIES, LAYOUTS, ArchSpec, SpecError, StageSpec, UnitChoice, round_to_multiple

@@ -388,4 +388,4 @@ def test_cli_study_mode(tiny_study, tmp_path):
     html = out.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I) and html.count('class="plotly-graph-div"') == 2
     proc = run_cli("guidelines", "--storage", str(path), "--study", "nope", timeout=120)
-    assert proc.returncode == 2 and "no study named 'nope'" in proc.stderr and "tiny" in proc.stderr
+    assert proc.returncode == 2 and "no study 'nope'" in proc.stderr and "tiny" in proc.stderr
