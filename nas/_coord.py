@@ -280,6 +280,53 @@ class ResilientRDBStorage(RDBStorage):
         retry(call, what="set_trial_user_attrs", deadline_s=self.retry_deadline_s)
 
 
+    def census(self, study_id: int, uncounted: str | None = None) -> Census:
+        """The :class:`Census` of a study from counts computed in the database (one grouped query,
+        plus the WAITING trials): no trial's attributes cross the network, however many workers
+        have trials running. Equivalent to ``Census.of(all trials, uncounted)``: a FAIL trial is
+        replaced when a retry names it (system attribute ``failed_trial``) or it was interrupted
+        (user attribute ``interrupted``)."""
+        import sqlalchemy as sa
+        import sqlalchemy.orm  # noqa: F401 - sa.orm.aliased
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        T, UA, SA = models.TrialModel, models.TrialUserAttributeModel, models.TrialSystemAttributeModel
+
+        def flag(model: Any, key: str) -> Any:
+            return sa.case((sa.exists().where(model.trial_id == T.trial_id, model.key == key), 1), else_=0)
+
+        def call() -> list[tuple[Any, int, int, int]]:
+            T2 = sa.orm.aliased(T)
+            retried = sa.exists().where(SA.trial_id == T2.trial_id, T2.study_id == T.study_id,
+                                        SA.key == SYS_FAILED_TRIAL,
+                                        SA.value_json == sa.cast(T.number, sa.String))
+            interrupted = sa.exists().where(UA.trial_id == T.trial_id, UA.key == "interrupted",
+                                            UA.value_json == "true")
+            per_trial = sa.select(
+                T.state.label("state"),
+                (flag(UA, uncounted) if uncounted else sa.literal(0)).label("u"),
+                sa.case((sa.or_(retried, interrupted), 1), else_=0).label("r"),
+            ).where(T.study_id == study_id).subquery()
+            q = sa.select(per_trial.c.state, per_trial.c.u, per_trial.c.r, sa.func.count()) \
+                .group_by(per_trial.c.state, per_trial.c.u, per_trial.c.r)
+            with _create_scoped_session(self.scoped_session) as session:
+                return [tuple(row) for row in session.execute(q).all()]
+
+        rows = retry(call, what="census", deadline_s=self.retry_deadline_s)
+        c = Census()
+        for state, u, r, n in rows:
+            state = TrialState(state) if not isinstance(state, TrialState) else state
+            c.n_trials += n
+            if u:
+                c.running_uncounted += n if state == TrialState.RUNNING else 0
+                c.waiting_uncounted += n if state == TrialState.WAITING else 0
+                continue
+            c._add(state, n, replaced=bool(r) and state == TrialState.FAIL)
+        if c.waiting or c.waiting_uncounted:
+            c.waiting_trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+        return c
+
     def count_trials(self, study_id: int) -> int:
         """How many trials the study holds, in any state: one ``count(*)``."""
         import sqlalchemy
@@ -584,6 +631,33 @@ def sweep_stale_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_dead_local_workers(study: optuna.Study) -> list[int]:
+    """For storages without heartbeats (a journal file: one host): fail the RUNNING trials whose
+    worker ran on this host and is no longer alive, and re-queue each once. Returns their numbers."""
+    host = socket.gethostname()
+    failed = []
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get(SYS_WORKER, "")
+        name, _, pid = owner.rpartition(":")
+        if name != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        reason = f"worker lost: {owner} is no longer running (killed or crashed)"
+        if fail_trial(study, t._trial_id, reason):
+            failed.append(t.number)
+            requeue_once(study, study._storage.get_trial(t._trial_id), reason)
+    return failed
+
+
 def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
     """Record ``fail_reason`` and set FAIL; False if the trial had already finished (another worker
     got there first)."""
@@ -599,7 +673,9 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
 
 @dataclass
 class Census:
-    """Trials of a study by state, the way the worker loop counts them."""
+    """Trials of a study by state, the way the worker loop counts them. Trials carrying the user
+    attribute ``uncounted`` (the baselines, which a study holds besides its searched trials) are
+    outside the counts; their RUNNING / WAITING ones are tallied apart."""
 
     complete: int = 0
     pruned: int = 0
@@ -609,39 +685,37 @@ class Census:
     waiting: int = 0
     running_uncounted: int = 0  # RUNNING / WAITING trials outside the count (baselines)
     waiting_uncounted: int = 0
+    n_trials: int = 0  # every trial of the study, counted or not
     waiting_trials: list[FrozenTrial] = field(default_factory=list)
-    trials: list[FrozenTrial] = field(default_factory=list)
 
     @classmethod
-    def of(cls, trials: Sequence[FrozenTrial], counted: Callable[[FrozenTrial], bool] | None = None
-           ) -> "Census":
-        """Count ``trials``; with ``counted``, the counts (not ``waiting_trials``) skip the trials it
-        rejects (e.g. baselines, which a study holds besides its searched trials)."""
-        c = cls(trials=list(trials))
+    def of(cls, trials: Sequence[FrozenTrial], uncounted: str | None = None) -> "Census":
+        """Count ``trials`` (every trial of the study)."""
+        c = cls(n_trials=len(trials))
         retried = {n for t in trials for n in t.system_attrs.get(SYS_RETRY_HISTORY, [])}
         retried |= {t.number for t in trials if t.user_attrs.get("interrupted")}  # Ctrl-C: not a result
         for t in trials:
-            if counted is not None and not counted(t):
-                if t.state == TrialState.RUNNING:
-                    c.running_uncounted += 1
-                elif t.state == TrialState.WAITING:
-                    c.waiting_trials.append(t)
-                    c.waiting_uncounted += 1
-                continue
-            if t.state == TrialState.COMPLETE:
-                c.complete += 1
-            elif t.state == TrialState.PRUNED:
-                c.pruned += 1
-            elif t.state == TrialState.FAIL:
-                c.failed += 1
-                if t.number in retried:
-                    c.replaced += 1
-            elif t.state == TrialState.RUNNING:
-                c.running += 1
-            elif t.state == TrialState.WAITING:
-                c.waiting += 1
+            if t.state == TrialState.WAITING:
                 c.waiting_trials.append(t)
+            if uncounted is not None and uncounted in t.user_attrs:
+                c.running_uncounted += t.state == TrialState.RUNNING
+                c.waiting_uncounted += t.state == TrialState.WAITING
+                continue
+            c._add(t.state, 1, replaced=t.state == TrialState.FAIL and t.number in retried)
         return c
+
+    def _add(self, state: TrialState, n: int, *, replaced: bool = False) -> None:
+        if state == TrialState.COMPLETE:
+            self.complete += n
+        elif state == TrialState.PRUNED:
+            self.pruned += n
+        elif state == TrialState.FAIL:
+            self.failed += n
+            self.replaced += n if replaced else 0
+        elif state == TrialState.RUNNING:
+            self.running += n
+        elif state == TrialState.WAITING:
+            self.waiting += n
 
     @property
     def finished(self) -> int:

@@ -112,7 +112,7 @@ class Worker:
                  accepts: Callable[[FrozenTrial], bool] | None = None, poll_s: float = 1.0,
                  lock_deadline_s: float = _coord.DEFAULT_RETRY_DEADLINE_S,
                  wait_for_others: bool = True, on_trial: Callable[[FrozenTrial], None] | None = None,
-                 counted: Callable[[FrozenTrial], bool] | None = None):
+                 uncounted: str | None = None):
         if until < 1:
             raise WorkerError(f"--until: got {until}; expected a positive number of finished trials")
         self.study = study
@@ -123,14 +123,18 @@ class Worker:
         self.lock_deadline_s = lock_deadline_s
         self.wait_for_others = wait_for_others
         self.on_trial = on_trial
-        self.counted = counted
+        self.uncounted = uncounted  # user attribute of trials outside the count (baselines)
         self.report = WorkerReport(_coord.worker_id())
         self._n_objectives = len(study.directions)
 
     # ------------------------------------------------------------------------------- taking a trial
     def census(self) -> Census:
-        return Census.of(self.study._storage.get_all_trials(self.study._study_id, deepcopy=False),
-                         self.counted)
+        """Counted in the database where it can (a database storage), else from every trial."""
+        storage = self.study._storage
+        b = _coord.backend(storage)
+        if isinstance(b, _coord.ResilientRDBStorage):
+            return b.census(self.study._study_id, self.uncounted)
+        return Census.of(storage.get_all_trials(self.study._study_id, deepcopy=False), self.uncounted)
 
     def _take(self) -> tuple[int | None, Census]:
         """Pop a WAITING trial this worker accepts (a compare-and-set in the storage: no lock
@@ -160,7 +164,7 @@ class Worker:
             # Near the target, the exact census under the lock.
             bound = None
             if counter is not None:
-                bound = census.occupied + max(0, counter(self.study._study_id) - len(census.trials))
+                bound = census.occupied + max(0, counter(self.study._study_id) - census.n_trials)
             if bound is None or bound >= self.until:
                 census = self.census()
                 if census.occupied >= self.until:
@@ -176,7 +180,10 @@ class Worker:
         study._thread_local.in_optimize_loop = True  # heartbeats are used outside Study.optimize
         try:
             while True:
-                swept = sweep_stale_trials(study)
+                if _coord.heartbeat_of(study._storage)[0] is not None:
+                    swept = sweep_stale_trials(study)
+                else:  # a journal file: one host, where a dead worker's pid tells
+                    swept = _coord.sweep_dead_local_workers(study)
                 self.report.swept += swept
                 trial_id, census = self._take()
                 if trial_id is None:
@@ -605,7 +612,7 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
                                  population_size=sampler.population_size, n_startup_trials=sampler.n_startup_trials)
     task = StudyTask(config, evaluator, proxy_only=proxy_only)
     worker = Worker(study, task, until=until, accepts=task.accepts, poll_s=poll_s,
-                    wait_for_others=not proxy_only, counted=lambda t: not is_baseline(t))
+                    wait_for_others=not proxy_only, uncounted=ATTR_BASELINE)
     return WorkerSetup(study, worker, created, enqueued, target)
 
 

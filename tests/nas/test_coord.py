@@ -109,10 +109,37 @@ def test_census_counts_retries_and_interruptions_once_and_skips_baselines():
         (F, {"interrupted": True}, {}),              # 5 Ctrl-C: not counted
         (W, {}, {}),                                 # 6 waiting
     ])
-    c = Census.of(study.get_trials(), counted=lambda t: "baseline" not in t.user_attrs)
+    c = Census.of(study.get_trials(), uncounted="baseline")
     assert (c.complete, c.failed, c.replaced, c.waiting) == (2, 3, 2, 1)
     assert c.finished == 3 and c.occupied == 4
     assert not c.running and c.busy
+
+
+def _counts(c: Census) -> tuple:
+    return (c.complete, c.pruned, c.failed, c.replaced, c.running, c.waiting, c.running_uncounted,
+            c.waiting_uncounted, c.n_trials, sorted(t.number for t in c.waiting_trials))
+
+
+def test_census_counted_in_the_database_equals_the_census_of_every_trial(tmp_path):
+    """``ResilientRDBStorage.census`` (one grouped query) agrees with ``Census.of`` (every trial)."""
+    from nas._coord import ResilientRDBStorage
+
+    C, F, W, R = TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING, TrialState.RUNNING
+    storage = ResilientRDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    rows = [(C, {"baseline": "v2_1.0x"}, {}), (C, {}, {}), (F, {"fail_reason": "lost"}, {}),
+            (F, {"fail_reason": "NaN"}, {}), (C, {}, {"failed_trial": 2, "retry_history": [2]}),
+            (F, {"interrupted": True}, {}), (W, {}, {}), (W, {"baseline": "v1_g3_1.0x"}, {}),
+            (F, {"baseline": "v2_0.5x", "interrupted": True}, {}),
+            (W, {"baseline": "v2_0.5x"}, {"failed_trial": 8, "retry_history": [8]}), (TrialState.PRUNED, {}, {})]
+    for state, user, system in rows:
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=[1.0, 1.0] if state == C else None, user_attrs=user, system_attrs=system))
+    running = study.ask()  # pops the first WAITING trial: now RUNNING
+    storage.set_trial_user_attr(running._trial_id, "spec", {})
+    for uncounted in ("baseline", None):
+        assert _counts(storage.census(study._study_id, uncounted)) == _counts(Census.of(study.get_trials(), uncounted))
+    assert storage.count_trials(study._study_id) == len(study.get_trials()) == len(rows)  # ask() popped a WAITING one
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -233,3 +260,29 @@ def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(
     assert inside.wait(30)
     release.set()
     t.join(30)
+
+
+def test_a_dead_worker_on_this_host_is_found_without_heartbeats(tmp_path):
+    """Journal files have no heartbeats: a RUNNING trial whose worker (this host, a pid) is gone is
+    failed and re-queued by the next worker's sweep; a live worker's trial is left alone."""
+    import socket
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nas._coord import sweep_dead_local_workers
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone, alive = study.ask(), study.ask()
+    gone.suggest_float("x", 0, 1)
+    storage.set_trial_system_attr(gone._trial_id, "shufflenas:worker", f"{socket.gethostname()}:{dead.pid}")
+    storage.set_trial_system_attr(alive._trial_id, "shufflenas:worker", f"{socket.gethostname()}:{os.getpid()}")
+    assert sweep_dead_local_workers(study) == [gone.number]
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL and "no longer running" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.RUNNING
+    assert trials[2].state == TrialState.WAITING and trials[2].params == trials[0].params
+    assert sweep_dead_local_workers(study) == []  # once

@@ -242,6 +242,14 @@ def test_three_workers_survive_a_kill_and_a_server_restart(pg_server, pg_url, st
     # retry counts), and the target device recorded.
     assert _counted_finished(_searched(study)) == TRIALS
     assert sum(t.state == TrialState.COMPLETE for t in _searched(study)) == TRIALS
+    # The census the workers count in PostgreSQL (one grouped query) is the census of every trial.
+    from nas._coord import Census, ResilientRDBStorage
+
+    counted_in_db = ResilientRDBStorage(pg_url).census(study._study_id, "baseline")
+    every = Census.of(trials, "baseline")
+    assert (counted_in_db.finished, counted_in_db.replaced, counted_in_db.n_trials) == \
+        (every.finished, every.replaced, every.n_trials) == (TRIALS, 1 - ("baseline" in killed.user_attrs),
+                                                             len(trials))
     ids = {t.user_attrs["fingerprint_id"] for t in trials if t.state == TrialState.COMPLETE}
     assert ids == {study.user_attrs["target_fingerprint"]["id"]}
 
