@@ -100,7 +100,14 @@ def _run_worker(args: argparse.Namespace) -> int:
                   f"{worker.until} finished searched trials; {len(setup.baselines_enqueued)} baselines queued",
                   file=sys.stderr)
             with stop_on_sigterm():  # a scheduler's SIGTERM ends the worker as Ctrl-C does
-                report = worker.run()
+                try:
+                    report = worker.run()
+                except Exception as exc:
+                    if not _coord.is_transient(exc):
+                        raise
+                    raise NasError(f"storage {location}: unreachable for longer than the retry deadline "
+                                   f"({_coord._first_line(exc)}); this worker stopped, its running trial (if any) "
+                                   f"is re-queued by another worker once the database is back") from None
         print(report.summary(), file=sys.stderr)
         return 0
     finally:
