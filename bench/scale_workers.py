@@ -28,9 +28,11 @@ Caveat: a shared 2-core host under load from other jobs. Writes ``bench/results/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -125,6 +127,14 @@ def run(server, k: int, mode: str, trials: int, where: Path) -> dict:
             "lock_busy_fraction": lat_sum / wall if mode != "proxy-only" else None, "fixed_latency_ms": fixed_ms}
 
 
+@contextlib.contextmanager
+def _removed(path: Path):
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return _child(sys.argv[2:])
@@ -139,7 +149,7 @@ def main() -> int:
     levels = [int(x) for x in args.workers.split(",")]
     rows = []
     where = Path(tempfile.mkdtemp(prefix="shufflenas-scale-"))
-    with PostgresServer(fsync=True) as server:
+    with PostgresServer(fsync=True) as server, _removed(where):
         for k in levels:  # the two modes side by side at each K
             for mode in ("proxy-only", "latency", "lock-only"):
                 row = run(server, k, mode, args.trials, where)
