@@ -391,8 +391,11 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
            progress: Progress | None = None, target: int | None = None) -> RunSummary:
     """Open (or resume) the study, add the missing baselines, then run searched trials up to the
     target. Ctrl-C during the baselines or the trials returns a summary with ``interrupted``."""
+    from ._worker import check_target_device
+
     evaluator = evaluator or Evaluator(config)
     study = open_study(config, storage, study_name, evaluator=evaluator)
+    check_target_device(study, config)  # latencies from other hardware never join this study's front
     start = time.perf_counter()
     try:
         baselines = ensure_baselines(study, config, evaluator, on_done=progress.baseline if progress else None)

@@ -255,6 +255,18 @@ def test_resuming_with_other_objectives_is_refused(storage):
     assert open_study(more, storage, evaluator=Injected(more)).study_name == "s"
 
 
+def test_launch_on_other_hardware_is_refused(storage):
+    from nas._runner import launch
+    from nas._worker import WorkerError
+    cfg = small_config()
+    study = open_study(cfg, storage, evaluator=Injected(cfg))
+    other = {"cpu": "Some Other CPU", "threads": 1, "torch": "0.0", "id": "0123456789ab"}
+    study.set_user_attr("target_fingerprint", other)
+    with pytest.raises(WorkerError, match="0123456789ab"):
+        launch(cfg, storage, evaluator=Injected(cfg))
+    assert len(study.get_trials()) == 0  # refused before anything was measured
+
+
 def test_constraints_are_stored_and_infeasible_trials_leave_the_front(storage):
     cfg = small_config(constraints={"max_params": 1})  # nothing fits
     ev = Injected(cfg)
