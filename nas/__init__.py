@@ -13,12 +13,14 @@ from ._latency import (LatencyCache, LatencyError, LatencyResult, LatencySetting
                        device_fingerprint, fingerprint_id, latency_lock, measure_latency, time_module)
 from ._objective import Evaluation, Evaluator
 from ._pareto import front_summary, hypervolume, pareto_front
-from ._proxies import PROXY_NAMES, ProxyError, ProxySettings, compute_proxies
+from ._proxies import PROXY_NAMES, ProxyError, ProxySettings, compute_proxies, compute_proxies_timed
 from ._results import study_data, trial_row
 from ._runner import ensure_baselines, launch, open_study, run_trials
 from ._runtimes import RUNTIMES, RuntimeUnavailable, export_onnx, onnx_session, to_torchscript
 from ._samplers import make_sampler
 from ._storage import StorageError, open_storage, parse_storage
+from ._train import TrainResult, train_short
+from ._validate import ValidationProtocol, validate_proxies
 
 __all__ = [
     "PAPER", "PROXY_NAMES", "RUNTIMES", "Cifar10", "Cost", "DataError", "Evaluation", "Evaluator", "ExportError",
@@ -30,5 +32,6 @@ __all__ = [
     "hypervolume", "latency_lock", "launch", "load_cifar10", "load_pytorch", "load_study_config", "make_sampler",
     "measure_latency", "onnx_session", "open_storage", "open_study", "pareto_front", "parse_storage", "profile",
     "profile_module", "resolve_data_dir", "run_guidelines", "run_trials", "study_data", "study_guidelines",
-    "time_module", "to_torchscript", "trial_row",
+    "time_module", "to_torchscript", "trial_row", "compute_proxies_timed", "TrainResult", "train_short",
+    "ValidationProtocol", "validate_proxies",
 ]
