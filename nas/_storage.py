@@ -218,8 +218,15 @@ def _open_rdb(location: StorageLocation, create: bool) -> Any:
     elif backend == "mysql":
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     host = f"{url.host}:{url.port}" if url.port else (url.host or "")
+    from optuna.exceptions import StorageInternalError
+
     try:
-        return RDBStorage(location.target, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        try:
+            return RDBStorage(location.target, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except StorageInternalError as wrapped:  # without table creation Optuna wraps the driver's error
+            if isinstance(wrapped.__cause__, sa_exc.SQLAlchemyError):
+                raise wrapped.__cause__ from None
+            raise StorageError(f"{where}: {_one_line(wrapped, url.password)}") from None
     except sa_exc.NoSuchModuleError:
         raise StorageError(f"{where}: unknown database kind {url.drivername!r}; use a journal file path, "
                            f"sqlite:///PATH or postgresql://USER@HOST/DB") from None
