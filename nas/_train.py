@@ -42,6 +42,8 @@ class TrainResult:
     eval_images: int
     seconds: float
     device: str
+    loss_last_half: float = float("nan")   # mean loss over the second half of the steps (Ru et al. 2021)
+    loss_curve: tuple[float, ...] = ()     # mean loss over each twentieth of the steps, in order
 
 
 def _subset(n_total: int, n: int, salt: int) -> np.ndarray:
@@ -106,7 +108,6 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
 
         gen = torch.Generator(device="cpu").manual_seed(settings.seed)
         losses: list[torch.Tensor] = []
-        tail = max(1, steps // 10)
         order = torch.randperm(n, generator=gen).to(dev)
         pos = 0
         for step in range(steps):
@@ -124,9 +125,14 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if step >= steps - tail:
-                losses.append(loss.detach())
-        train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+            losses.append(loss.detach())
+        all_losses = torch.stack(losses).double().cpu() if losses else torch.empty(0, dtype=torch.float64)
+        tail = max(1, steps // 10)
+        train_loss = float(all_losses[-tail:].mean()) if losses else float("nan")
+        loss_last_half = float(all_losses[steps // 2:].mean()) if losses else float("nan")
+        segments = min(20, steps)
+        edges = [round(k * steps / segments) for k in range(segments + 1)]
+        loss_curve = tuple(float(all_losses[a:b].mean()) for a, b in zip(edges, edges[1:]) if b > a)
         if not math.isfinite(train_loss):
             raise NasError(f"train proxy: the loss diverged ({train_loss}) for {spec.short()}; lower proxy.lr "
                            f"(now {settings.lr})")
@@ -143,6 +149,7 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
             torch.cuda.synchronize(dev)
         return TrainResult(accuracy=100.0 * correct / len(eval_idx), train_loss=train_loss, steps=steps,
                            images_seen=steps * bs, eval_images=len(eval_idx),
-                           seconds=time.perf_counter() - t0, device=str(dev))
+                           seconds=time.perf_counter() - t0, device=str(dev), loss_last_half=loss_last_half,
+                           loss_curve=loss_curve)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_det

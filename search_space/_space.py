@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from ._spec import FAMILIES, LAYOUTS, ArchSpec, SpecError, StageSpec, UnitChoice, round_to_multiple
 
@@ -253,6 +253,33 @@ def sample_specs(space: SearchSpace, n: int, seed: int = 0) -> list[ArchSpec]:
         raise SpaceError(f"sample: n={n}; expected n >= 0")
     rng = random.Random(seed)
     return [_decode(space, _RandomChooser(rng)) for _ in range(n)]
+
+
+class _RecordingChooser:
+    """Wraps a chooser and keeps every choice under its parameter name (what an Optuna trial stores)."""
+
+    def __init__(self, inner: _Chooser) -> None:
+        self.inner = inner
+        self.params: dict[str, Any] = {}
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.params[name] = value = self.inner.categorical(name, choices)
+        return value
+
+    def integer(self, name: str, low: int, high: int, log: bool = False) -> int:
+        self.params[name] = value = self.inner.integer(name, low, high, log)
+        return value
+
+
+def iter_samples(space: SearchSpace, seed: int = 0) -> Iterator[tuple[dict[str, Any], ArchSpec]]:
+    """An endless stream of ``(params, spec)`` pairs drawn as :func:`sample_specs` draws them (the same
+    seed gives the same specs in the same order); ``params`` are the Optuna parameter values that
+    :func:`suggest` decodes to ``spec`` (``optuna.trial.FixedTrial(params)``)."""
+    rng = random.Random(seed)
+    while True:
+        chooser = _RecordingChooser(_RandomChooser(rng))
+        spec = _decode(space, chooser)
+        yield chooser.params, spec
 
 
 def param_names(space: SearchSpace) -> list[str]:
