@@ -69,8 +69,10 @@ def _child(url: str, study_name: str, until: int, barrier, out_q, heartbeat: int
     _bare_nas()
     import optuna
 
-    from nas import _coord, _worker
-    from nas._storage import parse_storage
+    from nas.fleet import _coord
+
+    from nas.fleet import _worker
+    from nas.fleet._storage import parse_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     times: dict[str, list[float]] = defaultdict(list)
@@ -118,7 +120,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run_level(server, n: int, trials_per_worker: int, max_seconds: float, heartbeat: int) -> dict:
     import optuna
 
-    from nas._coord import open_schema_lock
+    from nas.fleet._coord import open_schema_lock
 
     db = f"sim_{n}_{int(time.time() * 1000) % 10**8}"
     url = server.create_database(db)
@@ -195,7 +197,9 @@ def main() -> int:
     _bare_nas()
     import optuna  # noqa: F401 - imported once here, shared by the forked workers
 
-    from nas import _coord, _worker  # noqa: F401
+    from nas.fleet import _coord  # noqa: F401
+
+    from nas.fleet import _worker  # noqa: F401
     from pg import PostgresServer
 
     rows = []

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas._export import export_spec, load_pytorch
-from nas._latency import LatencySettings, device_fingerprint, fingerprint_id, latency_lock, time_module
-from nas._runtimes import onnx_session
+from nas.export._export import export_spec, load_pytorch
+from nas.measure._latency import LatencySettings, device_fingerprint, fingerprint_id, latency_lock, time_module
+from nas.measure._runtimes import onnx_session
 
 ROOT = Path(__file__).resolve().parent
 TORCHVISION_V2_1X_PARAMS = 2_278_604

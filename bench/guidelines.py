@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas._guidelines import format_report, reassemble, run_guidelines  # noqa: E402
+from nas.guidelines._benchmarks import format_report, reassemble, run_guidelines  # noqa: E402
 
 
 def main() -> int:

@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from nas._data import load_cifar10
-    from nas._proxies import ProxySettings
-    from nas._validate import ValidationProtocol, format_report, report_from_results, validate_proxies
+    from nas.proxies._data import load_cifar10
+    from nas.proxies._registry import ProxySettings
+    from nas.proxies._validate import ValidationProtocol, format_report, report_from_results, validate_proxies
     from search_space import SearchSpace
 
     if args.space == "default":

@@ -50,8 +50,8 @@ from cluster_sim import _trial_attrs  # noqa: E402  (same attribute set)
 def _storage(kind: str, mode: str, where: Path, server, tag: str):
     """``ask/tell``: the storage ``launch`` opens; ``worker``: the one ``shufflenas worker`` opens
     (retrying, with heartbeats on database storages)."""
-    from nas._storage import open_storage, parse_storage
-    from nas._worker import open_worker_storage
+    from nas.fleet._storage import open_storage, parse_storage
+    from nas.fleet._worker import open_worker_storage
 
     if kind == "journal":
         location = parse_storage(str(where / f"{tag}.journal"))
@@ -68,7 +68,9 @@ def _run(kind: str, mode: str, n: int, where: Path, server, tag: str) -> float:
     """Seconds per trial."""
     import optuna
 
-    from nas import _coord, _worker
+    from nas.fleet import _coord
+
+    from nas.fleet import _worker
 
     attrs = _trial_attrs()
     storage = _storage(kind, mode, where, server, tag)

@@ -1,37 +1,91 @@
 """shufflenas: cost accounting, proxies, latency, studies, export, guideline benchmarks and the CLI.
 
-The public API; everything else is private (``nas._module``)."""
+The package is organised by what a change is about (README, "Layout"):
 
-from ._config import StudyConfig, load_study_config
-from ._cost import Cost, analytic_macs, critical_path_fragments, profile, profile_module
-from ._data import Cifar10, load_cifar10, resolve_data_dir
-from ._errors import DataError, NasError, StudyFileError
-from ._export import ExportError, ExportReport, export_spec, export_trial, load_pytorch
-from ._guidelines import PAPER, GuidelineError, GuidelineSettings, format_report, run_guidelines
-from ._guidelines_study import StudyGuidelinesError, format_study, study_guidelines
-from ._latency import (LatencyCache, LatencyError, LatencyResult, LatencySettings, default_cache,
-                       device_fingerprint, fingerprint_id, latency_lock, measure_latency, time_module)
-from ._objective import Evaluation, Evaluator
-from ._pareto import front_summary, hypervolume, pareto_front
-from ._proxies import PROXY_NAMES, ProxyError, ProxySettings, compute_proxies, compute_proxies_timed
-from ._results import study_data, trial_row
-from ._runner import ensure_baselines, launch, open_study, run_trials
-from ._runtimes import RUNTIMES, RuntimeUnavailable, export_onnx, onnx_session, to_torchscript
-from ._samplers import make_sampler
-from ._storage import StorageError, open_storage, parse_storage
-from ._train import TrainResult, train_short
-from ._validate import ValidationProtocol, validate_proxies
+- ``nas.measure``: cost accounting, runtimes, the latency protocol (knows no Optuna);
+- ``nas.proxies``: CIFAR-10, accuracy proxies, short training, proxy validation, the bank (no Optuna);
+- ``nas.study``: study files, the attribute schema and rows, the Evaluator, samplers, Pareto, the runner;
+- ``nas.fleet``: storages, retries, locks, lost workers, the worker loop and the launcher;
+- ``nas.export`` and ``nas.guidelines``: export with checks and card; the guideline benchmarks;
+- ``nas.cli``: the ``shufflenas`` command.
 
-__all__ = [
-    "PAPER", "PROXY_NAMES", "RUNTIMES", "Cifar10", "Cost", "DataError", "Evaluation", "Evaluator", "ExportError",
-    "ExportReport", "GuidelineError", "GuidelineSettings", "LatencyCache", "LatencyError", "LatencyResult",
-    "LatencySettings", "NasError", "ProxyError", "ProxySettings", "RuntimeUnavailable", "StorageError",
-    "StudyConfig", "StudyFileError", "StudyGuidelinesError", "analytic_macs", "compute_proxies",
-    "critical_path_fragments", "default_cache", "device_fingerprint", "ensure_baselines", "export_onnx",
-    "export_spec", "export_trial", "fingerprint_id", "format_report", "format_study", "front_summary",
-    "hypervolume", "latency_lock", "launch", "load_cifar10", "load_pytorch", "load_study_config", "make_sampler",
-    "measure_latency", "onnx_session", "open_storage", "open_study", "pareto_front", "parse_storage", "profile",
-    "profile_module", "resolve_data_dir", "run_guidelines", "run_trials", "study_data", "study_guidelines",
-    "time_module", "to_torchscript", "trial_row", "compute_proxies_timed", "TrainResult", "train_short",
-    "ValidationProtocol", "validate_proxies",
-]
+Imports run one way: measure <- proxies <- study <- fleet <- (export, guidelines) <- cli
+(``tests/nas/test_layout.py``). The names below are the public API; they load lazily (PEP 562), so
+``import nas`` imports nothing heavy and ``nas.study``'s schema and Pareto modules import no torch."""
+
+from nas._lazy import lazy_exports
+
+_EXPORTS = {
+    "DataError": "nas._errors",
+    "NasError": "nas._errors",
+    "StudyFileError": "nas._errors",
+    "analytic_macs": "nas.measure",
+    "Cost": "nas.measure",
+    "critical_path_fragments": "nas.measure",
+    "default_cache": "nas.measure",
+    "device_fingerprint": "nas.measure",
+    "export_onnx": "nas.measure",
+    "fingerprint_id": "nas.measure",
+    "latency_lock": "nas.measure",
+    "LatencyCache": "nas.measure",
+    "LatencyError": "nas.measure",
+    "LatencyResult": "nas.measure",
+    "LatencySettings": "nas.measure",
+    "measure_latency": "nas.measure",
+    "onnx_session": "nas.measure",
+    "profile": "nas.measure",
+    "profile_module": "nas.measure",
+    "RUNTIMES": "nas.measure",
+    "RuntimeUnavailable": "nas.measure",
+    "time_module": "nas.measure",
+    "to_torchscript": "nas.measure",
+    "build_bank": "nas.proxies",
+    "Cifar10": "nas.proxies",
+    "compute_proxies": "nas.proxies",
+    "compute_proxies_timed": "nas.proxies",
+    "load_cifar10": "nas.proxies",
+    "PROXY_NAMES": "nas.proxies",
+    "ProxyError": "nas.proxies",
+    "ProxySettings": "nas.proxies",
+    "REFERENCE": "nas.proxies",
+    "resolve_data_dir": "nas.proxies",
+    "select_bank": "nas.proxies",
+    "train_short": "nas.proxies",
+    "training_order": "nas.proxies",
+    "TrainResult": "nas.proxies",
+    "validate_proxies": "nas.proxies",
+    "ValidationProtocol": "nas.proxies",
+    "ensure_baselines": "nas.study",
+    "Evaluation": "nas.study",
+    "Evaluator": "nas.study",
+    "front_summary": "nas.study",
+    "hypervolume": "nas.study",
+    "launch": "nas.study",
+    "load_study_config": "nas.study",
+    "make_sampler": "nas.study",
+    "open_study": "nas.study",
+    "pareto_front": "nas.study",
+    "run_trials": "nas.study",
+    "study_data": "nas.study",
+    "StudyConfig": "nas.study",
+    "trial_row": "nas.study",
+    "open_storage": "nas.fleet",
+    "parse_storage": "nas.fleet",
+    "StorageError": "nas.fleet",
+    "export_spec": "nas.export",
+    "export_trial": "nas.export",
+    "ExportError": "nas.export",
+    "ExportReport": "nas.export",
+    "load_pytorch": "nas.export",
+    "format_report": "nas.guidelines",
+    "format_study": "nas.guidelines",
+    "GuidelineError": "nas.guidelines",
+    "GuidelineSettings": "nas.guidelines",
+    "PAPER": "nas.guidelines",
+    "run_guidelines": "nas.guidelines",
+    "study_guidelines": "nas.guidelines",
+    "StudyGuidelinesError": "nas.guidelines",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ from dashboards import (
     render_html,
     write_html,
 )
-from nas._results import study_data
+from nas.study._rows import study_data
 
 
 def _set(trace: dict, dotted: str, value) -> None:

@@ -4,6 +4,7 @@ implementation, baseline labels, hover text, axis options, and graceful degradat
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import random
 
@@ -192,7 +193,7 @@ def test_hypervolume_series(dash_data):
 
 def test_agrees_with_the_pareto_command(dash_data):
     """The dashboard's front and hypervolume are the numbers `shufflenas pareto` prints."""
-    pareto = pytest.importorskip("nas._pareto", reason="the study runner's nas._pareto is not in this tree yet")
+    pareto = importlib.import_module("nas.study")
     summary = pareto.front_summary(dash_data)
     p = pareto_info(dash_data)  # latency x proxy:naswot: the study's two objectives
     assert set(p.front.numbers) == {r["number"] for r in summary["front"]}
@@ -222,7 +223,7 @@ def test_foreign_study_degrades_with_a_notice(foreign_data, storage_url, facts):
 def test_one_objective_study_uses_trial_number():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: (t.suggest_float("x", -2, 2) - 1) ** 2, n_trials=12)
-    from nas._results import study_data
+    from nas.study._rows import study_data
 
     info = gather(study_data(study))
     assert [a.key for a in info.x_axes] == ["number"] and info.default_y == "value:0"

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy.exc as sa_exc
 from optuna.trial import TrialState
 
-from nas import _coord
-from nas._coord import Census, is_transient, requeue_once, retry
+from nas.fleet import _coord
+from nas.fleet._coord import Census, is_transient, requeue_once, retry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,7 +122,7 @@ def _counts(c: Census) -> tuple:
 
 def test_census_counted_in_the_database_equals_the_census_of_every_trial(tmp_path):
     """``ResilientRDBStorage.census`` (one grouped query) agrees with ``Census.of`` (every trial)."""
-    from nas._coord import ResilientRDBStorage
+    from nas.fleet._coord import ResilientRDBStorage
 
     C, F, W, R = TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING, TrialState.RUNNING
     storage = ResilientRDBStorage(f"sqlite:///{tmp_path / 's.db'}")
@@ -163,7 +163,7 @@ def test_dead_local_worker_trials_are_failed_and_requeued_on_a_journal_file(tmp_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas._worker import _recover_dead_worker
+    from nas.fleet._worker import _recover_dead_worker
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
@@ -228,8 +228,8 @@ def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(
     waits until it is done; a measurement at the turnstile keeps new computations from starting."""
     import threading
 
-    from nas._coord import computing_on_host, measuring_on_host
-    from nas._latency import LatencyError, latency_lock, lock_path
+    from nas.fleet._coord import computing_on_host, measuring_on_host
+    from nas.measure._latency import LatencyError, latency_lock, lock_path
 
     monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
     path = lock_path()
@@ -270,7 +270,7 @@ def test_a_dead_worker_on_this_host_is_found_without_heartbeats(tmp_path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas._coord import sweep_dead_local_workers
+    from nas.fleet._coord import sweep_dead_local_workers
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])

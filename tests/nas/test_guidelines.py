@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from nas._cost import profile_module
-from nas._guidelines import (
+from nas.measure._cost import profile_module
+from nas.guidelines._benchmarks import (
     BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, PAPER, Bottleneck, GuidelineError, GuidelineSettings,
     ParallelConvs, TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width, reassemble,
 )
-from nas._guidelines_study import StudyGuidelinesError, _fit, study_guidelines, unit_knobs
+from nas.guidelines._study import StudyGuidelinesError, _fit, study_guidelines, unit_knobs
 from tests.conftest import REPO, run_cli
 
 ROW_KEYS = {"config", "scale", "mflops", "mmac", "median_ms", "iqr_ms", "paper_gpu", "paper_arm"}
@@ -261,7 +261,7 @@ def test_cli_html_is_self_contained(cli_run):
 
 
 def test_cli_bad_options_give_one_clear_error(capsys):
-    from nas.cli import main
+    from nas.cli._main import main
 
     for args, needle in (
         (("--runtime", "tvm"), "--runtime: got 'tvm'; allowed: eager, torchscript, onnxruntime"),
@@ -286,7 +286,7 @@ def test_cli_bad_options_give_one_clear_error(capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(capsys):
-    from nas.cli import main
+    from nas.cli._main import main
 
     assert main(["guidelines", "--device", "cuda", "--scales", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -319,8 +319,8 @@ def tiny_study(tmp_path_factory):
     the user attributes of nas/_results.py."""
     import optuna
 
-    from nas._cost import profile
-    from nas._latency import LatencySettings, measure_latency
+    from nas.measure._cost import profile
+    from nas.measure._latency import LatencySettings, measure_latency
     from search_space import SearchSpace, suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -355,7 +355,7 @@ def tiny_study(tmp_path_factory):
 
 
 def test_study_analysis_on_a_real_study(tiny_study):
-    from nas._results import study_data
+    from nas.study._rows import study_data
 
     _, study = tiny_study
     a = study_guidelines(study_data(study))

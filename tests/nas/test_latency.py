@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas._latency import (
+from nas.measure._latency import (
     LatencyCache,
     LatencyError,
     LatencyResult,
@@ -35,8 +35,8 @@ from nas._latency import (
     stop_reason,
     time_module,
 )
-from nas._results import METRIC_KEYS, trial_row
-from nas._runtimes import count_batchnorm
+from nas.study._rows import METRIC_KEYS, trial_row
+from nas.measure._runtimes import count_batchnorm
 from search_space import SearchSpace, sample_specs
 from shufflenet import build_model, canonical_spec
 
@@ -244,7 +244,7 @@ def test_cache_keys_spec_and_fingerprint_and_survives_restart(tmp_path):
     assert LatencyCache(path).get(spec, s, fp) == hit and len(LatencyCache(path)) == 1  # a new object
     code = textwrap.dedent(f"""
         import json, sys
-        from nas._latency import LatencyCache, LatencySettings
+        from nas.measure._latency import LatencyCache, LatencySettings
         from shufflenet import canonical_spec
         s = LatencySettings.from_dict(json.loads(sys.argv[1]))
         fp = json.loads(sys.argv[2])
@@ -285,7 +285,7 @@ def test_broken_cache_file_is_named(tmp_path):
 
 _HOLDER = textwrap.dedent("""
     import json, sys, time
-    from nas._latency import latency_lock
+    from nas.measure._latency import latency_lock
     out, rounds, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     spans = []
     for _ in range(rounds):

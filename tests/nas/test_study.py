@@ -10,14 +10,14 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from nas.cli import main as cli_main
-from nas._config import SamplerConfig, config_from_dict
-from nas._latency import device_fingerprint, fingerprint_id
-from nas._objective import Evaluation, Evaluator
-from nas._results import METRIC_KEYS
-from nas._runner import StudyMismatchError, ensure_baselines, front_size, open_study, run_trials
-from nas._samplers import _SearchedTrialsView, make_sampler
-from nas._storage import open_storage, parse_storage
+from nas.cli._main import main as cli_main
+from nas.study._config import SamplerConfig, config_from_dict
+from nas.measure._latency import device_fingerprint, fingerprint_id
+from nas.study._evaluator import Evaluation, Evaluator
+from nas.study._rows import METRIC_KEYS
+from nas.study._runner import StudyMismatchError, ensure_baselines, front_size, open_study, run_trials
+from nas.study._samplers import _SearchedTrialsView, make_sampler
+from nas.fleet._storage import open_storage, parse_storage
 from search_space import param_names
 
 TINY_TOML = """
@@ -181,7 +181,7 @@ def test_ctrl_c_stops_cleanly_and_a_relaunch_resumes(storage):
 
 
 def test_many_failures_in_a_row_stop_the_study(storage):
-    from nas._runner import TrialsFailingError
+    from nas.study._runner import TrialsFailingError
 
     cfg = small_config(baselines="none", trials=20)
     ev = Injected(cfg, {i: "raise" for i in range(1, 30)})
@@ -256,8 +256,8 @@ def test_resuming_with_other_objectives_is_refused(storage):
 
 
 def test_launch_on_other_hardware_is_refused(storage):
-    from nas._runner import launch
-    from nas._worker import WorkerError
+    from nas.study._runner import launch
+    from nas.fleet._worker import WorkerError
     cfg = small_config()
     study = open_study(cfg, storage, evaluator=Injected(cfg))
     other = {"cpu": "Some Other CPU", "threads": 1, "torch": "0.0", "id": "0123456789ab"}
@@ -303,7 +303,7 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(TINY_TOML)
 
-    from nas._config import load_study_config
+    from nas.study._config import load_study_config
     from search_space import suggest
 
     config = load_study_config(study_file)
@@ -325,7 +325,7 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
 
 
 def test_storage_strings_are_normalised(tmp_path):
-    from nas._storage import StorageError, default_storage_path
+    from nas.fleet._storage import StorageError, default_storage_path
 
     assert default_storage_path("studies/x.toml").name == "x.journal"
     db = tmp_path / "s.db"

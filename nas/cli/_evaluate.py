@@ -1,0 +1,104 @@
+"""``shufflenas evaluate``: one spec's proxies, cost accounting and (with ``--latency``) latency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nas.cli._command import Command
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    from nas.measure._latency import DEVICES, LatencySettings
+    from nas.proxies._registry import PROXY_NAMES
+    from nas.measure._runtimes import RUNTIMES
+
+    d = LatencySettings()
+    p.add_argument("spec", metavar="SPEC.json|NAME", help="spec JSON file or canonical name (e.g. v2_1.0x)")
+    p.add_argument("--proxy", action="append", choices=PROXY_NAMES, metavar="NAME",
+                   help=f"proxy to compute (repeatable): {', '.join(PROXY_NAMES)}. Default: every zero-cost "
+                        f"proxy plus params and flops (the data-free ones only when no data folder is given)")
+    p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 folder (else $SHUFFLENAS_DATA)")
+    p.add_argument("--seed", type=int, default=0, help="proxy seed (default 0)")
+    p.add_argument("--latency", action="store_true", help="also measure latency with the settings below")
+    p.add_argument("--no-cache", action="store_true", help="measure afresh, neither reading nor writing the cache")
+    p.add_argument("--device", choices=DEVICES, default=d.device, help=f"latency device (default {d.device})")
+    p.add_argument("--runtime", choices=RUNTIMES, default=d.runtime, help=f"latency runtime (default {d.runtime})")
+    p.add_argument("--threads", type=int, default=d.threads, help=f"intra-op threads (default {d.threads})")
+    p.add_argument("--resolution", type=int, default=d.resolution,
+                   help=f"input size for latency and accounting (default {d.resolution})")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"latency batch size (default {d.batch})")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys in README)")
+
+
+def evaluate_spec(spec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
+                  latency=None, use_cache: bool = True, resolution: int = 224) -> dict:
+    """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
+    data. Accounting uses the deployment settings: ``latency``'s when given, else ``resolution``,
+    1,000 classes and the imagenet stem."""
+    from nas.measure._cost import profile
+    from nas.proxies._data import load_cifar10, resolve_data_dir
+    from nas._errors import DataError
+    from nas.measure._latency import measure_latency
+    from nas.proxies._registry import BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed
+
+    if proxies:
+        names = list(proxies)
+        data = load_cifar10(resolve_data_dir(data_dir)) if any(n in NEEDS_DATA for n in names) else None
+    else:
+        names = list(ZERO_COST) + list(BASELINES)
+        try:
+            data = load_cifar10(resolve_data_dir(data_dir))
+        except DataError:
+            if data_dir:  # a folder was given and is broken: say so
+                raise
+            data = None
+            names = [n for n in names if n not in NEEDS_DATA]
+    values, seconds = compute_proxies_timed(spec, names, data, ProxySettings(seed=seed))
+    settings = latency
+    if settings is not None:
+        cost = profile(spec, settings.resolution, settings.num_classes, settings.stem)
+    else:
+        cost = profile(spec, resolution)
+    doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(), "proxies": values,
+           "proxy_seconds": seconds, **{k: v for k, v in cost.to_dict().items()}}
+    if settings is not None:
+        result = measure_latency(spec, settings, cache="default" if use_cache else None)
+        doc.update(result.to_attrs())
+        doc["latency_cached"] = result.cached
+    return doc
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nas.measure._latency import LatencySettings
+    from nas.cli._spec_arg import load_spec_arg
+
+    spec = load_spec_arg(args.spec)
+    settings = None
+    if args.latency:
+        settings = LatencySettings.from_dict({"device": args.device, "runtime": args.runtime, "threads": args.threads,
+                                              "resolution": args.resolution, "batch": args.batch}, where="latency")
+        settings.validate()
+    elif args.resolution < 8:
+        from nas._errors import NasError
+        raise NasError(f"--resolution: got {args.resolution}; expected an integer >= 8")
+    doc = evaluate_spec(spec, args.proxy, args.data_dir, args.seed, settings, use_cache=not args.no_cache,
+                        resolution=args.resolution)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    print(doc["short"])
+    for name, value in doc["proxies"].items():
+        print(f"  proxy {name:10s} {value:14.6g}   ({doc['proxy_seconds'][name]:.2f} s)")
+    print(f"  params {doc['params']:,}   MFLOPs {doc['mflops']:.2f}   MAC {doc['mmac']:.2f} M   fragments "
+          f"{doc['fragments']}   element-wise ops {doc['elementwise_ops']}")
+    if args.latency:
+        s = doc["latency_settings"]
+        print(f"  latency {doc['latency_ms']:.3f} ms median, IQR {doc['latency_iqr_ms']:.3f} ms, "
+              f"{doc['latency_runs']} runs{' (cached)' if doc['latency_cached'] else ''}")
+        print(f"  on {s['device']}/{s['runtime']}, {s['threads']} thread(s), {s['batch']}x3x{s['resolution']}"
+              f"x{s['resolution']}; device {doc['fingerprint_id']}")
+    return 0
+
+
+COMMANDS = [Command("evaluate", "one spec's proxies, cost accounting and (--latency) measured latency", _add, _run)]

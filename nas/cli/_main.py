@@ -1,0 +1,67 @@
+"""The ``shufflenas`` command: one explicit table of subcommands (as Optuna's ``cli._COMMANDS``),
+each a short handler that turns strings into objects at the edge and calls the library.
+``main(argv=None) -> int``.
+
+A new command is a handler in one of the ``nas/cli/_*.py`` modules and one line in
+:data:`_COMMANDS`; the order of the table is the order of ``shufflenas --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from search_space import SpaceError, SpecError
+
+from nas._errors import NasError
+from nas.cli import _dashboard, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
+from nas.cli._command import Command
+
+_COMMANDS: tuple[Command, ...] = (
+    *_foundation.COMMANDS,      # baselines, sample, profile
+    *_dashboard.COMMANDS,       # dashboard
+    *_evaluate.COMMANDS,        # evaluate
+    *_export.COMMANDS,          # export
+    *_guidelines.COMMANDS,      # guidelines
+    *_proxy.COMMANDS,           # validate-proxy
+    *_study.COMMANDS,           # launch, pareto
+    *_worker.COMMANDS,          # worker
+)
+
+# Errors a user can fix: one line on stderr and exit 2; anything else is a bug and keeps its traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (SpecError, SpaceError, NasError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shufflenas",
+        description="Design-space explorer for ShuffleNet V1/V2 unit variants: multi-objective Optuna "
+                    "studies of an accuracy proxy against latency measured on your device.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for cmd in _COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except _USER_ERRORS as exc:
+        print(f"shufflenas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"shufflenas {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Subcommands of a study: ``launch`` (create or resume, baselines first) and ``pareto`` (the front)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from nas.cli._command import Command
+
+
+# ---- launch ---------------------------------------------------------------------------------------
+
+def _add_launch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", metavar="STUDY.toml", help="study file (see studies/)")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="searched trials the study should hold when done (default: the study file's trials; "
+                        "baselines not counted; a re-launch resumes up to N)")
+    p.add_argument("--storage", metavar="URL",
+                   help="journal file path, sqlite:///PATH or a database URL such as postgresql://USER@HOST/DB "
+                        "(default: STUDY.journal beside the study file)")
+    p.add_argument("--study-name", metavar="NAME", help="study name in the storage (default: the study file's name)")
+    p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 folder for data proxies (overrides the study file's "
+                                                      "data_dir and $SHUFFLENAS_DATA)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for the proxies and the cost accounting (default: the latency threads)")
+    p.add_argument("--no-progress", action="store_true", help="one line per trial instead of a progress bar")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="run K worker processes on this host on the same storage: the journal file, SQLite or "
+                        "PostgreSQL (default 1: this process)")
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    if args.workers != 1:
+        from nas.fleet._worker import launch_workers
+
+        return launch_workers(args)
+    from nas.study._config import load_study_config
+    from nas.study._evaluator import Evaluator
+    from nas.study._runner import Progress, launch, quiet_optuna, stop_on_sigterm
+    from nas.fleet._storage import open_storage, parse_storage
+
+    from nas._errors import NasError
+
+    config = load_study_config(args.study_file)
+    if args.trials is not None:
+        config = config.replace(trials=args.trials)
+    if args.threads is not None and args.threads < 1:
+        raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
+    location = parse_storage(args.storage, args.study_file)
+    storage = open_storage(location, create=True)
+    evaluator = Evaluator(config, data_dir=args.data_dir, threads=args.threads)
+    evaluator.check_host()                      # device, runtime and data before anything runs
+    name = args.study_name or config.name
+    progress = Progress(config.objective_names, bar=False if args.no_progress else None)
+    print(f"study {name!r} in {location}: {config.sampler.name} sampler (seed {config.sampler.seed}), "
+          f"{len(config.baselines)} baselines, target {config.trials} trials; objectives "
+          f"{config.objective_names[0]} (max), {config.objective_names[1]} (min) at "
+          f"{config.latency.resolution}px {config.latency.device}/{config.latency.runtime}/"
+          f"{config.latency.threads} thread(s)", file=sys.stderr)
+    with quiet_optuna(), stop_on_sigterm():
+        summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress)
+    b = summary.baselines
+    print(f"baselines: {len(b.added)} evaluated, {len(b.present)} already in the study"
+          + (f", {len(b.failed)} failed ({'; '.join(f'{k}: {v}' for k, v in b.failed.items())})" if b.failed else ""),
+          file=sys.stderr)
+    print(f"trials: {summary.ran} run ({summary.completed} complete, {summary.failed} failed, {summary.reused} "
+          f"reused) in {summary.seconds:.1f} s ({summary.rate_per_min:.1f} trials/min); study holds "
+          f"{summary.finished}/{summary.target} finished searched trials; front size {summary.front_size}",
+          file=sys.stderr)
+    if summary.stale_running:
+        print(f"note: {summary.stale_running} trial(s) left RUNNING by an earlier process are not counted",
+              file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: re-run `shufflenas launch {args.study_file}` with the same options to resume",
+              file=sys.stderr)
+        return 130
+    print(f"see the front: shufflenas pareto --storage {location} --study {name}", file=sys.stderr)
+    return 0
+
+
+# ---- pareto ---------------------------------------------------------------------------------------
+
+def _add_pareto(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", nargs="?", metavar="STUDY.toml",
+                   help="study file: its default storage and name (instead of --storage / --study)")
+    p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///PATH or a database URL")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the study file's name, or the only "
+                                                   "study in the storage)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: front (rank, number, values, objectives, spec, dominates_baselines), "
+                        "baselines, baselines_dominated, hypervolume, reference_point, ...")
+
+
+def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: str | None) -> dict:
+    """``nas._results.study_data`` of an existing study named by CLI strings."""
+    from nas._errors import NasError
+    from nas.study._rows import study_data
+    from nas.fleet._storage import load_existing_study
+
+    if storage_arg is None and study_file is None:
+        raise NasError("pareto: give --storage URL (and --study NAME), or a study file whose default storage to read")
+    name = study_arg
+    if name is None and study_file is not None:
+        from nas.study._config import load_study_config
+
+        name = load_study_config(study_file).name
+    study, _ = load_existing_study(storage_arg, name, study_file)
+    return study_data(study)
+
+
+def _run_pareto(args: argparse.Namespace) -> int:
+    from nas.study._pareto import front_summary
+
+    summary = front_summary(load_study_data(args.storage, args.study, args.study_file))
+    if args.json:
+        print(json.dumps(summary, default=_json_default))
+        return 0
+    names = summary["objective_names"]
+    print(f"{'rank':>4s} {'trial':>5s} {names[0]:>16s} {names[1]:>12s} {'params':>10s} {'MFLOPs':>8s} "
+          f"{'beats':>5s}  architecture")
+    for r in summary["front"]:
+        m = r.get("metrics") or {}
+        print(f"{r['rank']:4d} {r['number']:5d} {_num(r['values'][0]):>16s} {_num(r['values'][1]):>12s} "
+              f"{m.get('params', 0):10,d} {m.get('mflops', math.nan):8.1f} {len(r['dominates_baselines']):5d}  "
+              f"{r.get('short') or ''}")
+    dominated = summary["baselines_dominated"]
+    states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(summary["states"].items()))
+    print(f"study {summary['study_name']}: {summary['n_trials']} trials ({states or 'none'}), front size "
+          f"{summary['front_size']}, baselines dominated {len(dominated)}/{summary['n_baselines']}"
+          f"{' (' + ', '.join(dominated) + ')' if dominated else ''}, hypervolume {_num(summary['hypervolume'])} "
+          f"(baselines alone {_num(summary['baseline_hypervolume'])}; reference point "
+          f"{[_num(v) for v in summary['reference_point'] or []]} from {summary['reference_from']})")
+    return 0
+
+
+def _num(v: float) -> str:
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return str(v)
+    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e6 or v == 0 else f"{v:.4e}"
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+COMMANDS = [
+    Command("launch", "create or resume a multi-objective study (proxy vs latency), canonical baselines first",
+            _add_launch, _run_launch),
+    Command("pareto", "the Pareto front of a study, the baselines it dominates and its hypervolume",
+            _add_pareto, _run_pareto),
+]

@@ -1,0 +1,278 @@
+"""Storage locations, normalised at the boundary.
+
+A user names a storage as a string (``--storage`` or nothing); everything below the CLI takes an
+Optuna storage object. Accepted:
+
+- nothing: an Optuna journal file next to the study file (``studies/x.toml`` -> ``studies/x.journal``);
+- a file path: a journal file (JSON lines), or a SQLite database when the path ends in ``.db``,
+  ``.sqlite`` or ``.sqlite3`` or the existing file is one;
+- ``sqlite:///PATH`` and any SQLAlchemy database URL Optuna's ``RDBStorage`` takes, PostgreSQL
+  included (``postgresql://USER:PASSWORD@HOST:PORT/DB``; ``postgres://`` is accepted, and the
+  installed psycopg 3 driver is chosen when psycopg2 is absent).
+
+Why a journal file by default: it is one append-only file with no schema set-up, safe for several
+processes on one machine (file lock), and faster than SQLite for the few hundred trials of a study
+(``bench/results/study_throughput.json``: framework time per trial, journal vs SQLite). The journal
+is written without Optuna's per-operation ``fsync`` (see :func:`_journal_backend_class`).
+
+Every failure (bad URL, unknown database kind, missing driver, unreachable or refusing server,
+missing file) is a :class:`StorageError` with one line naming the storage (password masked as
+``***``), the host where there is one, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas._errors import NasError
+
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+CONNECT_TIMEOUT_S = 10
+
+
+class StorageError(NasError):
+    """A storage URL or file is invalid, unreachable, or not an Optuna storage."""
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where a study lives. ``kind`` is ``"journal"`` (``target`` an absolute file path) or ``"rdb"``
+    (``target`` a SQLAlchemy URL); ``display`` is safe to print (password masked)."""
+
+    kind: str
+    target: str
+    display: str
+
+    def __str__(self) -> str:
+        return self.display
+
+
+def default_storage_path(study_file: str | Path) -> Path:
+    """The journal file beside a study file: ``studies/x.toml`` -> ``studies/x.journal``."""
+    return Path(study_file).with_suffix(".journal")
+
+
+def parse_storage(value: str | None, study_file: str | Path | None = None) -> StorageLocation:
+    """Turn a ``--storage`` string (or ``None``: the default beside ``study_file``) into a location.
+
+    Only parses; nothing is opened or created.
+    """
+    if value is None or value == "":
+        if study_file is None:
+            raise StorageError("--storage: none given; give a journal file path, sqlite:///PATH or "
+                               "postgresql://USER@HOST/DB (or a study file, whose journal is the default)")
+        path = default_storage_path(study_file).resolve()
+        return StorageLocation("journal", str(path), str(path))
+    if "://" not in value:
+        path = Path(value).expanduser().resolve()
+        if path.suffix.lower() in SQLITE_SUFFIXES or _is_sqlite_file(path):
+            return StorageLocation("rdb", f"sqlite:///{path}", f"sqlite:///{path}")
+        return StorageLocation("journal", str(path), str(path))
+    return _parse_url(value)
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _parse_url(value: str) -> StorageLocation:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme = value.split("://", 1)[0]
+    if scheme in ("journal", "file"):
+        path = Path(value.split("://", 1)[1]).expanduser().resolve()
+        return StorageLocation("journal", str(path), str(path))
+    if scheme.startswith("redis"):
+        raise StorageError(f"--storage {_mask_raw(value)}: Redis is not supported; use a journal file path, "
+                           f"sqlite:///PATH or postgresql://USER@HOST/DB")
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise StorageError(f"--storage {_mask_raw(value)}: not a valid database URL; expected a journal file path, "
+                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB") from None
+    backend = url.get_backend_name()
+    driver = url.get_driver_name() if "+" in url.drivername else None
+    if url.drivername in ("postgres",) or url.drivername.startswith("postgres+"):
+        url = url.set(drivername="postgresql" + (f"+{driver}" if driver else ""))
+        backend = "postgresql"
+    if backend == "postgresql" and driver is None:
+        url = url.set(drivername=f"postgresql+{_postgres_driver()}")
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).expanduser().resolve()))
+    rendered = url.render_as_string(hide_password=False)
+    return StorageLocation("rdb", rendered, url.render_as_string(hide_password=True))
+
+
+def _postgres_driver() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "psycopg2"
+    return "psycopg"  # psycopg 3 (the postgres extra); a missing one is reported when connecting
+
+
+def _mask_raw(value: str) -> str:
+    """Mask a password in a URL that SQLAlchemy could not parse."""
+    if "://" not in value or "@" not in value:
+        return value
+    scheme, rest = value.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+def open_storage(location: StorageLocation, *, create: bool = True) -> Any:
+    """An Optuna storage object for ``location``. With ``create=False`` (readers: ``pareto``,
+    dashboards) a missing journal or SQLite file is an error instead of a new empty storage."""
+    if location.kind == "journal":
+        return _open_journal(Path(location.target), create)
+    return _open_rdb(location, create)
+
+
+def _journal_backend_class() -> type:
+    from optuna.storages.journal import JournalFileBackend
+
+    class FlushingJournalFileBackend(JournalFileBackend):
+        """Optuna's journal file backend without the ``fsync`` after every operation.
+
+        Appends keep Optuna's file lock (safe for several processes) and are flushed to the
+        operating system at once, so a crashed or killed process loses nothing; only a power cut
+        or kernel crash can lose the last operations. An Optuna trial is ~50 operations (params,
+        user attributes, state), and on this project's dev box each fsync took ~5 ms: 280 ms of
+        framework time per trial, 27% of a quickstart trial (``bench/study_throughput.py``).
+        The file format is Optuna's own: any Optuna reader opens it.
+        """
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            import json as _json
+
+            self._lock.acquire()
+            try:
+                text = "\n".join(_json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+                with open(self._file_path, "ab") as f:
+                    f.write(text.encode("utf-8"))
+                    f.flush()
+            finally:
+                self._lock.release()
+
+    return FlushingJournalFileBackend
+
+
+def _open_journal(path: Path, create: bool) -> Any:
+    from optuna.storages import JournalStorage
+
+    if not path.exists():
+        if not create:
+            raise StorageError(f"storage {path}: no such journal file; launch the study first, or give the "
+                               f"--storage it was launched with")
+        if not path.parent.is_dir():
+            raise StorageError(f"storage {path}: folder {path.parent} does not exist; create it or give another path")
+    elif path.is_dir():
+        raise StorageError(f"storage {path}: is a folder; give a journal file path (e.g. {path / 'study.journal'})")
+    else:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head and not head.startswith(b"{"):
+            raise StorageError(f"storage {path}: not an Optuna journal file (it does not start with a JSON log "
+                               f"line); give a journal file, a .db SQLite file or a database URL")
+    if not os.access(path.parent, os.W_OK):
+        raise StorageError(f"storage {path}: folder {path.parent} is not writable (the journal takes a lock "
+                           f"file beside it); give a path in a writable folder")
+    try:
+        return JournalStorage(_journal_backend_class()(str(path)))
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"storage {path}: cannot open the journal file ({exc})") from None
+
+
+def _open_rdb(location: StorageLocation, create: bool) -> Any:
+    import sqlalchemy.exc as sa_exc
+    from optuna.storages import RDBStorage
+    from sqlalchemy.engine import make_url
+
+    url = make_url(location.target)
+    backend = url.get_backend_name()
+    where = f"storage {location.display}"
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        db = Path(url.database)
+        if not db.exists():
+            if not create:
+                raise StorageError(f"{where}: no such SQLite file; launch the study first, or give the "
+                                   f"--storage it was launched with")
+            if not db.parent.is_dir():
+                raise StorageError(f"{where}: folder {db.parent} does not exist; create it or give another path")
+        elif not _is_sqlite_file(db) and db.stat().st_size > 0:
+            raise StorageError(f"{where}: {db} is not a SQLite database")
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "postgresql":
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    elif backend == "mysql":
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    host = f"{url.host}:{url.port}" if url.port else (url.host or "")
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        try:
+            return RDBStorage(location.target, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except StorageInternalError as wrapped:  # without table creation Optuna wraps the driver's error
+            if isinstance(wrapped.__cause__, sa_exc.SQLAlchemyError):
+                raise wrapped.__cause__ from None
+            raise StorageError(f"{where}: {_one_line(wrapped, url.password)}") from None
+    except sa_exc.NoSuchModuleError:
+        raise StorageError(f"{where}: unknown database kind {url.drivername!r}; use a journal file path, "
+                           f"sqlite:///PATH or postgresql://USER@HOST/DB") from None
+    except ImportError as exc:
+        hint = "pip install 'psycopg[binary]'" if backend == "postgresql" else f"install the {backend} driver"
+        raise StorageError(f"{where}: the database driver for {url.drivername!r} is not installed ({hint})") from exc
+    except sa_exc.OperationalError as exc:
+        reason = _one_line(exc.orig if exc.orig is not None else exc, url.password)
+        if backend == "sqlite":
+            raise StorageError(f"{where}: cannot open the SQLite database ({reason})") from None
+        raise StorageError(f"{where}: cannot connect to {backend} server {host or 'localhost'} ({reason}); "
+                           f"check the host, port, user, password and database name, and that the server "
+                           f"is running") from None
+    except sa_exc.SQLAlchemyError as exc:
+        reason = _one_line(getattr(exc, "orig", None) or exc, url.password)
+        raise StorageError(f"{where}: database error on {host or backend} ({reason})") from None
+    except (RuntimeError, ValueError) as exc:  # optuna's schema-version checks
+        raise StorageError(f"{where}: {_one_line(exc, url.password)}") from None
+
+
+def _one_line(exc: BaseException, password: str | None) -> str:
+    text = " ".join(str(exc).split())
+    if password:
+        text = text.replace(password, "***")
+    if len(text) > 240:
+        text = text[:237] + "..."
+    return text or type(exc).__name__
+
+
+def load_existing_study(storage: str | None, study_name: str | None, study_file: str | Path | None = None) -> tuple[Any, StorageLocation]:
+    """The study a command names, from CLI strings: ``storage`` (URL or file; else the default beside
+    ``study_file``) and ``study_name`` (may be left out when the storage holds exactly one study).
+    Nothing is created. Returns ``(optuna.Study, StorageLocation)``; a missing or ambiguous study is
+    a :class:`StorageError` naming the studies that are there."""
+    import optuna
+
+    location = parse_storage(storage, study_file)
+    opened = open_storage(location, create=False)
+    names = optuna.get_all_study_names(opened)
+    listed = ", ".join(names) or "none"
+    if study_name is None:
+        if len(names) != 1:
+            raise StorageError(f"--study: storage {location} holds {len(names)} studies ({listed}); "
+                               f"name one with --study NAME")
+        study_name = names[0]
+    if study_name not in names:
+        raise StorageError(f"--study: no study {study_name!r} in {location}; studies there: {listed}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study_name, storage=opened), location

@@ -1,0 +1,37 @@
+"""Measuring a spec on a device, knowing no Optuna: cost accounting (params, MFLOPs, MAC, fragments),
+deployment runtimes (eager, TorchScript, onnxruntime), the latency protocol with its device
+fingerprint, per-host lock and cache."""
+
+from nas._lazy import lazy_exports
+
+_EXPORTS = {
+    "Cost": "nas.measure._cost",
+    "analytic_macs": "nas.measure._cost",
+    "critical_path_fragments": "nas.measure._cost",
+    "profile": "nas.measure._cost",
+    "profile_module": "nas.measure._cost",
+    "ONNX_OPSET": "nas.measure._runtimes",
+    "RUNTIMES": "nas.measure._runtimes",
+    "RuntimeUnavailable": "nas.measure._runtimes",
+    "count_batchnorm": "nas.measure._runtimes",
+    "export_onnx": "nas.measure._runtimes",
+    "onnx_session": "nas.measure._runtimes",
+    "to_torchscript": "nas.measure._runtimes",
+    "DEVICES": "nas.measure._latency",
+    "LatencyCache": "nas.measure._latency",
+    "LatencyError": "nas.measure._latency",
+    "LatencyResult": "nas.measure._latency",
+    "LatencySettings": "nas.measure._latency",
+    "default_cache": "nas.measure._latency",
+    "device_fingerprint": "nas.measure._latency",
+    "fingerprint_id": "nas.measure._latency",
+    "latency_lock": "nas.measure._latency",
+    "lock_path": "nas.measure._latency",
+    "measure_latency": "nas.measure._latency",
+    "prepare_runtime": "nas.measure._latency",
+    "stop_reason": "nas.measure._latency",
+    "time_module": "nas.measure._latency",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,499 @@
+"""A bank of trained architectures: the ground truth every accuracy number in shufflenas is measured
+against.
+
+A bank is two files:
+
+- a **plan** (JSON): the search space it samples, the reference protocol, how its architectures were
+  chosen, and the list of (architecture, seeds) to train, in training order;
+- its **results** (JSON lines): one line per finished (architecture, seed) training run under the
+  reference protocol, with the spec, accuracy, training losses, protocol, versions, device and
+  seconds. A build appends each run the moment it finishes, so a killed build loses at most the
+  runs in flight, and a re-run trains only what is missing.
+
+The reference protocol (:data:`REFERENCE`) is what "accuracy" means in this tool: the ``cifar``-stem
+network, CIFAR-10, all 20,000 shared training images, 313 SGD steps of 128 (40,064 images seen,
+about two epochs), Nesterov momentum 0.9, weight decay 5e-4, peak learning rate 0.1 with 5% linear
+warm-up then cosine decay to 0, random crop (pad 4) and horizontal flip, top-1 on all 10,000 test
+images (never trained on), one torch thread per run.
+
+Choosing the architectures (:func:`select_bank`): a uniform pool of the space is timed once on the
+study host (eager CPU, 1 thread, 224x224, batch 1, a short protocol); the pool's latency range, min
+to max, is cut into equal bins of log latency; a greedy pass then picks architectures one at a time,
+each the one that most reduces the remaining shortfall (a bin below its target count, a knob value
+seen fewer than ``min_per_value`` times), so every bin is filled from end to end and every value of
+every knob appears at least ``min_per_value`` times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from search_space import ArchSpec, SearchSpace
+
+from nas._errors import NasError
+from nas.proxies._registry import ProxySettings
+
+PLAN_FORMAT = "shufflenas-bank-plan"
+RESULTS_FORMAT = "shufflenas-bank"
+VERSION = 1
+
+
+class BankError(NasError):
+    """A bank plan or results file that cannot be used, or bad bank arguments."""
+
+
+# ---- the reference protocol ----------------------------------------------------------------------
+
+_TRAINING_KEYS = ("seed", "train_images", "train_epochs", "train_steps", "train_batch_size", "lr", "momentum",
+                  "weight_decay", "augment", "eval_images")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named training protocol: the training fields of a :class:`ProxySettings`, on the ``cifar`` stem
+    with 10 classes. ``key()`` hashes exactly the fields the accuracy depends on."""
+
+    name: str
+    settings: ProxySettings
+
+    def training_dict(self) -> dict[str, Any]:
+        d = self.settings.to_dict()
+        return {k: d[k] for k in _TRAINING_KEYS if k != "seed"}
+
+    def key(self) -> str:
+        doc = json.dumps({"stem": "cifar", "num_classes": 10, **self.training_dict()}, sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+    def images_seen(self) -> int:
+        s = self.settings
+        bs = min(s.train_batch_size, s.train_images)
+        steps = s.train_steps or s.train_epochs * max(1, s.train_images // bs)
+        return steps * bs
+
+    def describe(self) -> str:
+        s = self.settings
+        length = f"{s.train_steps} steps" if s.train_steps else f"{s.train_epochs} epochs"
+        return (f"{self.name}: cifar stem, CIFAR-10, {s.train_images:,} training images, SGD {length} of "
+                f"{s.train_batch_size} ({self.images_seen():,} images seen), lr {s.lr:g} (5% warm-up + cosine), "
+                f"Nesterov momentum {s.momentum:g}, wd {s.weight_decay:g}, "
+                f"{'crop+flip' if s.augment else 'no augmentation'}; top-1 on {s.eval_images:,} held-out test images")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key(), **self.training_dict()}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> "Protocol":
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("name"), str):
+            raise BankError(f"{where}: the protocol must be an object with a name")
+        fields = {k: doc[k] for k in _TRAINING_KEYS if k in doc and k != "seed"}
+        try:
+            settings = ProxySettings.from_dict(fields, where=f"{where}.protocol")
+        except NasError as exc:
+            raise BankError(str(exc)) from None
+        proto = cls(doc["name"], settings)
+        if "key" in doc and doc["key"] != proto.key():
+            raise BankError(f"{where}: protocol {doc['name']!r} has key {doc['key']} but its fields hash to "
+                            f"{proto.key()}; the file was edited by hand")
+        return proto
+
+
+REFERENCE = Protocol("c10-ref-1", ProxySettings(train_images=20_000, train_epochs=0, train_steps=313,
+                                                train_batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                                augment=True, eval_images=10_000))
+
+
+# ---- choosing the architectures ------------------------------------------------------------------
+
+def knob_values(params: Mapping[str, Any], space: SearchSpace) -> list[tuple[str, Any]]:
+    """The (knob, value) pairs an architecture's trial parameters exercise: knobs without meaning for
+    it (c'/c of a V1 stage, the layout of an unfragmented one) are left out; the first width counts
+    by octave from the space's minimum."""
+    out: list[tuple[str, Any]] = []
+    for s in range(space.num_stages):
+        fam = params[f"s{s}_family"]
+        out += [(f"s{s}_family", fam), (f"s{s}_groups", params[f"s{s}_groups"]),
+                (f"s{s}_bottleneck", params[f"s{s}_bottleneck"]), (f"s{s}_kernel", params[f"s{s}_kernel"]),
+                (f"s{s}_fragments", params[f"s{s}_fragments"]), (f"s{s}_depth", params[f"s{s}_depth"])]
+        if fam == "v2" and len(space.split) > 1:
+            out.append((f"s{s}_split", params[f"s{s}_split"]))
+        if params[f"s{s}_fragments"] > 1 and len(space.layouts) > 1:
+            out.append((f"s{s}_layout", params[f"s{s}_layout"]))
+        if s > 0:
+            out.append((f"s{s}_growth", params[f"s{s}_growth"]))
+    out.append(("first_width", width_octave(params["first_width"], space)))
+    out.append(("final_channels", params["final_channels"]))
+    return out
+
+
+def width_octave(width: int, space: SearchSpace) -> int:
+    lo, hi = space.first_width
+    n = max(1, math.ceil(math.log2(hi / lo) - 1e-9))
+    return min(n - 1, int(math.log2(width / lo))) if width > lo else 0
+
+
+def all_knob_values(space: SearchSpace) -> list[tuple[str, Any]]:
+    """Every (knob, value) pair the space can produce, as :func:`knob_values` names them."""
+    out: list[tuple[str, Any]] = []
+    for s in range(space.num_stages):
+        out += [(f"s{s}_family", v) for v in space.families]
+        out += [(f"s{s}_groups", v) for v in space.groups]
+        out += [(f"s{s}_bottleneck", v) for v in space.bottleneck]
+        out += [(f"s{s}_kernel", v) for v in space.kernel]
+        out += [(f"s{s}_fragments", v) for v in space.fragments]
+        lo, hi = space.depth[s]
+        out += [(f"s{s}_depth", v) for v in range(lo, hi + 1)]
+        if "v2" in space.families and len(space.split) > 1:
+            out += [(f"s{s}_split", v) for v in space.split]
+        if any(f > 1 for f in space.fragments) and len(space.layouts) > 1:
+            out += [(f"s{s}_layout", v) for v in space.layouts]
+        if s > 0:
+            out += [(f"s{s}_growth", v) for v in space.growth]
+    lo, hi = space.first_width
+    out += [("first_width", k) for k in range(max(1, math.ceil(math.log2(hi / lo) - 1e-9)))]
+    out += [("final_channels", v) for v in space.final_channels]
+    return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    params: dict[str, Any]
+    spec: ArchSpec
+    latency_ms: float
+
+
+def select_bank(space: SearchSpace, pool: Sequence[Candidate], n: int = 64, *, bins: int = 8,
+                min_per_value: int = 8, seed: int = 0) -> tuple[list[tuple[Candidate, int]], dict[str, Any]]:
+    """Pick ``n`` architectures of ``pool`` covering its latency range and every knob value.
+
+    Returns ``[(candidate, latency_bin)]`` in the order picked, and a summary (bin edges, counts per bin,
+    the least-covered knob values). Raises :class:`BankError` if ``n`` picks cannot cover every value
+    ``min_per_value`` times (ask for more architectures or a larger pool)."""
+    if n < 1 or n > len(pool):
+        raise BankError(f"n: got {n}; expected 1 <= n <= pool size ({len(pool)})")
+    lat = [c.latency_ms for c in pool]
+    if min(lat) <= 0:
+        raise BankError("pool: every latency must be positive")
+    lo, hi = math.log(min(lat)), math.log(max(lat))
+    width = (hi - lo) / bins or 1.0
+
+    def bin_of(ms: float) -> int:
+        return min(bins - 1, int((math.log(ms) - lo) / width))
+
+    cand_bins = [bin_of(ms) for ms in lat]
+    cand_vals = [knob_values(c.params, space) for c in pool]
+    in_bin = [cand_bins.count(b) for b in range(bins)]
+    # fill each bin to n / bins where the pool allows; what sparse end bins cannot take goes to the rest
+    target = [0] * bins
+    left = n
+    open_bins = [b for b in range(bins) if in_bin[b]]
+    while left and open_bins:
+        share = max(1, left // len(open_bins))
+        for b in list(open_bins):
+            take = min(share, in_bin[b] - target[b], left)
+            target[b] += take
+            left -= take
+            if target[b] >= in_bin[b]:
+                open_bins.remove(b)
+            if not left:
+                break
+    counts: dict[tuple[str, Any], int] = {kv: 0 for kv in all_knob_values(space)}
+    bin_counts = [0] * bins
+    rng = random.Random(seed)
+    tiebreak = [rng.random() for _ in pool]
+    chosen: list[int] = []
+    free = set(range(len(pool)))
+    seen_hashes: set[str] = set()
+    for _ in range(n):
+        best, best_score = -1, -1.0
+        for i in free:
+            b = cand_bins[i]
+            if bin_counts[b] >= target[b]:
+                continue
+            score = 4.0 + sum(max(0, min_per_value - counts[kv]) / min_per_value for kv in cand_vals[i])
+            score += tiebreak[i] * 1e-3
+            if score > best_score:
+                best, best_score = i, score
+        if best < 0:
+            break
+        free.discard(best)
+        h = pool[best].spec.content_hash()
+        if h in seen_hashes:
+            continue
+        seen_hashes.add(h)
+        chosen.append(best)
+        bin_counts[cand_bins[best]] += 1
+        for kv in cand_vals[best]:
+            counts[kv] += 1
+    # a greedy pass can leave a few values just short: swap picks for unpicked ones of the same bin while
+    # that lowers the total shortfall (never raises any value's shortfall above zero that was met)
+    def shortfall(cnt: Mapping[tuple[str, Any], int]) -> int:
+        return sum(max(0, min_per_value - c) for c in cnt.values())
+
+    improved = True
+    while improved and shortfall(counts):
+        improved = False
+        base = shortfall(counts)
+        for pos, i in enumerate(chosen):
+            for j in sorted(free, key=lambda j: tiebreak[j]):
+                if cand_bins[j] != cand_bins[i] or pool[j].spec.content_hash() in seen_hashes:
+                    continue
+                trial = dict(counts)
+                for kv in cand_vals[i]:
+                    trial[kv] -= 1
+                for kv in cand_vals[j]:
+                    trial[kv] += 1
+                if shortfall(trial) < base:
+                    counts = trial
+                    free.discard(j)
+                    free.add(i)
+                    seen_hashes.discard(pool[i].spec.content_hash())
+                    seen_hashes.add(pool[j].spec.content_hash())
+                    chosen[pos] = j
+                    improved = True
+                    break
+            if improved:
+                break
+    short = sorted((c, kv) for kv, c in counts.items() if c < min_per_value)
+    if short:
+        worst = ", ".join(f"{k}={v!r} ({c})" for c, (k, v) in short[:6])
+        raise BankError(f"n={n}: {len(short)} knob value(s) appear fewer than {min_per_value} times ({worst}); "
+                        f"ask for more architectures or a larger pool")
+    summary = {
+        "bins": bins,
+        "bin_edges_ms": [math.exp(lo + k * width) for k in range(bins + 1)],
+        "pool_per_bin": in_bin,
+        "picked_per_bin": bin_counts,
+        "min_per_value": min_per_value,
+        "least_covered": [{"knob": k, "value": v, "count": c}
+                          for c, (k, v) in sorted((c, kv) for kv, c in counts.items())[:8]],
+    }
+    return [(pool[i], cand_bins[i]) for i in chosen], summary
+
+
+def training_order(n_archs: int, bins: Sequence[int], second_seed_every: int = 3,
+                   leading: int = 0, seed: int = 0) -> list[tuple[int, int]]:
+    """(arch index, seed offset) pairs in training order: the first ``leading`` archs first, then the
+    rest round-robin over latency bins (a seeded order inside each bin), so that any prefix of a build
+    is spread over the whole latency range; every ``second_seed_every``-th arch of that order gets a
+    second seed, queued right after the arch two places later, so seed pairs accumulate as it goes."""
+    rng = random.Random(seed)
+    by_bin: dict[int, list[int]] = {}
+    for i in range(leading, n_archs):
+        by_bin.setdefault(bins[i], []).append(i)
+    for members in by_bin.values():
+        rng.shuffle(members)
+    order = list(range(leading))
+    keys = sorted(by_bin)
+    while any(by_bin.values()):
+        for b in keys:
+            if by_bin[b]:
+                order.append(by_bin[b].pop())
+    jobs: list[tuple[int, int]] = []
+    pending: list[tuple[int, int]] = []  # (due position, arch)
+    for pos, arch in enumerate(order):
+        jobs.append((arch, 0))
+        if pos % second_seed_every == 0:
+            pending.append((pos + 2, arch))
+        while pending and pending[0][0] <= pos:
+            jobs.append((pending.pop(0)[1], 1))
+    jobs += [(arch, 1) for _, arch in pending]
+    return jobs
+
+
+# ---- plan file -----------------------------------------------------------------------------------
+
+def write_plan(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, p)
+
+
+def read_plan(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise BankError(f"{p}: no such bank plan") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BankError(f"{p}: cannot read the bank plan ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+        raise BankError(f"{p}: not a bank plan (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                        f"expected {PLAN_FORMAT!r})")
+    if doc.get("version") != VERSION:
+        raise BankError(f"{p}: bank plan version {doc.get('version')!r}; this shufflenas reads version {VERSION}")
+    return doc
+
+
+# ---- results file --------------------------------------------------------------------------------
+
+def append_result(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Append one JSON line and fsync it; a torn last line (a run killed mid-write) is cut off first."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, sort_keys=True)
+    with open(p, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.seek(0)
+                content = fh.read()
+                fh.truncate(content.rfind(b"\n") + 1)
+                fh.seek(0, os.SEEK_END)
+        fh.write(text.encode() + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BankError(f"{p}: cannot read the bank results ({exc})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                continue  # the line in flight when a build was killed
+            raise BankError(f"{p}: line {n} is not JSON; the results file is damaged") from None
+        if not isinstance(rec, dict) or rec.get("format") != RESULTS_FORMAT:
+            raise BankError(f"{p}: line {n} is not a bank record (format {RESULTS_FORMAT!r})")
+        out.append(rec)
+    return out
+
+
+# ---- building ------------------------------------------------------------------------------------
+
+def versions() -> dict[str, str]:
+    import torch
+
+    from importlib import metadata
+    try:
+        ours = metadata.version("shufflenas")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        ours = "source"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": __import__("numpy").__version__,
+            "shufflenas": ours}
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(data_dir: str, threads: int) -> None:
+    import torch
+
+    from nas.proxies._data import load_cifar10
+    torch.set_num_threads(threads)
+    _WORKER["data"] = load_cifar10(data_dir)
+    _WORKER["threads"] = threads
+
+
+def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
+    from nas.proxies._train import train_short
+    spec = ArchSpec.from_dict(spec_doc)
+    settings = ProxySettings.from_dict(settings_doc)
+    r = train_short(spec, _WORKER["data"], settings, device=device)
+    return {"accuracy": r.accuracy, "train_loss": r.train_loss, "loss_last_half": r.loss_last_half,
+            "loss_curve": list(r.loss_curve), "steps": r.steps, "images_seen": r.images_seen,
+            "eval_images": r.eval_images, "seconds": r.seconds, "device": r.device,
+            "threads": _WORKER["threads"]}
+
+
+def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> list[tuple[dict, int]]:
+    """The plan's (arch entry, seed) runs that the results do not hold yet, in plan order."""
+    key = plan["protocol"]["key"]
+    done = {(r["spec_hash"], r["seed"]) for r in results if r.get("protocol_key") == key}
+    archs = plan["archs"]
+    out = []
+    for index, seed_offset in plan["order"]:
+        entry = archs[index]
+        seed = plan["protocol"].get("seed", 0) + seed_offset
+        if (entry["spec_hash"], seed) not in done:
+            out.append((entry, seed))
+    return out
+
+
+def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, data_dir: str | os.PathLike, *,
+               jobs: int = 1, threads: int = 1, device: str = "cpu", limit: int | None = None,
+               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
+    """Train every (architecture, seed) of the plan that the results file lacks; returns how many ran."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing as mp
+
+    plan = read_plan(plan_path)
+    proto = Protocol.from_dict(plan["protocol"], str(plan_path))
+    todo = pending_runs(plan, read_results(results_path))
+    if limit is not None:
+        todo = todo[:limit]
+    total = len(plan["order"])
+    log(f"bank {plan['name']}: {total - len(todo)} of {total} runs done, {len(todo)} to train "
+        f"({proto.describe()}); {jobs} job(s) x {threads} thread(s)")
+    if not todo:
+        return 0
+    vers = versions()
+    cpu = _cpu_model()
+    ctx = mp.get_context("spawn")
+    finished = 0
+    t_start = time.time()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(str(data_dir), threads)) as pool:
+        queue = list(todo)
+        running: dict[Any, tuple[dict, int]] = {}
+
+        def submit() -> None:
+            while queue and len(running) < jobs:
+                entry, seed = queue.pop(0)
+                settings = proto.settings.replace(seed=seed).to_dict()
+                running[pool.submit(_train_one, entry["spec"], settings, device)] = (entry, seed)
+
+        submit()
+        while running:
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                entry, seed = running.pop(fut)
+                try:
+                    out = fut.result()
+                except Exception as exc:  # noqa: BLE001 - one architecture failing must not stop the build
+                    log(f"  FAILED {entry['name']} seed {seed}: {type(exc).__name__}: {exc}")
+                    continue
+                record = {"format": RESULTS_FORMAT, "version": VERSION, "bank": plan["name"],
+                          "protocol": proto.name, "protocol_key": proto.key(), "spec_hash": entry["spec_hash"],
+                          "name": entry["name"], "spec": entry["spec"], "seed": seed, **out, "cpu": cpu,
+                          "versions": vers, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                append_result(results_path, record)
+                finished += 1
+                elapsed = time.time() - t_start
+                log(f"  [{total - len(todo) + finished}/{total}] {entry['name']} seed {seed}: "
+                    f"{out['accuracy']:.2f}% loss {out['train_loss']:.3f} in {out['seconds']:.0f} s "
+                    f"({elapsed / finished:.0f} s/run so far)")
+            submit()
+    return finished
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

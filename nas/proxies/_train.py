@@ -1,0 +1,155 @@
+"""The short-training fidelity: a few epochs of SGD on a CIFAR-10 training subset, then top-1 on
+held-out test images. Deterministic for a seed on a given device (cuDNN in deterministic mode).
+
+The protocol (every knob in :class:`nas.ProxySettings`):
+
+- training images: the first ``train_images`` of a fixed permutation of the training set (the same
+  subset for every seed and every architecture, so seeds differ only in initialisation, batch order
+  and augmentation), normalised by the CIFAR-10 channel mean and std;
+- ``train_steps`` steps (or, when 0, ``train_epochs`` passes over the subset, the last batch of a
+  pass dropped when it is short) of ``train_batch_size`` images, random crop with 4 pixels of zero
+  padding and random horizontal flip when ``augment``;
+- SGD, Nesterov momentum ``momentum``, weight decay ``weight_decay`` on every parameter, learning
+  rate rising linearly from 0 to ``lr`` over the first 5% of steps then cosine-decayed to 0;
+- top-1 accuracy (%) of the network in eval mode on the first ``eval_images`` of a fixed
+  permutation of the 10,000 test images (never trained on).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from search_space import ArchSpec
+
+from nas.proxies._data import Cifar10
+from nas._errors import NasError
+
+_SUBSET_SEED = 20240611  # fixes which images form the training subset and the held-out set
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    accuracy: float        # top-1 %, held-out
+    train_loss: float      # mean loss of the last 10% of steps
+    steps: int
+    images_seen: int
+    eval_images: int
+    seconds: float
+    device: str
+    loss_last_half: float = float("nan")   # mean loss over the second half of the steps (Ru et al. 2021)
+    loss_curve: tuple[float, ...] = ()     # mean loss over each twentieth of the steps, in order
+
+
+def _subset(n_total: int, n: int, salt: int) -> np.ndarray:
+    rng = np.random.default_rng([_SUBSET_SEED, salt])
+    return np.sort(rng.permutation(n_total)[:min(n, n_total)])
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crop of the 4-pixel zero-padded batch and random horizontal flip, on x's device."""
+    b = x.shape[0]
+    dev = x.device
+    padded = F.pad(x, (4, 4, 4, 4))
+    oy = torch.randint(0, 9, (b,), generator=gen).to(dev)
+    ox = torch.randint(0, 9, (b,), generator=gen).to(dev)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+    ar = torch.arange(32, device=dev)
+    rows = (oy[:, None] + ar)[:, :, None]                              # b, 32, 1
+    cols = ox[:, None] + torch.where(flip[:, None], 31 - ar, ar)      # b, 32
+    cols = cols[:, None, :]                                            # b, 1, 32
+    out = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols]  # b, 32, 32, C
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | str | None = None) -> TrainResult:
+    """Train ``spec``'s CIFAR network briefly and return its held-out top-1 accuracy (%).
+
+    ``settings`` is a :class:`nas.ProxySettings`; ``device`` overrides ``settings.device``.
+    """
+    from shufflenet import build_model
+
+    from nas.proxies._registry import normalise
+
+    if data is None:
+        from nas._errors import DataError
+        raise DataError("the train proxy needs CIFAR-10 images: give the data folder (--data-dir DIR, data_dir in "
+                        "the study file, or SHUFFLENAS_DATA)")
+    dev = torch.device(device) if device is not None else settings.torch_device()
+    t0 = time.perf_counter()
+    prev_det = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        train_idx = _subset(data.num_train, settings.train_images, 1)
+        eval_idx = _subset(data.num_test, settings.eval_images, 2)
+        x_train = normalise(data.train_images[train_idx], dev)
+        y_train = torch.as_tensor(data.train_labels[train_idx], device=dev)
+        n = x_train.shape[0]
+        bs = min(settings.train_batch_size, n)
+        per_epoch = max(1, n // bs)
+        steps = settings.train_steps or settings.train_epochs * per_epoch
+
+        torch.manual_seed(settings.seed)
+        model = build_model(spec, num_classes=10, stem="cifar").to(dev).train()
+        opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True,
+                              weight_decay=settings.weight_decay)
+        warm = max(1, int(0.05 * steps))
+
+        def lr_at(step: int) -> float:
+            if step < warm:
+                return settings.lr * (step + 1) / warm
+            progress = (step - warm) / max(1, steps - warm)
+            return settings.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+        losses: list[torch.Tensor] = []
+        order = torch.randperm(n, generator=gen).to(dev)
+        pos = 0
+        for step in range(steps):
+            if pos + bs > n:
+                order = torch.randperm(n, generator=gen).to(dev)
+                pos = 0
+            idx = order[pos:pos + bs]
+            pos += bs
+            xb, yb = x_train[idx], y_train[idx]
+            if settings.augment:
+                xb = _augment(xb, gen)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        all_losses = torch.stack(losses).double().cpu() if losses else torch.empty(0, dtype=torch.float64)
+        tail = max(1, steps // 10)
+        train_loss = float(all_losses[-tail:].mean()) if losses else float("nan")
+        loss_last_half = float(all_losses[steps // 2:].mean()) if losses else float("nan")
+        segments = min(20, steps)
+        edges = [round(k * steps / segments) for k in range(segments + 1)]
+        loss_curve = tuple(float(all_losses[a:b].mean()) for a, b in zip(edges, edges[1:]) if b > a)
+        if not math.isfinite(train_loss):
+            raise NasError(f"train proxy: the loss diverged ({train_loss}) for {spec.short()}; lower proxy.lr "
+                           f"(now {settings.lr})")
+
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(eval_idx), 1000):
+                chunk = eval_idx[start:start + 1000]
+                xb = normalise(data.test_images[chunk], dev)
+                yb = torch.as_tensor(data.test_labels[chunk], device=dev)
+                correct += int((model(xb).argmax(1) == yb).sum())
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return TrainResult(accuracy=100.0 * correct / len(eval_idx), train_loss=train_loss, steps=steps,
+                           images_seen=steps * bs, eval_images=len(eval_idx),
+                           seconds=time.perf_counter() - t0, device=str(dev), loss_last_half=loss_last_half,
+                           loss_curve=loss_curve)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_det

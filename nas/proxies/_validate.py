@@ -1,0 +1,641 @@
+"""Proxy validation: does a proxy rank architectures the way (short) training does?
+
+``validate_proxies`` samples N specs from a search space, computes every proxy of each, trains
+each briefly (:mod:`nas._train`) with one seed, and a second (or more) seed for all or a share of
+them, then scores every proxy by Kendall's tau-b and Spearman's rho against the seed-averaged
+accuracy. The truth is noisy and the report shows how much:
+
+- the **noise ceiling**: tau between the two seeds' accuracies and their mean absolute difference
+  (no proxy can rank better than training agrees with itself);
+- the **standard error of tau** at this N, sqrt(2(2N+5) / (9N(N-1))) (0.15 at N = 24): a
+  difference between two proxies smaller than that is not evidence;
+- **ensembles**: the equal-weight rank average of chosen proxies, and a weighted one whose weights
+  (each proxy's tau, floored at 0) are fitted in k-fold cross-validation, so its tau is measured on
+  architectures its weights never saw (never in-sample).
+
+Long work behaves like long work: every finished unit (an architecture's proxies, one training
+run) is appended at once to a JSON-lines results file, and a re-run with the same protocol skips
+what the file already holds (a killed run loses at most the architecture in flight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from search_space import ArchSpec, SearchSpace, sample_specs
+
+from nas._errors import NasError
+from nas.proxies._registry import BASELINES, PROXY_NAMES, ZERO_COST, ProxySettings, check_proxy_names
+
+RESULTS_FORMAT = 1
+DEFAULT_SCORED = ZERO_COST + BASELINES
+
+
+class ValidationError(NasError):
+    """Bad validate-proxy arguments, or a results file that cannot be used."""
+
+
+# ---- statistics (no scipy at run time) -----------------------------------------------------------
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties in either variable handled as scipy's ``kendalltau`` does)."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError("x and y differ in length")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = (x[i] > x[j]) - (x[i] < x[j])
+            dy = (y[i] > y[j]) - (y[i] < y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx == dy:
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Average ranks (1-based), ties sharing the mean of their positions."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
+    rx, ry = _ranks(x), _ranks(y)
+    n = len(rx)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else float("nan")
+
+
+def tau_standard_error(n: int) -> float:
+    """Standard error of Kendall's tau under independence at n pairs: sqrt(2(2n+5) / (9n(n-1)))."""
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n >= 2 else float("nan")
+
+
+# ---- the protocol --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ValidationProtocol:
+    """What a validation run does; everything but ``proxies`` and ``device`` determines its results.
+
+    ``archs`` specs are drawn by ``sample_specs(space, archs, sample_seed)``; every one is trained
+    with seed ``settings.seed``, and the first ``ceil(second_seed_fraction * archs)`` of them also
+    with seeds ``settings.seed + 1`` ... ``settings.seed + seeds - 1``. ``settings`` carries the
+    training protocol (epochs/steps, images, lr, ...) and the zero-cost proxies' batch sizes.
+    """
+
+    space: SearchSpace
+    archs: int
+    settings: ProxySettings = ProxySettings()
+    seeds: int = 2
+    second_seed_fraction: float = 1.0
+    sample_seed: int = 0
+    proxies: tuple[str, ...] = DEFAULT_SCORED
+    ensemble: tuple[str, ...] = ZERO_COST
+
+    def __post_init__(self) -> None:
+        if isinstance(self.archs, bool) or not isinstance(self.archs, int) or not 3 <= self.archs <= 10_000:
+            raise ValidationError(f"--archs: got {self.archs!r}; expected an integer in [3, 10000] (tau needs "
+                                  f"several architectures; the issue asks for at least 24 for evidence)")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 10:
+            raise ValidationError(f"--seeds: got {self.seeds!r}; expected an integer in [1, 10] (2 measures the "
+                                  f"noise ceiling)")
+        f = self.second_seed_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ValidationError(f"--second-seed-fraction: got {f!r}; expected a number in (0, 1] (at least "
+                                  f"1/3 keeps the noise ceiling meaningful)")
+        if self.seeds >= 2 and math.ceil(f * self.archs) < 3:
+            raise ValidationError(f"--second-seed-fraction: {f} of {self.archs} architectures gives "
+                                  f"{math.ceil(f * self.archs)} with a second seed; the noise ceiling needs >= 3")
+        if isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int) or self.sample_seed < 0:
+            raise ValidationError(f"--sample-seed: got {self.sample_seed!r}; expected an integer >= 0")
+        names = check_proxy_names(self.proxies, "--proxies")
+        if "train" in names:
+            raise ValidationError("--proxies: 'train' is the truth being checked against, not a proxy to score")
+        if "ensemble" in names:
+            raise ValidationError("--proxies: 'ensemble' is scored as ensemble_equal / ensemble_cv from its "
+                                  "components; name the components in --ensemble")
+        object.__setattr__(self, "proxies", names)
+        ens = check_proxy_names(self.ensemble, "--ensemble") if self.ensemble else ()
+        missing = [n for n in ens if n not in names]
+        if missing or ("train" in ens) or ("ensemble" in ens):
+            raise ValidationError(f"--ensemble: {', '.join(missing or ['train'])} not among the scored proxies "
+                                  f"({', '.join(names)})")
+        object.__setattr__(self, "ensemble", ens)
+
+    def seeds_for(self, index: int) -> list[int]:
+        extra = index < math.ceil(self.second_seed_fraction * self.archs)
+        n = self.seeds if extra else 1
+        return [self.settings.seed + k for k in range(n)]
+
+    def identity(self) -> dict[str, Any]:
+        """Everything the results depend on (not the proxies asked for, not the device)."""
+        return {"format": RESULTS_FORMAT, "space": self.space.to_dict(), "archs": self.archs,
+                "sample_seed": self.sample_seed, "settings": self.settings.key()}
+
+    def key(self) -> str:
+        doc = json.dumps(self.identity(), sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        s = self.settings
+        length = f"{s.train_steps} steps" if s.train_steps else f"{s.train_epochs} epochs"
+        extra = (f", the first {math.ceil(self.second_seed_fraction * self.archs)} also with {self.seeds - 1} more "
+                 f"seed(s)" if self.seeds > 1 else "")
+        return (f"{self.archs} specs (sample seed {self.sample_seed}); SGD {length} on {s.train_images:,} CIFAR-10 "
+                f"training images, batch {s.train_batch_size}, lr {s.lr} (warm-up + cosine), momentum "
+                f"{s.momentum}, wd {s.weight_decay}, augment {'crop+flip' if s.augment else 'none'}; top-1 on "
+                f"{s.eval_images:,} held-out test images; seed {s.seed} for every spec{extra}")
+
+
+def plan_specs(protocol: ValidationProtocol) -> list[ArchSpec]:
+    """The N specs of the protocol: the first N distinct ones of the seeded sample."""
+    seen: set[str] = set()
+    out: list[ArchSpec] = []
+    n = protocol.archs
+    for attempt in range(4):
+        out, seen = [], set()
+        for spec in sample_specs(protocol.space, n * (attempt + 1), protocol.sample_seed):
+            h = spec.content_hash()
+            if h not in seen:
+                seen.add(h)
+                out.append(spec)
+            if len(out) == n:
+                return out
+    raise ValidationError(f"--archs: the space holds fewer than {n} distinct specs; ask for fewer")
+
+
+# ---- the results file ----------------------------------------------------------------------------
+
+class ResultsFile:
+    """JSON lines, one finished unit of work a line, appended and flushed at once."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def read(self, key: str) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        try:
+            lines = self.path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"{self.path}: cannot read the results file ({exc})") from None
+        records = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if n == len(lines):  # the line in flight when a run was killed
+                    continue
+                raise ValidationError(f"{self.path}: line {n} is not JSON; the results file is damaged (move it "
+                                      f"away to start over)") from None
+            if not isinstance(rec, dict) or "kind" not in rec:
+                raise ValidationError(f"{self.path}: line {n} is not a validate-proxy record")
+            if rec.get("key") == key:
+                records.append(rec)
+        return records
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(record, sort_keys=True)
+        with open(self.path, "a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell():  # a killed run may have left a torn last line: drop it (it never finished)
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.seek(0)
+                    content = fh.read()
+                    fh.truncate(content.rfind(b"\n") + 1)
+                    fh.seek(0, os.SEEK_END)
+            fh.write(text.encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def default_results_path(protocol: ValidationProtocol) -> Path:
+    return Path(f"shufflenas-validate-{protocol.key()}.jsonl")
+
+
+# ---- the work ------------------------------------------------------------------------------------
+
+@dataclass
+class _Done:
+    proxies: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    train: dict[int, dict[str, Any]] = field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+
+def _index_records(records: Iterable[Mapping[str, Any]]) -> dict[str, _Done]:
+    done: dict[str, _Done] = {}
+    for rec in records:
+        d = done.setdefault(rec["spec_hash"], _Done())
+        if rec["kind"] == "proxies":
+            d.proxies.update(rec["values"])
+            d.seconds.update(rec["seconds"])
+            d.spec = rec.get("spec", d.spec)
+        elif rec["kind"] == "train":
+            d.train[int(rec["seed"])] = rec
+    return done
+
+
+def _arch_work(spec_doc: dict[str, Any], index: int, key: str, names: list[str], seeds: list[int],
+               settings_doc: dict[str, Any], data: Any = None, emit: Callable[[dict], None] | None = None
+               ) -> list[dict[str, Any]]:
+    """One architecture's missing proxies and training runs, as records (emitted one by one)."""
+    from nas.proxies._registry import compute_proxies_timed
+    from nas.proxies._train import train_short
+
+    if data is None:
+        data = _WORKER["data"]
+    spec = ArchSpec.from_dict(spec_doc)
+    settings = ProxySettings.from_dict(settings_doc)
+    h = spec.content_hash()
+    out: list[dict[str, Any]] = []
+
+    def put(rec: dict[str, Any]) -> None:
+        out.append(rec)
+        if emit is not None:
+            emit(rec)
+
+    if names:
+        values, seconds = compute_proxies_timed(spec, names, data, settings)
+        put({"kind": "proxies", "key": key, "spec_hash": h, "index": index, "short": spec.short(),
+             "spec": spec.to_dict(), "values": values, "seconds": seconds, "device": str(settings.torch_device())})
+    for seed in seeds:
+        r = train_short(spec, data, settings.replace(seed=seed))
+        put({"kind": "train", "key": key, "spec_hash": h, "index": index, "seed": seed, "accuracy": r.accuracy,
+             "train_loss": r.train_loss, "steps": r.steps, "images_seen": r.images_seen,
+             "eval_images": r.eval_images, "seconds": r.seconds, "device": r.device})
+    return out
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(data_dir: str, threads: int) -> None:
+    import torch
+
+    from nas.proxies._data import load_cifar10
+
+    torch.set_num_threads(threads)
+    _WORKER["data"] = load_cifar10(data_dir)
+
+
+def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.PathLike | None = None, *,
+                     data_dir: str | os.PathLike | None = None, jobs: int = 1, progress: bool = True,
+                     log: Callable[[str], None] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the protocol and return the report (see :func:`summarize`).
+
+    ``data`` is the loaded :class:`~nas.Cifar10`; with ``jobs`` > 1 the architectures are spread over
+    that many worker processes (each loads ``data_dir`` once and runs ``threads`` torch threads,
+    default: the CPU count divided by ``jobs``).
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
+        raise ValidationError(f"--jobs: got {jobs!r}; expected an integer in [1, 64]")
+    if jobs > 1 and data_dir is None:
+        raise ValidationError("--jobs > 1 needs the data folder for the worker processes")
+    key = protocol.key()
+    store = ResultsFile(results or default_results_path(protocol))
+    specs = plan_specs(protocol)
+    done = _index_records(store.read(key))
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    todo = []
+    for i, spec in enumerate(specs):
+        d = done.get(spec.content_hash(), _Done())
+        names = [n for n in protocol.proxies if n not in d.proxies]
+        seeds = [s for s in protocol.seeds_for(i) if s not in d.train]
+        if names or seeds:
+            todo.append((i, spec, names, seeds))
+    skipped = len(specs) - len(todo)
+    say(f"validate-proxy: {protocol.describe()}")
+    say(f"validate-proxy: results in {store.path} (protocol {key}); {skipped} of {len(specs)} architectures already "
+        f"done, {len(todo)} to run" + (f" on {jobs} workers" if jobs > 1 and todo else ""))
+
+    bar = None
+    if progress and todo:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), unit="arch", desc="validate-proxy", file=sys.stderr, dynamic_ncols=True)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            bar = None
+    started = time.perf_counter()
+
+    def finished(i: int, recs: list[dict[str, Any]], seconds: float) -> None:
+        accs = [r["accuracy"] for r in recs if r["kind"] == "train"]
+        line = (f"[{i + 1}/{len(specs)}] {specs[i].content_hash()[:10]} "
+                + (f"acc {' / '.join(f'{a:.1f}' for a in accs)} % " if accs else "")
+                + f"in {seconds:.1f} s")
+        if bar is not None:
+            bar.set_postfix_str(f"{seconds:.1f} s/arch", refresh=False)
+            bar.update(1)
+            bar.write(line)
+        else:
+            say(line)
+
+    settings_doc = protocol.settings.to_dict()
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for i, spec, names, seeds in todo:
+                t0 = time.perf_counter()
+                recs = _arch_work(spec.to_dict(), i, key, names, seeds, settings_doc, data=data, emit=store.append)
+                finished(i, recs, time.perf_counter() - t0)
+        else:
+            import multiprocessing as mp
+
+            threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(str(data_dir), threads)) as pool:
+                futures = {pool.submit(_arch_work, spec.to_dict(), i, key, names, seeds, settings_doc):
+                           (i, time.perf_counter()) for i, spec, names, seeds in todo}
+                for fut in as_completed(futures):
+                    i, t0 = futures[fut]
+                    recs = fut.result()
+                    for rec in recs:
+                        store.append(rec)
+                    finished(i, recs, time.perf_counter() - t0)
+    finally:
+        if bar is not None:
+            bar.close()
+    report = summarize(protocol, specs, store.read(key))
+    report["results_file"] = str(store.path)
+    report["run_seconds"] = round(time.perf_counter() - started, 3)
+    report["jobs"] = jobs
+    return report
+
+
+def report_from_results(protocol: ValidationProtocol, results: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The report of what a results file already holds for ``protocol`` (nothing is run)."""
+    store = ResultsFile(results or default_results_path(protocol))
+    if not store.path.exists():
+        raise ValidationError(f"{store.path}: no such results file")
+    report = summarize(protocol, plan_specs(protocol), store.read(protocol.key()))
+    report["results_file"] = str(store.path)
+    return report
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A results file's architectures as the reference population of the ``ensemble`` proxy."""
+
+    path: str
+    values: dict[str, list[float]]     # component -> values over the reference architectures
+    accuracy: list[float]              # seed-averaged accuracy of the same architectures
+    key: str
+
+    def weights(self, mode: str) -> dict[str, float]:
+        comps = list(self.values)
+        if mode == "equal":
+            return {c: 1.0 / len(comps) for c in comps}
+        taus = {c: kendall_tau_b(self.values[c], self.accuracy) for c in comps}
+        taus = {c: (max(0.0, t) if t == t else 0.0) for c, t in taus.items()}
+        total = sum(taus.values())
+        return {c: (t / total if total > 0 else 1.0 / len(comps)) for c, t in taus.items()}
+
+
+_REFERENCES: dict[tuple[str, int, int, tuple[str, ...]], Reference] = {}
+
+
+def load_reference(path: str, components: Sequence[str]) -> Reference:
+    """The architectures of a ``validate-proxy`` results file that have every component proxy and at
+    least one training run. With several protocols in the file, the one with most architectures."""
+    if not path:
+        raise ValidationError("proxy.ensemble_reference: not set; the ensemble proxy ranks a spec among the "
+                              "architectures of a validate-proxy results file: give its path")
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        raise ValidationError(f"proxy.ensemble_reference: {p}: no such results file (run shufflenas "
+                              f"validate-proxy --results {p} first)") from None
+    cache_key = (str(p.resolve()), st.st_mtime_ns, st.st_size, tuple(components))
+    hit = _REFERENCES.get(cache_key)
+    if hit is not None:
+        return hit
+    keys: dict[str, int] = {}
+    for line in p.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("kind") == "proxies" and "key" in rec:
+            keys[rec["key"]] = keys.get(rec["key"], 0) + 1
+    best = max(keys, key=keys.get) if keys else None
+    done = _index_records(ResultsFile(p).read(best)) if best else {}
+    rows = [d for d in done.values() if d.train and all(c in d.proxies for c in components)]
+    if len(rows) < 3:
+        raise ValidationError(f"proxy.ensemble_reference: {p} holds {len(rows)} architecture(s) with "
+                              f"{', '.join(components)} and a training run; the ensemble needs at least 3 (24 or "
+                              f"more to mean anything)")
+    ref = Reference(path=str(p), values={c: [d.proxies[c] for d in rows] for c in components},
+                    accuracy=[sum(r["accuracy"] for r in d.train.values()) / len(d.train) for d in rows], key=best)
+    _REFERENCES[cache_key] = ref
+    return ref
+
+
+# ---- the report ----------------------------------------------------------------------------------
+
+def _percentile_scores(train_vals: Sequence[float], vals: Sequence[float]) -> list[float]:
+    """Each value's mid-rank percentile among ``train_vals`` (0..1)."""
+    n = len(train_vals)
+    return [(sum(t < v for t in train_vals) + 0.5 * sum(t == v for t in train_vals)) / n for v in vals]
+
+
+def _ensemble_equal(components: Sequence[str], table: Mapping[str, Sequence[float]]) -> list[float]:
+    n = len(next(iter(table.values())))
+    ranks = [_ranks(table[c]) for c in components]
+    return [sum(r[i] for r in ranks) / len(ranks) for i in range(n)]
+
+
+def _ensemble_cv(components: Sequence[str], table: Mapping[str, Sequence[float]], truth: Sequence[float],
+                 folds: int) -> tuple[list[float], list[dict[str, float]]]:
+    """Out-of-fold scores of a tau-weighted rank ensemble, and each fold's weights."""
+    n = len(truth)
+    order = list(range(n))
+    scores = [0.0] * n
+    weights_per_fold = []
+    for f in range(folds):
+        test = order[f::folds]
+        held = set(test)
+        train = [i for i in order if i not in held]
+        w = {c: max(0.0, kendall_tau_b([table[c][i] for i in train], [truth[i] for i in train])) for c in components}
+        w = {c: (0.0 if math.isnan(v) else v) for c, v in w.items()}
+        total = sum(w.values())
+        w = {c: (v / total if total > 0 else 1.0 / len(components)) for c, v in w.items()}
+        weights_per_fold.append(w)
+        for c in components:
+            pct = _percentile_scores([table[c][i] for i in train], [table[c][i] for i in test])
+            for i, p in zip(test, pct):
+                scores[i] += w[c] * p
+    return scores, weights_per_fold
+
+
+def summarize(protocol: ValidationProtocol, specs: Sequence[ArchSpec], records: Iterable[Mapping[str, Any]]
+              ) -> dict[str, Any]:
+    """The report as plain data: per-architecture rows, the noise ceiling, every proxy's tau / rho /
+    time, ensembles, the standard error of tau and the recommendation."""
+    done = _index_records(records)
+    rows = []
+    for i, spec in enumerate(specs):
+        d = done.get(spec.content_hash())
+        if d is None or not d.train or any(n not in d.proxies for n in protocol.proxies):
+            continue
+        seeds = sorted(d.train)
+        accs = [d.train[s]["accuracy"] for s in seeds]
+        rows.append({"index": i, "spec_hash": spec.content_hash(), "short": spec.short(),
+                     "accuracy": {str(s): a for s, a in zip(seeds, accs)}, "accuracy_mean": sum(accs) / len(accs),
+                     "proxies": {n: d.proxies[n] for n in protocol.proxies},
+                     "proxy_seconds": {n: d.seconds.get(n) for n in protocol.proxies},
+                     "train_seconds": {str(s): d.train[s]["seconds"] for s in seeds}})
+    n = len(rows)
+    truth = [r["accuracy_mean"] for r in rows]
+    se = tau_standard_error(n)
+    report: dict[str, Any] = {
+        "protocol": {**protocol.identity(), "proxies": list(protocol.proxies), "ensemble": list(protocol.ensemble),
+                     "seeds": protocol.seeds, "second_seed_fraction": protocol.second_seed_fraction,
+                     "description": protocol.describe(), "key": protocol.key()},
+        "n_archs": n, "n_planned": len(specs), "tau_standard_error": se, "rows": rows,
+    }
+    if n:
+        report["accuracy_range"] = [min(truth), max(truth)]
+    # noise ceiling
+    base = protocol.settings.seed
+    pairs = [(r["accuracy"][str(base)], r["accuracy"][str(base + 1)]) for r in rows
+             if str(base) in r["accuracy"] and str(base + 1) in r["accuracy"]]
+    if len(pairs) >= 3:
+        a, b = zip(*pairs)
+        report["noise"] = {"pairs": len(pairs), "tau_between_seeds": kendall_tau_b(a, b),
+                           "rho_between_seeds": spearman_rho(a, b),
+                           "mean_abs_diff": sum(abs(x - y) for x, y in pairs) / len(pairs),
+                           "max_abs_diff": max(abs(x - y) for x, y in pairs),
+                           "tau_standard_error": tau_standard_error(len(pairs))}
+    else:
+        report["noise"] = None
+    scores: dict[str, dict[str, Any]] = {}
+    if n >= 3:
+        table = {p: [r["proxies"][p] for r in rows] for p in protocol.proxies}
+        for p in protocol.proxies:
+            secs = sorted(s for s in (r["proxy_seconds"][p] for r in rows) if s is not None)
+            scores[p] = {"tau": kendall_tau_b(table[p], truth), "rho": spearman_rho(table[p], truth),
+                         "median_seconds": secs[len(secs) // 2] if secs else None,
+                         "mean_seconds": sum(secs) / len(secs) if secs else None, "kind": _kind(p)}
+        if len(protocol.ensemble) >= 2:
+            eq = _ensemble_equal(protocol.ensemble, table)
+            comp_secs = sum(scores[c]["mean_seconds"] or 0.0 for c in protocol.ensemble)
+            scores["ensemble_equal"] = {"tau": kendall_tau_b(eq, truth), "rho": spearman_rho(eq, truth),
+                                        "median_seconds": None, "mean_seconds": comp_secs, "kind": "ensemble",
+                                        "components": list(protocol.ensemble)}
+            folds = min(5, n)
+            cv, weights = _ensemble_cv(protocol.ensemble, table, truth, folds)
+            scores["ensemble_cv"] = {"tau": kendall_tau_b(cv, truth), "rho": spearman_rho(cv, truth),
+                                     "median_seconds": None, "mean_seconds": comp_secs, "kind": "ensemble",
+                                     "components": list(protocol.ensemble), "folds": folds,
+                                     "fold_weights": weights, "held_out": True}
+        train_secs = sorted(s for r in rows for s in r["train_seconds"].values())
+        report["train_median_seconds"] = train_secs[len(train_secs) // 2] if train_secs else None
+    report["scores"] = scores
+    report["recommendation"] = _recommend(scores, se)
+    report["not_evidence"] = _close_pairs(scores, se)
+    return report
+
+
+def _kind(name: str) -> str:
+    return "baseline" if name in BASELINES else "zero-cost"
+
+
+def _recommend(scores: Mapping[str, Mapping[str, Any]], se: float) -> dict[str, Any]:
+    if "params" not in scores or not scores:
+        return {"default": "params", "why": "not enough scored architectures (or #params not scored) to move the "
+                                            "default away from #params"}
+    base = scores["params"]["tau"]
+    best, best_tau = "params", base
+    for name, s in scores.items():  # ensemble_cv's tau is held-out; every other score has nothing fitted
+        if s["tau"] == s["tau"] and s["tau"] > best_tau:
+            best, best_tau = name, s["tau"]
+    margin = best_tau - base
+    if best != "params" and margin > se:
+        return {"default": best, "tau": best_tau, "params_tau": base, "margin": margin, "se": se,
+                "why": f"{best} beats #params by {margin:.3f} in tau, more than the standard error {se:.3f}"}
+    why = (f"no proxy beats #params by more than the standard error of tau ({se:.3f}): the best, {best}, "
+           f"{'is #params itself' if best == 'params' else f'is ahead by {margin:.3f}'}; #params is the honest "
+           f"default (the short-training fidelity 'train' where a GPU is at hand)")
+    return {"default": "params", "best": best, "tau": best_tau, "params_tau": base, "margin": margin, "se": se,
+            "why": why}
+
+
+def _close_pairs(scores: Mapping[str, Mapping[str, Any]], se: float) -> list[list[str]]:
+    names = [n for n in scores if scores[n]["tau"] == scores[n]["tau"]]
+    return [[a, b] for i, a in enumerate(names) for b in names[i + 1:]
+            if abs(scores[a]["tau"] - scores[b]["tau"]) < se]
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as the table ``validate-proxy`` prints."""
+    lines = [f"protocol: {report['protocol']['description']}",
+             f"scored architectures: {report['n_archs']} of {report['n_planned']}"]
+    if report.get("accuracy_range"):
+        lo, hi = report["accuracy_range"]
+        lines.append(f"seed-averaged top-1: {lo:.1f} .. {hi:.1f} %")
+    noise = report.get("noise")
+    if noise:
+        lines.append(f"noise ceiling ({noise['pairs']} architectures, 2 seeds): tau between seeds "
+                     f"{noise['tau_between_seeds']:.3f}, rho {noise['rho_between_seeds']:.3f}, mean |acc difference| "
+                     f"{noise['mean_abs_diff']:.2f} points (max {noise['max_abs_diff']:.2f})")
+    else:
+        lines.append("noise ceiling: not measured (fewer than 3 architectures with a second seed)")
+    se = report["tau_standard_error"]
+    scores = report["scores"]
+    if scores:
+        lines.append("")
+        lines.append(f"{'proxy':16s} {'tau':>7s} {'rho':>7s} {'s/arch':>8s}  kind")
+        for name, s in sorted(scores.items(), key=lambda kv: -kv[1]["tau"] if kv[1]["tau"] == kv[1]["tau"] else 9):
+            secs = s.get("median_seconds") if s.get("median_seconds") is not None else s.get("mean_seconds")
+            extra = " (k-fold weights, held-out tau)" if s.get("held_out") else ""
+            lines.append(f"{name:16s} {s['tau']:7.3f} {s['rho']:7.3f} {secs if secs is not None else float('nan'):8.3f}"
+                         f"  {s['kind']}{extra}")
+        if report.get("train_median_seconds") is not None:
+            lines.append(f"{'(train, 1 seed)':16s} {'':7s} {'':7s} {report['train_median_seconds']:8.3f}  fidelity")
+    lines.append("")
+    lines.append(f"standard error of tau at N={report['n_archs']}: {se:.3f}. A difference between two proxies "
+                 f"smaller than that is not evidence that one ranks better than the other.")
+    finite = {n: sc["tau"] for n, sc in scores.items() if sc["tau"] == sc["tau"]}
+    if finite:
+        best = max(finite, key=finite.get)
+        for ref in dict.fromkeys([best, "params"]):
+            if ref in finite:
+                near = [n for n in finite if n != ref and abs(finite[n] - finite[ref]) < se]
+                lines.append(f"within one SE of {ref} (not evidence of a difference): {', '.join(near) or 'none'}")
+    rec = report["recommendation"]
+    lines.append(f"default proxy: {rec['default']}: {rec['why']}")
+    return "\n".join(lines)

@@ -1,0 +1,349 @@
+"""Study files: TOML in, a frozen :class:`StudyConfig` out, validated in full before anything runs.
+
+A study file (see ``studies/``)::
+
+    name = "quickstart"          # study name in the storage (default: the file name without .toml)
+    description = "..."          # free text (optional)
+    trials = 40                  # searched trials the study should hold (baselines not counted)
+    baselines = "all"            # "all" | "v1" | "v2" | "none" | a list of canonical names
+    data_dir = "../data/cifar10" # CIFAR-10 folder for data proxies (optional; relative to this file)
+
+    [space]                      # the search space (search_space.SearchSpace keys)
+    [proxy]                      # name = the proxy maximised; record = more proxies stored per trial;
+                                 # the other keys are the proxies' settings
+    [latency]                    # where and how latency is measured (nas LatencySettings keys)
+    [sampler]                    # name = nsga2 | nsga3 | tpe | gp | random; seed; population_size
+                                 # (nsga2/nsga3); n_startup_trials (tpe/gp)
+    [constraints]                # max_params, max_mflops, max_mmac, max_latency_ms (all optional)
+
+Every problem found is reported at once, one per key, each naming the key, the value found and
+what is allowed (:class:`~nas._errors.StudyFileError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from search_space import SearchSpace, SpaceError
+
+from nas._errors import NasError, StudyFileError
+from nas.study._samplers import SAMPLERS
+
+TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "space", "proxy", "latency", "sampler",
+            "constraints")
+BASELINE_SETS = ("all", "v1", "v2", "none")
+DEFAULT_PROXY = "params"
+DEFAULT_TRIALS = 100
+CONSTRAINT_KEYS = ("max_params", "max_mflops", "max_mmac", "max_latency_ms")
+_CONSTRAINT_ATTR = {"max_params": "params", "max_mflops": "mflops", "max_mmac": "mmac",
+                    "max_latency_ms": "latency_ms"}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "nsga2"
+    seed: int = 0
+    population_size: int | None = None      # nsga2 / nsga3 (Optuna's default: 50)
+    n_startup_trials: int | None = None     # tpe / gp (default: 10)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper limits; a trial over any of them is infeasible (Optuna's ``constraints_func``: the
+    stored value per limit is ``(value - limit) / limit``, feasible when <= 0)."""
+
+    max_params: int | None = None
+    max_mflops: float | None = None
+    max_mmac: float | None = None
+    max_latency_ms: float | None = None
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def __bool__(self) -> bool:
+        return bool(self.active())
+
+    def values(self, attrs: Mapping[str, Any]) -> list[float]:
+        """Constraint values of a trial's user attributes, in :data:`CONSTRAINT_KEYS` order of the
+        active limits (a missing measurement counts as violated)."""
+        out = []
+        for key, limit in self.active().items():
+            value = attrs.get(_CONSTRAINT_ATTR[key])
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            out.append((float(value) - limit) / limit if ok else 1.0)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.active()
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study file. Library functions take this object, never the TOML."""
+
+    name: str
+    space: SearchSpace
+    proxy: str
+    record_proxies: tuple[str, ...]          # every proxy computed per trial; ``proxy`` first
+    proxy_settings: Any                      # nas._proxies.ProxySettings
+    latency: Any                             # nas._latency.LatencySettings
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    constraints: Constraints = field(default_factory=Constraints)
+    trials: int = DEFAULT_TRIALS
+    baselines: tuple[str, ...] = ()
+    data_dir: str | None = None
+    description: str = ""
+    path: str | None = None                  # the study file it came from, if any
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [f"proxy:{self.proxy}", "latency_ms"]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize", "minimize"]
+
+    @property
+    def needs_data(self) -> bool:
+        from nas.proxies._registry import NEEDS_DATA
+
+        return any(p in NEEDS_DATA for p in self.record_proxies)
+
+    def replace(self, **changes: Any) -> "StudyConfig":
+        """A copy with fields changed (CLI overrides); ``trials`` is checked again."""
+        if "trials" in changes:
+            t = changes["trials"]
+            if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+                raise StudyFileError(f"--trials: got {t!r}; expected an integer >= 0")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The study file as plain data (stored as the study user attribute ``study_config``)."""
+        return {
+            "name": self.name, "description": self.description, "trials": self.trials,
+            "baselines": list(self.baselines), "data_dir": self.data_dir,
+            "space": self.space.to_dict(),
+            "proxy": {"name": self.proxy, "record": list(self.record_proxies), **self.proxy_settings.to_dict()},
+            "latency": self.latency.to_dict(), "sampler": self.sampler.to_dict(),
+            "constraints": self.constraints.to_dict(),
+        }
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and fully validate a study file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise StudyFileError(f"{p}: no such study file; see studies/ for examples (studies/quickstart.toml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyFileError(f"{p}: cannot read the study file ({exc})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(f"{p}: not valid TOML ({exc})") from None
+    return config_from_dict(doc, source=str(p), default_name=p.stem, base_dir=p.resolve().parent)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+
+def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default_name: str = "study",
+                     base_dir: Path | None = None) -> StudyConfig:
+    """Validate a parsed study document. All problems are collected and raised together as one
+    :class:`StudyFileError`: ``FILE: N problems: key: ... | key: ...``."""
+    problems = _Problems()
+    if not isinstance(doc, Mapping):
+        raise StudyFileError(f"{source}: expected a TOML document of keys and tables")
+    unknown = sorted(set(doc) - set(TOP_KEYS))
+    for key in unknown:
+        problems.add(f"{key}: unknown key; allowed: {', '.join(TOP_KEYS)}")
+
+    name = _name(doc.get("name", default_name), problems)
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        problems.add(f"description: got {description!r}; expected a string")
+        description = ""
+    trials = doc.get("trials", DEFAULT_TRIALS)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+        problems.add(f"trials: got {trials!r}; expected an integer >= 0 (searched trials; baselines not counted)")
+        trials = DEFAULT_TRIALS
+    baselines = _baselines(doc.get("baselines", "all"), problems)
+    data_dir = doc.get("data_dir")
+    if data_dir is not None:
+        if not isinstance(data_dir, str) or not data_dir:
+            problems.add(f"data_dir: got {data_dir!r}; expected a folder path string (relative to the study file)")
+            data_dir = None
+        elif base_dir is not None and not Path(data_dir).expanduser().is_absolute():
+            data_dir = str((base_dir / Path(data_dir).expanduser()).resolve())
+
+    space = _space(doc.get("space", {}), problems)
+    proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems)
+    latency = _latency(doc.get("latency", {}), problems)
+    sampler = _sampler(doc.get("sampler", {}), problems)
+    constraints = _constraints(doc.get("constraints", {}), problems)
+
+    if problems.items:
+        n = len(problems.items)
+        head = f"{source}: {n} problems: " if n > 1 else f"{source}: "
+        raise StudyFileError(head + " | ".join(problems.items))
+    return StudyConfig(name=name, space=space, proxy=proxy, record_proxies=record, proxy_settings=proxy_settings,
+                       latency=latency, sampler=sampler, constraints=constraints, trials=trials,
+                       baselines=baselines, data_dir=data_dir, description=description, path=source)
+
+
+def _table(value: Any, key: str, problems: _Problems) -> Mapping[str, Any] | None:
+    if not isinstance(value, Mapping):
+        problems.add(f"{key}: got {value!r}; expected a table [{key}]")
+        return None
+    return value
+
+
+def _name(value: Any, problems: _Problems) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        problems.add(f"name: got {value!r}; expected a non-empty study name (at most 200 characters)")
+        return "study"
+    return value.strip()
+
+
+def _baselines(value: Any, problems: _Problems) -> tuple[str, ...]:
+    from shufflenet import CANONICAL, canonical_names
+
+    if isinstance(value, str):
+        if value not in BASELINE_SETS:
+            problems.add(f"baselines: got {value!r}; allowed: {', '.join(map(repr, BASELINE_SETS))} or a list of "
+                         f"canonical names (see `shufflenas baselines`)")
+            return ()
+        return () if value == "none" else tuple(canonical_names(None if value == "all" else value))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        bad = [v for v in value if v not in CANONICAL]
+        if bad:
+            problems.add(f"baselines: {', '.join(map(repr, bad))} not canonical config name(s); allowed: "
+                         f"{', '.join(CANONICAL)}")
+            return ()
+        if len(set(value)) != len(value):
+            problems.add(f"baselines: got {value!r}; names must be distinct")
+            return ()
+        return tuple(value)
+    problems.add(f"baselines: got {value!r}; allowed: {', '.join(map(repr, BASELINE_SETS))} or a list of "
+                 f"canonical names")
+    return ()
+
+
+def _space(value: Any, problems: _Problems) -> SearchSpace:
+    table = _table(value, "space", problems)
+    if table is None:
+        return SearchSpace()
+    try:
+        return SearchSpace.from_dict(table, where="space")
+    except SpaceError as exc:
+        problems.add(str(exc))
+        return SearchSpace()
+
+
+def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
+    from nas.proxies._registry import PROXY_NAMES, ProxySettings
+
+    table = _table(value, "proxy", problems)
+    table = dict(table or {})
+    known = ("name", "record", *ProxySettings().to_dict())
+    for key in sorted(set(table) - set(known)):
+        problems.add(f"proxy.{key}: unknown key; allowed: {', '.join(known)}")
+        table.pop(key)
+    name = table.pop("name", DEFAULT_PROXY)
+    record = table.pop("record", [])
+    if name not in PROXY_NAMES:
+        problems.add(f"proxy.name: got {name!r}; allowed: {', '.join(PROXY_NAMES)}")
+        name = DEFAULT_PROXY
+    if not isinstance(record, list) or not all(isinstance(r, str) for r in record):
+        problems.add(f"proxy.record: got {record!r}; expected a list of proxy names among {', '.join(PROXY_NAMES)}")
+        record = []
+    bad = [r for r in record if r not in PROXY_NAMES]
+    if bad:
+        problems.add(f"proxy.record: {', '.join(map(repr, bad))} not proxy name(s); allowed: {', '.join(PROXY_NAMES)}")
+        record = [r for r in record if r in PROXY_NAMES]
+    names = tuple(dict.fromkeys([name, *record]))
+    try:
+        settings = ProxySettings.from_dict(table, where="proxy")
+    except (NasError, ValueError) as exc:
+        problems.add(str(exc))
+        settings = ProxySettings()
+    return name, names, settings
+
+
+def _latency(value: Any, problems: _Problems) -> Any:
+    from nas.measure._latency import LatencySettings
+
+    table = _table(value, "latency", problems)
+    try:
+        return LatencySettings.from_dict(dict(table or {}), where="latency")
+    except (NasError, ValueError) as exc:
+        problems.add(str(exc))
+        return LatencySettings()
+
+
+_SAMPLER_KEYS = {"name": None, "seed": None, "population_size": ("nsga2", "nsga3"),
+                 "n_startup_trials": ("tpe", "gp")}
+
+
+def _sampler(value: Any, problems: _Problems) -> SamplerConfig:
+    table = _table(value, "sampler", problems)
+    if table is None:
+        return SamplerConfig()
+    n0 = len(problems.items)
+    for key in table:
+        if key not in _SAMPLER_KEYS:
+            problems.add(f"sampler.{key}: unknown key; allowed: {', '.join(_SAMPLER_KEYS)}")
+    name = table.get("name", "nsga2")
+    if name not in SAMPLERS:
+        problems.add(f"sampler.name: got {name!r}; allowed: {', '.join(SAMPLERS)}")
+        name = "nsga2"
+    seed = table.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        problems.add(f"sampler.seed: got {seed!r}; expected an integer in [0, 2**32)")
+    for key, (low, samplers) in {"population_size": (2, ("nsga2", "nsga3")),
+                                 "n_startup_trials": (0, ("tpe", "gp"))}.items():
+        if key not in table:
+            continue
+        v = table[key]
+        if name not in samplers:
+            problems.add(f"sampler.{key}: only for sampler {' / '.join(samplers)}, not {name!r}; remove it")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < low:
+            problems.add(f"sampler.{key}: got {v!r}; expected an integer >= {low}")
+    if len(problems.items) > n0:
+        return SamplerConfig()
+    return SamplerConfig(name=name, seed=seed, population_size=table.get("population_size"),
+                         n_startup_trials=table.get("n_startup_trials"))
+
+
+def _constraints(value: Any, problems: _Problems) -> Constraints:
+    table = _table(value, "constraints", problems)
+    if table is None:
+        return Constraints()
+    ok: dict[str, Any] = {}
+    for key, v in table.items():
+        if key not in CONSTRAINT_KEYS:
+            problems.add(f"constraints.{key}: unknown key; allowed: {', '.join(CONSTRAINT_KEYS)}")
+        elif key == "max_params" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            problems.add(f"constraints.max_params: got {v!r}; expected an integer >= 1")
+        elif key != "max_params" and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                      or not math.isfinite(v) or v <= 0):
+            problems.add(f"constraints.{key}: got {v!r}; expected a number > 0")
+        else:
+            ok[key] = v if key == "max_params" else float(v)
+    return Constraints(**ok)
