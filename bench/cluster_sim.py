@@ -1,5 +1,5 @@
 """A large cluster simulated on loopback: N light worker processes doing no-op trials against one
-PostgreSQL server, through the real worker loop (``nas._worker.Worker``: stale-trial sweep, study
+PostgreSQL server, through the real worker loop (``nas.fleet._loop.Worker``: stale-trial sweep, study
 lock, census, admission, heartbeat thread, the ~24 user attributes a real trial writes in one
 transaction, tell).
 
@@ -32,21 +32,12 @@ import signal
 import statistics
 import sys
 import time
-import types
 from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
-
-
-def _bare_nas() -> None:
-    """Import nas._coord / nas._worker without nas/__init__ (which imports torch): a light worker."""
-    if "nas" not in sys.modules:
-        pkg = types.ModuleType("nas")
-        pkg.__path__ = [str(REPO / "nas")]  # type: ignore[attr-defined]
-        sys.modules["nas"] = pkg
 
 
 def _trial_attrs() -> dict:
@@ -66,20 +57,17 @@ def _trial_attrs() -> dict:
 
 
 def _child(url: str, study_name: str, until: int, barrier, out_q, heartbeat: int) -> None:
-    _bare_nas()
     import optuna
 
-    from nas.fleet import _coord
-
-    from nas.fleet import _worker
-    from nas.fleet._storage import parse_storage
+    from nas.fleet import Worker, join_study, open_worker_storage, parse_storage, write_user_attrs
+    from nas.fleet import _locks, _rdb, _retry
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     times: dict[str, list[float]] = defaultdict(list)
-    original = _coord.retry
+    original = _retry.retry
 
-    def timed(fn, *, what, deadline_s=_coord.DEFAULT_RETRY_DEADLINE_S, on_retry=None):
-        if _coord._RETRY.depth:
+    def timed(fn, *, what, deadline_s=_retry.DEFAULT_RETRY_DEADLINE_S, on_retry=None):
+        if _retry._RETRY.depth:
             return fn()
         t0 = time.perf_counter()
         try:
@@ -87,22 +75,22 @@ def _child(url: str, study_name: str, until: int, barrier, out_q, heartbeat: int
         finally:
             times[what].append(time.perf_counter() - t0)
 
-    _coord.retry = timed
+    _rdb.retry = _locks.retry = timed   # the storage calls and the study lock, where they call retry
     attrs = _trial_attrs()
-    storage = _worker.open_worker_storage(parse_storage(url), heartbeat_interval=heartbeat,
+    storage = open_worker_storage(parse_storage(url), heartbeat_interval=heartbeat,
                                           grace_period=6 * heartbeat)
     barrier.wait()
-    study, _ = _worker.join_study(storage, study_name, ["maximize", "minimize"],
+    study, _ = join_study(storage, study_name, ["maximize", "minimize"],
                                   sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
 
     def noop(trial):  # writes the attributes as the real worker does: one transaction
         x = trial.suggest_float("x", 0.0, 1.0)
-        _coord.write_user_attrs(trial, attrs)
+        write_user_attrs(trial, attrs)
         return [x, 1.0 - x]
 
     report = None
     try:
-        report = _worker.Worker(study, noop, until=until, poll_s=0.2).run()
+        report = Worker(study, noop, until=until, poll_s=0.2).run()
     except KeyboardInterrupt:
         pass
     out_q.put({"pid": os.getpid(), "times": dict(times), "complete": report.complete if report else None})
@@ -120,7 +108,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run_level(server, n: int, trials_per_worker: int, max_seconds: float, heartbeat: int) -> dict:
     import optuna
 
-    from nas.fleet._coord import open_schema_lock
+    from nas.fleet import open_schema_lock
 
     db = f"sim_{n}_{int(time.time() * 1000) % 10**8}"
     url = server.create_database(db)
@@ -194,12 +182,9 @@ def main() -> int:
     levels = [int(x) for x in args.workers.split(",")]
     if max(levels) > 128:
         ap.error("--workers: at most 128 processes")
-    _bare_nas()
     import optuna  # noqa: F401 - imported once here, shared by the forked workers
 
-    from nas.fleet import _coord  # noqa: F401
-
-    from nas.fleet import _worker  # noqa: F401
+    from nas.fleet import Worker, join_study, open_worker_storage  # noqa: F401 - imported once, shared by the forks
     from pg import PostgresServer
 
     rows = []

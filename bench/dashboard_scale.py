@@ -41,7 +41,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def zdt1_data(n: int, seed: int = 0) -> dict:
     import optuna
 
-    from nas.study._rows import study_data
+    from nas.study import study_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(seed)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         real = None
         if args.storage:
             from nas.cli._dashboard import open_study
-            from nas.study._rows import study_data
+            from nas.study import study_data
 
             study, target = open_study(args.storage, args.study)
             data = study_data(study)

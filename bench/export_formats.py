@@ -17,7 +17,7 @@ Variants (all batch 1, 224x224, 1,000 classes, one intra-op thread, the same ran
 
 (``json`` holds no weights: rebuilt with ``shufflenet.build_model`` it is the ``eager`` model.)
 
-Every variant is timed with the project's latency protocol (``nas._latency.time_module``: thread
+Every variant is timed with the project's latency protocol (``nas.measure._latency.time_module``: thread
 pinning, warm-up, adaptive timed runs, the per-host lock) once per round, rounds interleaved with
 the order rotated, so slow drifts of a shared host hit every variant alike. Reported: per variant the
 median over rounds of the round medians, and per ratio the median over rounds of the ratio taken
@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.export._export import export_spec, load_pytorch
-from nas.measure._latency import LatencySettings, device_fingerprint, fingerprint_id, latency_lock, time_module
-from nas.measure._runtimes import onnx_session
+from nas.export import export_spec, load_pytorch
+from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, latency_lock, time_module
+from nas.measure import onnx_session
 
 ROOT = Path(__file__).resolve().parent
 TORCHVISION_V2_1X_PARAMS = 2_278_604

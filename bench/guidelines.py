@@ -4,7 +4,7 @@
     python bench/guidelines.py --device cuda                   # GPU, batch 8, GPU configuration set
 
 Writes ``bench/results/guidelines_cpu.json`` (or ``_gpu``): the report of
-``nas._guidelines.run_guidelines`` (the same object ``shufflenas guidelines --json`` prints) plus
+``nas.guidelines._benchmarks.run_guidelines`` (the same object ``shufflenas guidelines --json`` prints) plus
 how it was run (command, wall time, load average before and after: a shared host's noise shows
 there), and a plain-text rendering beside it (``.txt``).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.guidelines._benchmarks import format_report, reassemble, run_guidelines  # noqa: E402
+from nas.guidelines import format_report, reassemble, run_guidelines  # noqa: E402
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from scipy.stats import kendalltau
 try:  # the public names, once nas/__init__ exports them
     from nas import LatencySettings, device_fingerprint, fingerprint_id, measure_latency
 except ImportError:  # pragma: no cover - before the export lands
-    from nas.measure._latency import LatencySettings, device_fingerprint, fingerprint_id, measure_latency
+    from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency
 from nas import profile
 from shufflenet import canonical_spec
 

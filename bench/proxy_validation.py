@@ -1,6 +1,6 @@
 """Proxy validation benchmark: the evidence behind the study files' default proxy.
 
-Runs ``nas._validate.validate_proxies`` (what ``shufflenas validate-proxy`` runs) on a study file's
+Runs ``nas.proxies._validate.validate_proxies`` (what ``shufflenas validate-proxy`` runs) on a study file's
 ``[space]`` with the protocol given here (not the study's ``[proxy]`` table, so the numbers stay
 reproducible when a study file changes), prints the table and writes the report as JSON.
 
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from nas.proxies._data import load_cifar10
-    from nas.proxies._registry import ProxySettings
-    from nas.proxies._validate import ValidationProtocol, format_report, report_from_results, validate_proxies
+    from nas.proxies import load_cifar10
+    from nas.proxies import ProxySettings
+    from nas.proxies import ValidationProtocol, format_report, report_from_results, validate_proxies
     from search_space import SearchSpace
 
     if args.space == "default":

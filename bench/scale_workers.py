@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 def _child(argv: list[str]) -> int:
     """A worker process that imports first, says ``ready`` and starts on ``go``."""
     import nas  # noqa: F401 - torch and the whole package, before the clock starts
-    from nas.cli._main import main
+    from nas.cli import main
 
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
@@ -81,7 +81,7 @@ def _study_file(where: Path, trials: int) -> Path:
 def run(server, k: int, mode: str, trials: int, where: Path) -> dict:
     import optuna
 
-    from nas.fleet._coord import open_schema_lock
+    from nas.fleet import open_schema_lock
 
     tag = f"w{k}_{mode.replace('-', '')}_{int(time.time()) % 100000}"
     url = server.create_database(tag)

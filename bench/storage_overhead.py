@@ -50,8 +50,8 @@ from cluster_sim import _trial_attrs  # noqa: E402  (same attribute set)
 def _storage(kind: str, mode: str, where: Path, server, tag: str):
     """``ask/tell``: the storage ``launch`` opens; ``worker``: the one ``shufflenas worker`` opens
     (retrying, with heartbeats on database storages)."""
-    from nas.fleet._storage import open_storage, parse_storage
-    from nas.fleet._worker import open_worker_storage
+    from nas.fleet import open_storage, parse_storage
+    from nas.fleet import open_worker_storage
 
     if kind == "journal":
         location = parse_storage(str(where / f"{tag}.journal"))
@@ -68,22 +68,20 @@ def _run(kind: str, mode: str, n: int, where: Path, server, tag: str) -> float:
     """Seconds per trial."""
     import optuna
 
-    from nas.fleet import _coord
-
-    from nas.fleet import _worker
+    from nas.fleet import Worker, join_study, write_user_attrs
 
     attrs = _trial_attrs()
     storage = _storage(kind, mode, where, server, tag)
-    study, _ = _worker.join_study(storage, "bench", ["maximize", "minimize"],
+    study, _ = join_study(storage, "bench", ["maximize", "minimize"],
                                   sampler=optuna.samplers.RandomSampler(seed=0))
 
     def objective(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
-        if mode == "ask/tell":  # as launch (Evaluator.record): one call per attribute
+        if mode == "ask/tell":  # as launch without a worker (Evaluator.record): one call per attribute
             for k, v in attrs.items():
                 trial.set_user_attr(k, v)
         else:  # as the worker: one transaction on a database storage
-            _coord.write_user_attrs(trial, attrs)
+            write_user_attrs(trial, attrs)
         return [x, 1.0 - x]
 
     t0 = time.perf_counter()
@@ -92,7 +90,7 @@ def _run(kind: str, mode: str, n: int, where: Path, server, tag: str) -> float:
             trial = study.ask()
             study.tell(trial, objective(trial))
     else:
-        _worker.Worker(study, objective, until=n, poll_s=0.1).run()
+        Worker(study, objective, until=n, poll_s=0.1).run()
     dt = time.perf_counter() - t0
     assert len(study.get_trials(deepcopy=False)) == n
     engine = getattr(getattr(storage, "_backend", storage), "engine", None) or getattr(storage, "engine", None)

@@ -31,11 +31,11 @@ sys.path.insert(0, str(REPO))
 
 import optuna  # noqa: E402
 
-from nas.study._config import load_study_config  # noqa: E402
-from nas.measure._latency import LatencyCache, device_fingerprint  # noqa: E402
-from nas.study._evaluator import TIMING_KEYS, Evaluator  # noqa: E402
-from nas.study._runner import Progress, ensure_baselines, open_study, quiet_optuna, run_trials  # noqa: E402
-from nas.fleet._storage import open_storage, parse_storage  # noqa: E402
+from nas.study import load_study_config  # noqa: E402
+from nas.measure import LatencyCache, device_fingerprint  # noqa: E402
+from nas.study import TIMING_KEYS, Evaluator  # noqa: E402
+from nas.study import Progress, ensure_baselines, open_study, quiet_optuna, run_trials  # noqa: E402
+from nas.fleet import open_storage, parse_storage  # noqa: E402
 
 
 def one_run(label: str, config, storage_arg: str, cache: LatencyCache, threads: int | None) -> dict:

@@ -22,12 +22,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nas.study._config import SamplerConfig, load_study_config  # noqa: E402
-from nas.study._evaluator import Evaluator  # noqa: E402
-from nas.study._pareto import front_summary, hypervolume  # noqa: E402
-from nas.study._rows import study_data  # noqa: E402
-from nas.study._runner import Progress, ensure_baselines, open_study, quiet_optuna, run_trials, stop_on_sigterm  # noqa: E402
-from nas.fleet._storage import open_storage, parse_storage  # noqa: E402
+from nas.study import SamplerConfig, load_study_config  # noqa: E402
+from nas.study import Evaluator  # noqa: E402
+from nas.study import front_summary, hypervolume  # noqa: E402
+from nas.study import study_data  # noqa: E402
+from nas.study import Progress, ensure_baselines, open_study, quiet_optuna, run_trials, stop_on_sigterm  # noqa: E402
+from nas.fleet import open_storage, parse_storage  # noqa: E402
 
 
 def optuna_load(storage, name):
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(reference {ref})", flush=True)
         results["runs"].append(run)
     if args.remeasure_baselines:
-        from nas.measure._latency import measure_latency
-        from nas.study._pareto import dominates
+        from nas.measure import measure_latency
+        from nas.study import dominates
         from shufflenet import canonical_spec
 
         fresh = {}

@@ -20,7 +20,6 @@ from ._info import (
     Axis,
     StudyInfo,
     axis_value,
-    baseline_label,
     flops_latency_info,
     fmt_number,
     gather,
@@ -202,7 +201,8 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
 
 
 def _bfam(t) -> str | None:
-    return baseline_label(t.baseline)[1] if t.baseline else None
+    """A baseline's family from its structured fields (its canonical config, else its spec)."""
+    return t.family if t.baseline and t.family in ("v1", "v2") else None
 
 
 # ---- FLOPs are not latency ----------------------------------------------------------------------------

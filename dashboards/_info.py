@@ -1,8 +1,10 @@
 """Gather: plain study rows -> small NamedTuples that the figure builders only draw.
 
-Everything here is pure Python on the row format of ``nas._results.study_data`` (``{"meta": ...,
+Everything here is pure Python on the row format of ``nas.study._schema.study_data`` (``{"meta": ...,
 "rows": [...]}``; a bare list of rows works too), so it can be tested without inspecting figures
-and reused on any data source. Nothing here imports torch, plotly or ``nas``.
+and reused on any data source. Nothing here imports torch or plotly. The Pareto front, hypervolume,
+feasibility and rank correlation are ``nas``'s one implementation (``nas.study``'s Pareto and schema
+modules, ``nas.proxies``' rank correlation: torch-free, loaded alone through the lazy packages).
 
 Axis keys: ``latency_ms``, ``mflops``, ``params``, ``mmac`` (trial metrics, minimised),
 ``proxy:NAME`` (a recorded proxy, maximised), ``value:I`` (the study's I-th objective value, in the
@@ -13,8 +15,12 @@ from __future__ import annotations
 
 import html
 import math
-import re
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
+
+from nas.proxies import spearman_rho
+from nas.study import (ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS,
+                       constraints_of, front_indices, hypervolume, is_feasible, reference_point)
+from search_space import ArchSpec, SpecError
 
 from ._errors import DashboardError
 
@@ -22,15 +28,13 @@ MINIMIZE = "minimize"
 MAXIMIZE = "maximize"
 
 METRIC_AXES = (
-    ("latency_ms", "latency (ms, median)"),
-    ("mflops", "MFLOPs"),
-    ("params", "params"),
-    ("mmac", "MAC (M elements)"),
+    (ATTR_LATENCY_MS, "latency (ms, median)"),
+    (ATTR_MFLOPS, "MFLOPs"),
+    (ATTR_PARAMS, "params"),
+    (ATTR_MMAC, "MAC (M elements)"),
 )
 FAMILY_NAMES = {"v1": "ShuffleNet V1 units", "v2": "ShuffleNet V2 units", "mixed": "V1 + V2 mixed",
                 None: "unknown family"}
-ATTR_CONSTRAINTS = "constraints"  # the runner's user attribute: constraint values, feasible when all <= 0
-_BASELINE_RE = re.compile(r"^(v1)_g(\d+)_([0-9.]+)x$|^(v2)_([0-9.]+)x$")
 
 
 # ---- small records ------------------------------------------------------------------------------
@@ -136,87 +140,33 @@ def _check_directions(directions: Sequence[str]) -> None:
         raise DashboardError(f"directions: got {list(directions)!r}; expected two of 'minimize', 'maximize'")
 
 
-def _as_min(points: Iterable[Sequence[float]], directions: Sequence[str]) -> list[tuple[float, float]]:
-    sx = -1.0 if directions[0] == MAXIMIZE else 1.0
-    sy = -1.0 if directions[1] == MAXIMIZE else 1.0
-    return [(sx * float(p[0]), sy * float(p[1])) for p in points]
-
-
 def pareto_front_2d(points: Sequence[Sequence[float]], directions: Sequence[str] = (MINIMIZE, MINIMIZE)) -> list[int]:
     """Indices of the non-dominated points (ascending x in minimisation terms). Points with a
-    non-finite coordinate are ignored; identical points on the front are all kept."""
+    non-finite coordinate are ignored; identical points on the front are all kept
+    (``nas.study.front_indices``)."""
     _check_directions(directions)
-    mins = _as_min(points, directions)
-    order = sorted((i for i, p in enumerate(mins) if math.isfinite(p[0]) and math.isfinite(p[1])),
-                   key=lambda i: (mins[i][0], mins[i][1]))
-    front: list[int] = []
-    best_y = math.inf
-    last: tuple[float, float] | None = None
-    for i in order:
-        p = mins[i]
-        if p[1] < best_y:
-            front.append(i)
-            best_y, last = p[1], p
-        elif p == last:
-            front.append(i)
-    return front
+    return front_indices(points, directions)
 
 
 def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float],
                    directions: Sequence[str] = (MINIMIZE, MINIMIZE)) -> float:
     """Area dominated by ``points`` and bounded by ``reference`` (in the objectives' own units).
-    Points that do not strictly improve on the reference in both objectives add nothing."""
+    Points that do not strictly improve on the reference in both objectives add nothing
+    (``nas.study.hypervolume``)."""
     _check_directions(directions)
-    (rx, ry), = _as_min([reference], directions)
-    mins = [p for p in _as_min(points, directions)
-            if math.isfinite(p[0]) and math.isfinite(p[1]) and p[0] < rx and p[1] < ry]
-    area, prev_y = 0.0, ry
-    for x, y in sorted(mins):
-        if y < prev_y:
-            area += (rx - x) * (prev_y - y)
-            prev_y = y
-    return area
+    return hypervolume(points, reference, directions)
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None with fewer than 3 points or no
-    spread."""
+    """Spearman rank correlation (average ranks for ties; ``nas.proxies.spearman_rho``); None with
+    fewer than 3 points or no spread."""
     if len(xs) != len(ys) or len(xs) < 3:
         return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return cov / math.sqrt(vx * vy)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    rho = spearman_rho(xs, ys)
+    return rho if math.isfinite(rho) else None
 
 
 # ---- formatting -------------------------------------------------------------------------------------
-
-def _feasible(constraints: Any) -> bool:
-    """The runner's rule (user attr ``constraints``): feasible when every value is <= 0."""
-    if not constraints:
-        return True
-    if not isinstance(constraints, (list, tuple)):
-        return False
-    return all(_finite(c) is not None and c <= 0 for c in constraints)
-
 
 def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -262,14 +212,16 @@ def latency_settings_text(settings: Mapping[str, Any] | None, keys: Sequence[str
     return " · ".join(parts)
 
 
-def baseline_label(name: str, same_g_twice: bool = False) -> tuple[str, str | None]:
-    """(label, family) of a canonical baseline name: V1 by group count, V2 by width multiplier."""
-    m = _BASELINE_RE.match(name or "")
-    if not m:
+def baseline_label(name: str, config: Mapping[str, Any] | None = None, same_g_twice: bool = False
+                   ) -> tuple[str, str | None]:
+    """(label, family) of a baseline from its canonical config (a row's ``baseline_config``: family,
+    groups, multiplier): V1 by group count, V2 by width multiplier; the bare name without one."""
+    if not isinstance(config, Mapping) or config.get("family") not in ("v1", "v2"):
         return name, None
-    if m.group(1):
-        return (f"V1 g{m.group(2)} {m.group(3)}x" if same_g_twice else f"V1 g{m.group(2)}"), "v1"
-    return f"V2 {m.group(5)}x", "v2"
+    mult = f"{config.get('multiplier')}x"
+    if config["family"] == "v1":
+        return (f"V1 g{config.get('groups')} {mult}" if same_g_twice else f"V1 g{config.get('groups')}"), "v1"
+    return f"V2 {mult}", "v2"
 
 
 def spec_family(spec: Any) -> str | None:
@@ -289,18 +241,21 @@ def spec_family(spec: Any) -> str | None:
     return fams.pop() if len(fams) == 1 else "mixed"
 
 
-def _short_of(spec: Any) -> str | None:
+def _arch_lines(spec: Any) -> list[str] | None:
+    """Hover lines of a spec JSON object, from its structured fields: the stem, one line per stage,
+    the head (None when it is not a spec)."""
     try:
-        from search_space import ArchSpec, SpecError
-    except ImportError:  # pragma: no cover - search_space ships with dashboards
+        arch = ArchSpec.from_dict(spec)
+    except (SpecError, TypeError, ValueError, KeyError):
         return None
-    try:
-        return ArchSpec.from_dict(spec).short()
-    except (SpecError, TypeError, ValueError):
-        return None
+    lines = [f"stem {arch.stem_channels}"]
+    lines += [f"s{i}: {d}" for i, d in enumerate(arch.stage_descriptions(), 1)]
+    if arch.final_channels:
+        lines.append(f"head {arch.final_channels}")
+    return lines
 
 
-def _hover(number: int, baseline: str | None, label: str | None, short: str | None, metrics: Mapping,
+def _hover(number: int, baseline: str | None, label: str | None, arch: Sequence[str] | None, metrics: Mapping,
            proxies: Mapping, values: Sequence | None, objective_names: Sequence[str],
            settings: Mapping | None, params: Mapping | None = None, constraints: Sequence | None = None) -> str:
     e = html.escape
@@ -308,33 +263,26 @@ def _hover(number: int, baseline: str | None, label: str | None, short: str | No
     if baseline:
         head += f" · baseline {e(label or baseline)} ({e(baseline)})"
     lines = [head]
-    if constraints is not None and not _feasible(constraints):
+    if constraints is not None and not is_feasible(constraints):
         lines.append("<i>infeasible: constraint values " + ", ".join(fmt_number(c) for c in constraints)
                      + " (must be <= 0)</i>")
-    if short:
-        stage = 0
-        for part in short.split(" | "):
-            if part.startswith(("stem", "head")):
-                lines.append(e(part))
-            else:
-                stage += 1
-                lines.append(f"s{stage}: {e(part)}")
+    lines += [e(line) for line in arch or ()]
     cost = []
-    if "params" in metrics:
-        cost.append(f"params {fmt_number(metrics['params'])}")
-    if "mflops" in metrics:
-        cost.append(f"{fmt_number(metrics['mflops'])} MFLOPs")
-    if "mmac" in metrics:
-        cost.append(f"MAC {fmt_number(metrics['mmac'])} M")
+    if ATTR_PARAMS in metrics:
+        cost.append(f"params {fmt_number(metrics[ATTR_PARAMS])}")
+    if ATTR_MFLOPS in metrics:
+        cost.append(f"{fmt_number(metrics[ATTR_MFLOPS])} MFLOPs")
+    if ATTR_MMAC in metrics:
+        cost.append(f"MAC {fmt_number(metrics[ATTR_MMAC])} M")
     if cost:
         lines.append(" · ".join(cost))
-    if "latency_ms" in metrics:
-        lat = f"latency {fmt_number(metrics['latency_ms'])} ms"
+    if ATTR_LATENCY_MS in metrics:
+        lat = f"latency {fmt_number(metrics[ATTR_LATENCY_MS])} ms"
         extra = []
-        if "latency_iqr_ms" in metrics:
-            extra.append(f"IQR {fmt_number(metrics['latency_iqr_ms'])} ms")
-        if "latency_runs" in metrics:
-            extra.append(f"{fmt_number(metrics['latency_runs'])} runs")
+        if ATTR_LATENCY_IQR_MS in metrics:
+            extra.append(f"IQR {fmt_number(metrics[ATTR_LATENCY_IQR_MS])} ms")
+        if ATTR_LATENCY_RUNS in metrics:
+            extra.append(f"{fmt_number(metrics[ATTR_LATENCY_RUNS])} runs")
         if extra:
             lat += f" ({', '.join(extra)})"
         lines.append(lat)
@@ -343,7 +291,7 @@ def _hover(number: int, baseline: str | None, label: str | None, short: str | No
             lines.append(f"  {e(text)}")
     if proxies:
         lines.append(" · ".join(f"proxy {e(str(k))} {fmt_number(v)}" for k, v in sorted(proxies.items())))
-    if not (short or metrics or proxies) and values is not None:
+    if not (arch or metrics or proxies) and values is not None:
         lines.append(" · ".join(f"{e(str(objective_names[i]) if i < len(objective_names) else f'objective {i}')}"
                                 f" = {fmt_number(v)}" for i, v in enumerate(values)))
         if params:
@@ -376,7 +324,7 @@ def _rows_and_meta(data: Any) -> tuple[list[Mapping], dict]:
         for key in ("number", "state"):
             if key not in r:
                 raise DashboardError(f"study data['rows'][{i}]: missing {key!r}; each row needs at least "
-                                     f"'number' and 'state' (see nas._results.trial_row)")
+                                     f"'number' and 'state' (see nas.study._schema.trial_row)")
     return list(rows), dict(meta)
 
 
@@ -394,31 +342,36 @@ def gather(data: Any) -> StudyInfo:
 
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     study_settings = meta.get("latency_settings")
-    v1_gs = [m.group(2) for r in complete if r.get("baseline") and (m := _BASELINE_RE.match(r["baseline"])) and m.group(1)]
+    v1_gs = [(r.get("baseline_config") or {}).get("groups") for r in complete
+             if r.get("baseline") and (r.get("baseline_config") or {}).get("family") == "v1"]
 
     trials = []
     for r in complete:
         spec = r.get("spec") if isinstance(r.get("spec"), Mapping) else None
-        short = r.get("short") if isinstance(r.get("short"), str) else (_short_of(spec) if spec else None)
+        arch = _arch_lines(spec) if spec else None
+        short = r.get("short") if isinstance(r.get("short"), str) else (" | ".join(arch) if arch else None)
+        if arch is None and short:   # a row without a readable spec: its display string, as it is
+            arch = [short]
         metrics = {k: v for k, v in (r.get("metrics") or {}).items() if _finite(v) is not None}
         proxies = {str(k): v for k, v in (r.get("proxies") or {}).items() if _finite(v) is not None}
         values = tuple(r["values"]) if r.get("values") is not None else None
         baseline = r.get("baseline") if isinstance(r.get("baseline"), str) else None
         label, bfam = (None, None)
         if baseline:
-            m = _BASELINE_RE.match(baseline)
-            label, bfam = baseline_label(baseline, bool(m and m.group(1) and v1_gs.count(m.group(2)) > 1))
+            config = r.get("baseline_config") if isinstance(r.get("baseline_config"), Mapping) else None
+            label, bfam = baseline_label(baseline, config, bool(config and config.get("family") == "v1"
+                                                                and v1_gs.count(config.get("groups")) > 1))
         family = spec_family(spec) or bfam
         settings = r.get("latency_settings") if isinstance(r.get("latency_settings"), Mapping) else study_settings
-        constraints = (r.get("attrs") or {}).get(ATTR_CONSTRAINTS)
+        constraints = constraints_of(r)
         trials.append(TrialInfo(
             number=int(r["number"]), baseline=baseline, baseline_label=label, family=family, short=short,
             spec=dict(spec) if spec else None, spec_hash=r.get("spec_hash"), metrics=metrics, proxies=proxies,
             values=values, latency_settings=settings,
-            hover=_hover(int(r["number"]), baseline, label, short, metrics, proxies, values, objective_names,
+            hover=_hover(int(r["number"]), baseline, label, arch, metrics, proxies, values, objective_names,
                          settings, r.get("params") if isinstance(r.get("params"), Mapping) else None,
                          constraints),
-            feasible=_feasible(constraints),
+            feasible=is_feasible(constraints),
         ))
 
     counts = {"total": len(rows), "complete": len(complete),
@@ -455,11 +408,11 @@ def gather(data: Any) -> StudyInfo:
     if not trials:
         notices.append("No completed trials yet: the views fill in as trials complete.")
     elif has_attrs:
-        no_lat = sum(1 for t in trials if "latency_ms" not in t.metrics)
+        no_lat = sum(1 for t in trials if ATTR_LATENCY_MS not in t.metrics)
         if no_lat:
             notices.append(f"{no_lat} of {len(trials)} completed trials have no latency_ms; views that need it "
                            f"leave them out.")
-    default_x = "latency_ms" if any(a.key == "latency_ms" for a in x_axes) else x_axes[0].key
+    default_x = ATTR_LATENCY_MS if any(a.key == ATTR_LATENCY_MS for a in x_axes) else x_axes[0].key
     default_y = y_axes[0].key
     if not proxies_on_y:  # objective values on both axes: the first one not already on x
         default_y = next((a.key for a in y_axes if a.key != default_x), default_y)
@@ -558,10 +511,10 @@ def flops_latency_info(data: Any) -> FlopsLatencyInfo:
     groups: dict[str | None, Points] = {}
     search = [t for t in info.trials if not t.baseline]
     for fam in ("v1", "v2", "mixed", None):
-        kept, xs, ys, _ = _points([t for t in search if t.family == fam], "mflops", "latency_ms")
+        kept, xs, ys, _ = _points([t for t in search if t.family == fam], ATTR_MFLOPS, ATTR_LATENCY_MS)
         if kept:
             groups[fam] = Points(tuple(t.number for t in kept), tuple(xs), tuple(ys))
-    bkept, bxs, bys, _ = _points([t for t in info.trials if t.baseline], "mflops", "latency_ms")
+    bkept, bxs, bys, _ = _points([t for t in info.trials if t.baseline], ATTR_MFLOPS, ATTR_LATENCY_MS)
     baselines = LabelledPoints(tuple(t.number for t in bkept), tuple(bxs), tuple(bys),
                                tuple(t.baseline_label or t.baseline or "" for t in bkept),
                                tuple(t.family for t in bkept))
@@ -595,7 +548,7 @@ def hypervolume_info(data: Any, reference: Sequence[float] | None = None) -> Hyp
         return HypervolumeInfo(axes, None, (), (), None, "No completed trial has both objective values yet.")
     if reference is None:
         source = [p[3] for p in pts if p[1]] or [p[3] for p in pts]
-        reference = tuple((max if d == MINIMIZE else min)(v[k] for v in source) for k, d in enumerate(dirs))
+        reference = tuple(reference_point([{"values": v} for v in source], dirs))
     else:
         if len(reference) != 2 or any(_finite(v) is None for v in reference):
             raise DashboardError(f"reference: got {list(reference)!r}; expected two finite numbers")

@@ -296,8 +296,8 @@ class ArchSpec:
     def with_name(self, name: str) -> "ArchSpec":
         return dataclasses.replace(self, name=name)
 
-    def short(self) -> str:
-        """A one-line display form, per stage: family g c' bottleneck kernel fragments depth width."""
+    def stage_descriptions(self) -> list[str]:
+        """One display line per stage: family g c' bottleneck kernel fragments depth width."""
         parts = []
         for st in self.stages:
             u = st.unit
@@ -306,8 +306,13 @@ class ArchSpec:
             mixed = "*" if st.per_unit else ""
             parts.append(f"{u.family}{mixed} g{u.groups}{split} b{u.bottleneck:g} k{u.kernel} {frag} "
                          f"x{st.depth} w{st.width}")
+        return parts
+
+    def short(self) -> str:
+        """A one-line display form: the stem, :meth:`stage_descriptions`, the head (display only;
+        readers take the structured fields)."""
         head = f" | head {self.final_channels}" if self.final_channels else ""
-        return f"stem {self.stem_channels} | " + " | ".join(parts) + head
+        return f"stem {self.stem_channels} | " + " | ".join(self.stage_descriptions()) + head
 
 
 def _no_unknown(where: str, doc: Mapping[str, Any], allowed: set[str]) -> None:

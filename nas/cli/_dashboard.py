@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
+from nas._errors import NasError
 from nas.cli._command import Command
+from nas.fleet import load_existing_study
+from nas.study import study_data
 
 
 def _add_dashboard(p: argparse.ArgumentParser) -> None:
@@ -29,21 +34,14 @@ def _add_dashboard(p: argparse.ArgumentParser) -> None:
 def open_study(storage_arg: str, study_arg: str | None) -> tuple[Any, str]:
     """(optuna Study, storage string for the export command) from CLI strings (journal files,
     SQLite, any database URL)."""
-    from nas.fleet._storage import load_existing_study
-
     study, location = load_existing_study(storage_arg, study_arg)
     return study, location.target
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from dashboards import DashboardError, write_html
-    from dashboards._serve import DashboardServer, is_loopback
-
-    from nas._errors import NasError
-    from nas.study._rows import study_data
+    # plotly (through dashboards) is heavy and only this command needs it: deferred to its use
+    from dashboards import DashboardError, DashboardServer, write_html
+    from dashboards._serve import is_loopback  # deferred with the line above: plotly
 
     if not args.serve:
         given = [f for f, v in (("--host", args.host), ("--port", args.port), ("--poll", args.poll)) if v is not None]

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from search_space import ArchSpec
+
+from nas._errors import DataError, NasError
 from nas.cli._command import Command
+from nas.cli._spec_arg import load_spec_arg
+from nas.measure import DEVICES, RUNTIMES, LatencySettings
+from nas.proxies import BASELINES, NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, load_cifar10, resolve_data_dir
+from nas.study import Evaluator
+from nas.study._schema import ATTR_LATENCY_CACHED, COST_ATTRS, LATENCY_ATTRS, proxy_attr
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    from nas.measure._latency import DEVICES, LatencySettings
-    from nas.proxies._registry import PROXY_NAMES
-    from nas.measure._runtimes import RUNTIMES
-
     d = LatencySettings()
     p.add_argument("spec", metavar="SPEC.json|NAME", help="spec JSON file or canonical name (e.g. v2_1.0x)")
     p.add_argument("--proxy", action="append", choices=PROXY_NAMES, metavar="NAME",
@@ -31,17 +35,12 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (keys in README)")
 
 
-def evaluate_spec(spec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
-                  latency=None, use_cache: bool = True, resolution: int = 224) -> dict:
+def evaluate_spec(spec: ArchSpec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
+                  latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224) -> dict:
     """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
-    data. Accounting uses the deployment settings: ``latency``'s when given, else ``resolution``,
-    1,000 classes and the imagenet stem."""
-    from nas.measure._cost import profile
-    from nas.proxies._data import load_cifar10, resolve_data_dir
-    from nas._errors import DataError
-    from nas.measure._latency import measure_latency
-    from nas.proxies._registry import BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed
-
+    data, through :class:`nas.study.Evaluator`. Accounting uses the deployment settings: ``latency``'s
+    when given, else ``resolution``, 1,000 classes and the imagenet stem. Without ``proxies``: every
+    zero-cost proxy plus params and flops, the data-free ones only when no data folder is found."""
     if proxies:
         names = list(proxies)
         data = load_cifar10(resolve_data_dir(data_dir)) if any(n in NEEDS_DATA for n in names) else None
@@ -54,25 +53,22 @@ def evaluate_spec(spec, proxies: list[str] | None, data_dir: str | None, seed: i
                 raise
             data = None
             names = [n for n in names if n not in NEEDS_DATA]
-    values, seconds = compute_proxies_timed(spec, names, data, ProxySettings(seed=seed))
-    settings = latency
-    if settings is not None:
-        cost = profile(spec, settings.resolution, settings.num_classes, settings.stem)
-    else:
-        cost = profile(spec, resolution)
-    doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(), "proxies": values,
-           "proxy_seconds": seconds, **{k: v for k, v in cost.to_dict().items()}}
-    if settings is not None:
-        result = measure_latency(spec, settings, cache="default" if use_cache else None)
-        doc.update(result.to_attrs())
-        doc["latency_cached"] = result.cached
+    settings = latency if latency is not None else LatencySettings.from_dict({"resolution": resolution},
+                                                                             where="latency")
+    evaluator = Evaluator.for_spec(names, proxy_settings=ProxySettings(seed=seed), latency=settings, data=data,
+                                   latency_cache="default" if use_cache else None)
+    part = evaluator.proxy_phase(spec)
+    cost = {k: part.attrs[k] for k in COST_ATTRS}
+    doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(),
+           "proxies": {n: part.attrs[proxy_attr(n)] for n in names}, "proxy_seconds": part.proxy_seconds,
+           **cost, "resolution": settings.resolution, "num_classes": settings.num_classes, "stem": settings.stem}
+    if latency is not None:
+        done = evaluator.latency_phase(part)
+        doc.update({k: done.attrs[k] for k in (*LATENCY_ATTRS, ATTR_LATENCY_CACHED)})
     return doc
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nas.measure._latency import LatencySettings
-    from nas.cli._spec_arg import load_spec_arg
-
     spec = load_spec_arg(args.spec)
     settings = None
     if args.latency:
@@ -80,7 +76,6 @@ def _run(args: argparse.Namespace) -> int:
                                               "resolution": args.resolution, "batch": args.batch}, where="latency")
         settings.validate()
     elif args.resolution < 8:
-        from nas._errors import NasError
         raise NasError(f"--resolution: got {args.resolution}; expected an integer >= 8")
     doc = evaluate_spec(spec, args.proxy, args.data_dir, args.seed, settings, use_cache=not args.no_cache,
                         resolution=args.resolution)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from nas._errors import NasError
 from nas.cli._command import Command
+from nas.cli._spec_arg import load_spec_arg
+from nas.export import FORMATS, export_spec, export_trial
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -22,7 +25,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                                                          "(e.g. v2_1.0x)")
     src.add_argument("--spec", metavar="SPEC.json|NAME",
                      help="export a spec file or canonical name instead of a study trial")
-    p.add_argument("--format", required=True, choices=["json", "pytorch", "torchscript", "onnx"],
+    p.add_argument("--format", required=True, choices=list(FORMATS),
                    help="json: the spec; pytorch: state dict + spec; torchscript: frozen, BN folded; "
                         "onnx: opset 17, dynamic batch, constant-folded")
     p.add_argument("--out", required=True, metavar="PATH", help="artifact path; the model card goes to "
@@ -39,17 +42,12 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from nas._errors import NasError
-    from nas.export._export import export_spec, export_trial
-
     picked = [f for f, v in (("--trial", args.trial), ("--pareto-rank", args.pareto_rank),
                              ("--baseline", args.baseline)) if v is not None]
     if args.spec is not None:
         if args.study or args.storage or picked:
             raise NasError("--spec exports a spec on its own; drop --storage/--study/" + "/".join(
                 picked or ["--trial"]) + ", or drop --spec to export a study trial")
-        from nas.cli._spec_arg import load_spec_arg
-
         spec = load_spec_arg(args.spec)
         report = export_spec(spec, args.format, args.out, num_classes=_or(args.num_classes, 1000),
                              resolution=_or(args.resolution, 224), stem=_or(args.stem, "imagenet"),

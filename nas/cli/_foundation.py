@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from search_space import load_space, sample_specs
+from shufflenet import CANONICAL
+
+from nas._errors import NasError
 from nas.cli._command import Command
+from nas.cli._spec_arg import load_spec_arg
+from nas.measure import profile
 
 
 def _add_baselines(p: argparse.ArgumentParser) -> None:
@@ -15,10 +21,6 @@ def _add_baselines(p: argparse.ArgumentParser) -> None:
 
 def baseline_rows(family: str | None = None) -> list[dict]:
     """Every canonical config with its accounting at 224x224, 1,000 classes, and published numbers."""
-    from shufflenet import CANONICAL
-
-    from nas.measure._cost import profile
-
     rows = []
     for name, c in CANONICAL.items():
         if family and c.family != family:
@@ -56,8 +58,6 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from search_space import load_space, sample_specs
-
     space = load_space(args.space)
     specs = sample_specs(space, args.n, args.seed)
     if args.json:
@@ -79,10 +79,6 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from nas.measure._cost import profile
-    from nas._errors import NasError
-    from nas.cli._spec_arg import load_spec_arg
-
     spec = load_spec_arg(args.spec)
     if args.resolution < 8:
         raise NasError(f"--resolution: got {args.resolution}; expected an integer >= 8")

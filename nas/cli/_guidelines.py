@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from nas.cli._command import Command
+from nas.fleet import load_existing_study
+from nas.guidelines import GuidelineError, GuidelineSettings, format_report, format_study, measure, study_guidelines
+from nas.study import study_data
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -36,8 +39,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _csv(option: str, text: str, cast: type) -> list:
-    from nas.guidelines._benchmarks import GuidelineError
-
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     try:
         return [cast(t) for t in items]
@@ -47,14 +48,10 @@ def _csv(option: str, text: str, cast: type) -> list:
 
 
 def _load_study(storage: str, name: str):
-    from nas.fleet._storage import load_existing_study
-
     return load_existing_study(storage, name)[0]
 
 
 def _write(path: str, text: str) -> None:
-    from nas.guidelines._benchmarks import GuidelineError
-
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,16 +61,12 @@ def _write(path: str, text: str) -> None:
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from nas.guidelines._benchmarks import GuidelineError
-    from nas.guidelines._study import format_study, study_guidelines
-    from nas.study._rows import study_data
-
     if not args.study:
         raise GuidelineError("--study: missing; --storage needs --study NAME (the study inside that storage)")
     study = _load_study(args.storage, args.study)
     analysis = study_guidelines(study_data(study))
     if args.out:
-        from dashboards._guidelines import study_guidelines_html
+        from dashboards._guidelines import study_guidelines_html  # plotly is heavy and only --out needs it: deferred
 
         _write(args.out, study_guidelines_html(analysis))
     if args.json:
@@ -86,8 +79,6 @@ def _run_study(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nas.guidelines._benchmarks import GuidelineError, GuidelineSettings, format_report, measure
-
     if args.storage or args.study:
         if not args.storage:
             raise GuidelineError("--storage: missing; --study needs --storage URL (where the study lives)")
@@ -103,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
                                  rounds=args.rounds, latency=latency, paper_widths=args.paper_widths)
     report = measure(settings, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.out:
-        from dashboards._guidelines import guidelines_html
+        from dashboards._guidelines import guidelines_html  # plotly is heavy and only --out needs it: deferred
 
         _write(args.out, guidelines_html(report))
     if args.json:

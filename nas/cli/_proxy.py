@@ -7,7 +7,12 @@ import argparse
 import json
 import sys
 
+import torch
+
 from nas.cli._command import Command
+from nas.proxies import (ZERO_COST, ValidationError, ValidationProtocol, format_report, load_cifar10, resolve_data_dir,
+                         validate_proxies)
+from nas.study import load_study_config
 
 
 def _add_validate(p: argparse.ArgumentParser) -> None:
@@ -43,17 +48,10 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from nas.study._config import load_study_config
-    from nas.proxies._data import load_cifar10, resolve_data_dir
-    from nas.proxies._registry import ZERO_COST
-    from nas.proxies._validate import ValidationError, ValidationProtocol, format_report, validate_proxies
-
     config = load_study_config(args.space)
     if args.threads < 0:
         raise ValidationError(f"--threads: got {args.threads}; expected an integer >= 0 (0: torch's default)")
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     if (args.epochs is None) == (args.steps is None):
         raise ValidationError("give exactly one of --epochs E or --steps S (how long each architecture trains)")

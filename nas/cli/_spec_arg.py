@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from search_space import ArchSpec, SpecError
+from shufflenet import CANONICAL, canonical_spec
 
 
 def load_spec_arg(value: str) -> ArchSpec:
     """``value`` is a path to a spec JSON file, or a canonical name such as ``v2_1.0x``."""
-    from shufflenet import CANONICAL, canonical_spec
-
     if value in CANONICAL:
         return canonical_spec(value)
     path = Path(value)

@@ -7,8 +7,11 @@ import json
 import math
 import sys
 
+from nas._errors import NasError
 from nas.cli._command import Command
-
+from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
+from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
+                       study_data)
 
 # ---- launch ---------------------------------------------------------------------------------------
 
@@ -33,16 +36,10 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
 
 def _run_launch(args: argparse.Namespace) -> int:
     if args.workers != 1:
-        from nas.fleet._worker import launch_workers
-
-        return launch_workers(args)
-    from nas.study._config import load_study_config
-    from nas.study._evaluator import Evaluator
-    from nas.study._runner import Progress, launch, quiet_optuna, stop_on_sigterm
-    from nas.fleet._storage import open_storage, parse_storage
-
-    from nas._errors import NasError
-
+        if args.workers < 1 or args.workers > 256:
+            raise NasError(f"--workers: got {args.workers}; expected 1..256 worker processes")
+        return launch_workers(args.study_file, args.workers, storage=args.storage, study_name=args.study_name,
+                              trials=args.trials, data_dir=args.data_dir, threads=args.threads)
     config = load_study_config(args.study_file)
     if args.trials is not None:
         config = config.replace(trials=args.trials)
@@ -94,25 +91,17 @@ def _add_pareto(p: argparse.ArgumentParser) -> None:
 
 
 def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: str | None) -> dict:
-    """``nas._results.study_data`` of an existing study named by CLI strings."""
-    from nas._errors import NasError
-    from nas.study._rows import study_data
-    from nas.fleet._storage import load_existing_study
-
+    """``nas.study_data`` of an existing study named by CLI strings."""
     if storage_arg is None and study_file is None:
         raise NasError("pareto: give --storage URL (and --study NAME), or a study file whose default storage to read")
     name = study_arg
     if name is None and study_file is not None:
-        from nas.study._config import load_study_config
-
         name = load_study_config(study_file).name
     study, _ = load_existing_study(storage_arg, name, study_file)
     return study_data(study)
 
 
 def _run_pareto(args: argparse.Namespace) -> int:
-    from nas.study._pareto import front_summary
-
     summary = front_summary(load_study_data(args.storage, args.study, args.study_file))
     if args.json:
         print(json.dumps(summary, default=_json_default))

@@ -8,7 +8,13 @@ import os
 import sys
 from typing import Any
 
+from optuna.trial import TrialState
+
+from nas._errors import NasError
 from nas.cli._command import Command
+from nas.fleet import STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker, worker_id
+from nas.fleet._retry import _first_line
+from nas.study import load_study_config, quiet_optuna, stop_on_sigterm
 
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_GRACE_S = 60
@@ -56,23 +62,16 @@ def _logging(prefix: str) -> logging.Handler:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from optuna.trial import TrialState
-
-    from nas.fleet import _coord
-    from nas.study._config import load_study_config
-    from nas._errors import NasError
-    from nas.study._runner import quiet_optuna, stop_on_sigterm
-    from nas.fleet._storage import parse_storage
-    from nas.fleet._worker import STORAGE_ENV, open_worker_storage, prepare_worker
-
     if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
         raise NasError(f"--heartbeat-interval {args.heartbeat_interval} / --grace-period {args.grace_period}: "
                        f"expected an interval >= 1 s and a grace period longer than the interval")
     if args.threads is not None and args.threads < 1:
         raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
+    if args.until is not None and args.until < 1:
+        raise NasError(f"--until: got {args.until}; expected a positive number of finished searched trials")
     config = load_study_config(args.study_file)
     location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)
-    me = _coord.worker_id()
+    me = worker_id()
     handler = _logging(f"worker {me}")
     try:
         with quiet_optuna():
@@ -103,10 +102,10 @@ def _run_worker(args: argparse.Namespace) -> int:
                 try:
                     report = worker.run()
                 except Exception as exc:
-                    if not _coord.is_transient(exc):
+                    if not is_transient(exc):
                         raise
                     raise NasError(f"storage {location}: unreachable for longer than the retry deadline "
-                                   f"({_coord._first_line(exc)}); this worker stopped, its running trial (if any) "
+                                   f"({_first_line(exc)}); this worker stopped, its running trial (if any) "
                                    f"is re-queued by another worker once the database is back") from None
         print(report.summary(), file=sys.stderr)
         return 0

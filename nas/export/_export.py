@@ -7,7 +7,7 @@ Formats (:data:`FORMATS`):
 - ``pytorch``: ``torch.save`` of a plain dict: ``spec`` (JSON object), ``build`` (the
   ``build_model`` keyword arguments ``num_classes`` and ``stem``), ``resolution`` and
   ``state_dict``. Loads with ``torch.load`` (``weights_only``) and two lines of ``shufflenet``.
-- ``torchscript``: scripted, frozen, BatchNorm folded into the convs (``nas._runtimes``), with the
+- ``torchscript``: scripted, frozen, BatchNorm folded into the convs (``nas.measure._runtimes``), with the
   spec and build settings in the archive's extra file ``shufflenas.json``.
 - ``onnx``: opset 17, dynamic batch axis, constant-folded, BatchNorm folded, input ``input`` and
   output ``output``, the spec and build settings in the model's ``metadata_props``.
@@ -56,17 +56,24 @@ import os
 import platform
 import zipfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import optuna
 import torch
+from sqlalchemy.engine import make_url
 from torch import nn
 
 from search_space import ArchSpec, SpecError
+from shufflenet import CANONICAL, STEMS, build_model, resolve_spec
 
 from nas._errors import NasError
+from nas.fleet import open_storage, parse_storage
+from nas.measure import profile
 from nas.measure._runtimes import ONNX_OPSET, count_batchnorm, export_onnx, onnx_session, require, to_torchscript
+from nas.study import pareto_front, study_data
 
 FORMATS = ("json", "pytorch", "torchscript", "onnx")
 SUFFIXES = {"json": ".json", "pytorch": ".pt", "torchscript": ".ts.pt", "onnx": ".onnx"}
@@ -105,7 +112,6 @@ class Check:
 @dataclass(frozen=True)
 class ExportReport:
     """What an export wrote and proved. ``card`` is the model card as written to ``card_json``."""
-
     path: Path
     format: str
     card_json: Path
@@ -145,7 +151,6 @@ def export_spec(spec: ArchSpec | Mapping[str, Any] | str, fmt: str, out: str | o
     (a ``pytorch`` export or a plain ``torch.save(model.state_dict())``) to export instead of
     fresh calibrated weights made with ``seed``.
     """
-    from shufflenet import STEMS, resolve_spec
 
     fmt = _check_format(fmt)
     spec = resolve_spec(spec)
@@ -159,7 +164,6 @@ def export_spec(spec: ArchSpec | Mapping[str, Any] | str, fmt: str, out: str | o
                           "--format pytorch, torchscript or onnx")
     out = _check_out(out)
     build = {"num_classes": num_classes, "stem": stem}
-    from nas.measure._cost import profile
 
     with _single_thread():
         if fmt == "json":
@@ -186,7 +190,7 @@ def export_trial(storage: Any, study_name: str, *, trial: int | None = None, par
     ``baseline`` (a canonical name such as ``v2_1.0x``, a baseline trial of the study).
 
     ``storage`` is an Optuna storage object or a storage string (journal file path, ``sqlite:///``
-    or any database URL; see ``nas._storage``). ``num_classes`` / ``resolution`` / ``stem`` left
+    or any database URL; see ``nas.fleet._storage``). ``num_classes`` / ``resolution`` / ``stem`` left
     ``None`` take the study's latency settings (the deployment settings the trial was measured at),
     else 1000 / 224 / ``imagenet``. The card's study section records the study, trial, objectives,
     proxies, the stored accounting and the latency with its settings and device fingerprint.
@@ -198,14 +202,13 @@ def export_trial(storage: Any, study_name: str, *, trial: int | None = None, par
                           f"(got {', '.join(chosen) or 'none'})")
     storage_obj, display = _open_storage(storage)
     study = _load_study(storage_obj, study_name, display)
-    from nas.study._rows import study_data
 
     data = study_data(study)
     meta, rows = data["meta"], data["rows"]
     where = f"study {study_name!r} in {display}"
     if not any(isinstance(r.get("spec"), Mapping) for r in rows):
         raise ExportError(f"{where} has {len(rows)} trial(s) and none carries a 'spec' user attribute: it was not "
-                          f"made by `shufflenas launch` (see nas/_results.py for the attributes export reads)")
+                          f"made by `shufflenas launch` (see nas/study/_schema.py for the attributes export reads)")
     if trial is not None:
         row = _by_number(rows, trial, where)
         selected = {"by": "trial", "trial": trial}
@@ -242,8 +245,6 @@ def load_artifact(path: str | os.PathLike, fmt: str) -> Callable[[torch.Tensor],
     fmt = _check_format(fmt)
     path = Path(path)
     if fmt == "json":
-        from shufflenet import build_model
-
         model = build_model(ArchSpec.from_json(path.read_text())).eval()
         return _no_grad(model)
     if fmt == "pytorch":
@@ -261,8 +262,6 @@ def load_artifact(path: str | os.PathLike, fmt: str) -> Callable[[torch.Tensor],
 
 def load_pytorch(path: str | os.PathLike) -> nn.Module:
     """The model of a ``pytorch`` export, in eval mode (what README's two lines do)."""
-    from shufflenet import build_model
-
     doc = _read_pytorch(Path(path))
     model = build_model(doc["spec"], **doc["build"])
     model.load_state_dict(doc["state_dict"])
@@ -273,8 +272,6 @@ def load_pytorch(path: str | os.PathLike) -> nn.Module:
 
 def _make_model(spec: ArchSpec, build: dict, resolution: int, seed: int,
                 weights: str | os.PathLike | None) -> tuple[nn.Module, dict]:
-    from shufflenet import build_model
-
     torch.manual_seed(seed)
     model = build_model(spec, **build)
     if weights is None:
@@ -486,8 +483,6 @@ def _loads(name: str, loader: Callable[[], Any]) -> tuple[Any, Check]:
 # ---- json ----
 
 def _check_json(path: Path, spec: ArchSpec, build: dict, resolution: int) -> list[Check]:
-    from shufflenet import build_model
-
     loaded, check = _loads("json", lambda: ArchSpec.from_json(path.read_text()))
     checks = [check]
     if loaded is None:
@@ -590,8 +585,6 @@ def _check_onnx(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Refe
 
 def _open_storage(storage: Any) -> tuple[Any, str]:
     if isinstance(storage, (str, os.PathLike)):
-        from nas.fleet._storage import open_storage, parse_storage
-
         location = parse_storage(str(storage))
         return open_storage(location, create=False), location.display
     return storage, _storage_display(storage)
@@ -601,8 +594,6 @@ def _storage_display(storage: Any) -> str:
     url = getattr(storage, "url", None)
     if isinstance(url, str):
         try:
-            from sqlalchemy.engine import make_url
-
             return make_url(url).render_as_string(hide_password=True)
         except Exception:  # noqa: BLE001 - only a display string
             return type(storage).__name__
@@ -610,8 +601,6 @@ def _storage_display(storage: Any) -> str:
 
 
 def _load_study(storage: Any, name: str, display: str) -> Any:
-    import optuna
-
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -640,8 +629,6 @@ def _complete(row: dict, where: str) -> dict:
 
 
 def _by_baseline(rows: Sequence[dict], name: str, where: str) -> dict:
-    from shufflenet import CANONICAL
-
     matches = [r for r in rows if r.get("baseline") == name]
     if not matches:
         present = sorted({r["baseline"] for r in rows if r.get("baseline")})
@@ -659,10 +646,6 @@ def _by_baseline(rows: Sequence[dict], name: str, where: str) -> dict:
 def _by_pareto_rank(rows: Sequence[dict], meta: Mapping[str, Any], rank: int, where: str) -> dict:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ExportError(f"pareto_rank: got {rank!r}; expected an integer >= 0 (0 = best proxy on the front)")
-    try:
-        from nas.study._pareto import pareto_front
-    except ImportError:  # pragma: no cover - the study runner's module ships with the package
-        raise ExportError("pareto_rank: this installation has no nas._pareto; select with --trial instead") from None
     front = list(pareto_front(rows, meta["directions"]))  # searched trials only; baselines excluded
     if rank >= len(front):
         members = ", ".join(str(r["number"]) for r in front) or "none"
@@ -676,7 +659,7 @@ def _row_spec(row: dict, where: str) -> ArchSpec:
     doc = row.get("spec")
     if not isinstance(doc, Mapping):
         raise ExportError(f"{where}: trial {row['number']} has no 'spec' user attribute; it was not made by "
-                          f"`shufflenas launch` (see nas/_results.py)")
+                          f"`shufflenas launch` (see nas/study/_schema.py)")
     try:
         spec = ArchSpec.from_dict(doc)
     except SpecError as exc:
@@ -708,8 +691,6 @@ def _card_paths(out: Path) -> tuple[Path, Path]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for dist in ("shufflenas", "onnx", "onnxruntime", "optuna"):
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -13,7 +13,7 @@ Optuna storage object. Accepted:
 Why a journal file by default: it is one append-only file with no schema set-up, safe for several
 processes on one machine (file lock), and faster than SQLite for the few hundred trials of a study
 (``bench/results/study_throughput.json``: framework time per trial, journal vs SQLite). The journal
-is written without Optuna's per-operation ``fsync`` (see :func:`_journal_backend_class`).
+is written without Optuna's per-operation ``fsync`` (see :class:`nas._optuna.FlushingJournalFileBackend`).
 
 Every failure (bad URL, unknown database kind, missing driver, unreachable or refusing server,
 missing file) is a :class:`StorageError` with one line naming the storage (password masked as
@@ -22,12 +22,21 @@ missing file) is a :class:`StorageError` with one line naming the storage (passw
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+import sqlalchemy.exc as sa_exc
+from optuna.exceptions import StorageInternalError
+from optuna.storages import JournalStorage, RDBStorage
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from nas._errors import NasError
+from nas._optuna import FlushingJournalFileBackend
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -84,9 +93,6 @@ def _is_sqlite_file(path: Path) -> bool:
 
 
 def _parse_url(value: str) -> StorageLocation:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     scheme = value.split("://", 1)[0]
     if scheme in ("journal", "file"):
         path = Path(value.split("://", 1)[1]).expanduser().resolve()
@@ -113,8 +119,6 @@ def _parse_url(value: str) -> StorageLocation:
 
 
 def _postgres_driver() -> str:
-    import importlib.util
-
     if importlib.util.find_spec("psycopg2") is not None:
         return "psycopg2"
     return "psycopg"  # psycopg 3 (the postgres extra); a missing one is reported when connecting
@@ -131,46 +135,28 @@ def _mask_raw(value: str) -> str:
     return f"{scheme}://{creds}@{host}"
 
 
-def open_storage(location: StorageLocation, *, create: bool = True) -> Any:
-    """An Optuna storage object for ``location``. With ``create=False`` (readers: ``pareto``,
+def as_location(storage: StorageLocation | str | os.PathLike) -> StorageLocation:
+    """A :class:`StorageLocation` from what a user has: a location, or a journal file path,
+    ``sqlite:///PATH`` or database URL string (parsed by :func:`parse_storage`)."""
+    if isinstance(storage, StorageLocation):
+        return storage
+    if isinstance(storage, (str, os.PathLike)) and os.fspath(storage):
+        return parse_storage(os.fspath(storage))
+    raise StorageError(f"storage: got {storage!r}; expected a journal file path, sqlite:///PATH, a database URL "
+                       f"(postgresql://USER@HOST/DB) or a StorageLocation")
+
+
+def open_storage(location: StorageLocation | str | os.PathLike, *, create: bool = True) -> Any:
+    """An Optuna storage object for ``location`` (a :class:`StorageLocation`, or a journal file
+    path / ``sqlite:///PATH`` / database URL string). With ``create=False`` (readers: ``pareto``,
     dashboards) a missing journal or SQLite file is an error instead of a new empty storage."""
+    location = as_location(location)
     if location.kind == "journal":
         return _open_journal(Path(location.target), create)
     return _open_rdb(location, create)
 
 
-def _journal_backend_class() -> type:
-    from optuna.storages.journal import JournalFileBackend
-
-    class FlushingJournalFileBackend(JournalFileBackend):
-        """Optuna's journal file backend without the ``fsync`` after every operation.
-
-        Appends keep Optuna's file lock (safe for several processes) and are flushed to the
-        operating system at once, so a crashed or killed process loses nothing; only a power cut
-        or kernel crash can lose the last operations. An Optuna trial is ~50 operations (params,
-        user attributes, state), and on this project's dev box each fsync took ~5 ms: 280 ms of
-        framework time per trial, 27% of a quickstart trial (``bench/study_throughput.py``).
-        The file format is Optuna's own: any Optuna reader opens it.
-        """
-
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            import json as _json
-
-            self._lock.acquire()
-            try:
-                text = "\n".join(_json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-                with open(self._file_path, "ab") as f:
-                    f.write(text.encode("utf-8"))
-                    f.flush()
-            finally:
-                self._lock.release()
-
-    return FlushingJournalFileBackend
-
-
 def _open_journal(path: Path, create: bool) -> Any:
-    from optuna.storages import JournalStorage
-
     if not path.exists():
         if not create:
             raise StorageError(f"storage {path}: no such journal file; launch the study first, or give the "
@@ -189,16 +175,12 @@ def _open_journal(path: Path, create: bool) -> Any:
         raise StorageError(f"storage {path}: folder {path.parent} is not writable (the journal takes a lock "
                            f"file beside it); give a path in a writable folder")
     try:
-        return JournalStorage(_journal_backend_class()(str(path)))
+        return JournalStorage(FlushingJournalFileBackend(str(path)))
     except (OSError, ValueError) as exc:
         raise StorageError(f"storage {path}: cannot open the journal file ({exc})") from None
 
 
 def _open_rdb(location: StorageLocation, create: bool) -> Any:
-    import sqlalchemy.exc as sa_exc
-    from optuna.storages import RDBStorage
-    from sqlalchemy.engine import make_url
-
     url = make_url(location.target)
     backend = url.get_backend_name()
     where = f"storage {location.display}"
@@ -218,7 +200,6 @@ def _open_rdb(location: StorageLocation, create: bool) -> Any:
     elif backend == "mysql":
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     host = f"{url.host}:{url.port}" if url.port else (url.host or "")
-    from optuna.exceptions import StorageInternalError
 
     try:
         try:
@@ -261,7 +242,6 @@ def load_existing_study(storage: str | None, study_name: str | None, study_file:
     ``study_file``) and ``study_name`` (may be left out when the storage holds exactly one study).
     Nothing is created. Returns ``(optuna.Study, StorageLocation)``; a missing or ambiguous study is
     a :class:`StorageError` naming the studies that are there."""
-    import optuna
 
     location = parse_storage(storage, study_file)
     opened = open_storage(location, create=False)

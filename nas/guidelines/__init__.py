@@ -8,6 +8,7 @@ _EXPORTS = {
     "GuidelineError": "nas.guidelines._benchmarks",
     "GuidelineSettings": "nas.guidelines._benchmarks",
     "format_report": "nas.guidelines._benchmarks",
+    "measure": "nas.guidelines._benchmarks",
     "reassemble": "nas.guidelines._benchmarks",
     "run_guidelines": "nas.guidelines._benchmarks",
     "StudyGuidelinesError": "nas.guidelines._study",

@@ -38,13 +38,17 @@ Choices the paper leaves open (kept fixed, printed in every report, see :data:`C
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from shufflenet import CANONICAL, build_model
+
 from nas._errors import NasError
+from nas.measure import RUNTIMES, LatencySettings, analytic_macs, device_fingerprint, profile_module, time_module
 
 
 class GuidelineError(NasError):
@@ -235,7 +239,6 @@ class Bottleneck(nn.Module):
 @dataclass(frozen=True)
 class Benchmark:
     """One row of one table: what to build, its input, and the paper's numbers beside it."""
-
     table: str
     config: str
     scale: float               # x1/x2/x4 for G1-G4; the width multiplier for networks
@@ -272,8 +275,6 @@ def build_benchmark(b: Benchmark) -> nn.Module:
     elif b.table == "G4":
         model = nn.Sequential(*[Bottleneck(s["c"], s["inner"], s["relu"], s["shortcut"]) for _ in range(BLOCKS)])
     elif b.table == "networks":
-        from shufflenet import build_model
-
         model = build_model(b.config, num_classes=1000, stem="imagenet")
     else:  # pragma: no cover - Benchmark rows come from benchmarks() only
         raise GuidelineError(f"table: got {b.table!r}; allowed: {', '.join(TABLES)}")
@@ -349,10 +350,6 @@ def benchmarks(config_set: str, scales: Sequence[int] = SCALES, tables: Sequence
     for table in tables:
         paper = PAPER[table]
         if table == "networks":
-            from shufflenet import CANONICAL
-
-            from nas.measure._cost import analytic_macs
-
             for name in paper["configs"]:
                 c = CANONICAL[name]
                 pg, pa = _paper_speed(table, name, c.multiplier)
@@ -436,7 +433,7 @@ class GuidelineSettings:
     ``batch`` None: 1 on cpu, 8 on cuda (the paper's GPU batch); ``rounds``: every row is timed
     ``rounds`` times, round-robin over the rows, and the pooled runs give its median and IQR (so slow
     drift of a shared host spreads over all rows instead of biasing some); ``latency``: protocol
-    overrides for :class:`nas._latency.LatencySettings` (warmup, min_runs, max_runs, max_seconds,
+    overrides for :class:`nas.measure._latency.LatencySettings` (warmup, min_runs, max_runs, max_seconds,
     target_rel_iqr, warmup_seconds)."""
 
     device: str = "cpu"
@@ -451,8 +448,6 @@ class GuidelineSettings:
     paper_widths: bool = False
 
     def resolved(self) -> "GuidelineSettings":
-        from nas.measure._runtimes import RUNTIMES
-
         if self.device not in ("cpu", "cuda"):
             raise GuidelineError(f"--device: got {self.device!r}; allowed: cpu, cuda")
         if self.runtime not in RUNTIMES:
@@ -490,16 +485,12 @@ class GuidelineSettings:
 
 
 def _latency_settings(gs: GuidelineSettings, resolution: int) -> Any:
-    from nas.measure._latency import LatencySettings
-
     return LatencySettings.from_dict({"device": gs.device, "runtime": gs.runtime, "threads": gs.threads,
                                       "resolution": resolution, "batch": gs.batch, **gs.latency},
                                      where="latency")
 
 
 def _quartiles(samples: Sequence[float]) -> tuple[float, float, float]:
-    import statistics
-
     if len(samples) == 1:
         return samples[0], samples[0], samples[0]
     q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
@@ -519,9 +510,6 @@ def _percentile(samples: Sequence[float], q: float) -> float:
 def measure(settings: GuidelineSettings | None = None, *,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build, account and time every benchmark row; returns the plain report (see :func:`run_guidelines`)."""
-    from nas.measure._cost import profile_module
-    from nas.measure._latency import device_fingerprint, time_module
-
     gs = (settings or GuidelineSettings()).resolved()
     base = _latency_settings(gs, INPUT_HW)
     base.validate()  # cuda without a GPU, onnxruntime not installed, ...: one clear error before any work
@@ -585,7 +573,6 @@ def run_guidelines(device: str = "cpu", runtime: str = "eager", threads: int = 1
                    tables: Iterable[str] = TABLES, rounds: int = 1, latency: dict[str, Any] | None = None,
                    paper_widths: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reproduce the guideline tables on this device; returns plain data::
-
         {"device": {...fingerprint...}, "settings": {...}, "choices": {...},
          "tables": {"G1": {"rows": [...], "holds": bool, "verdict": str, "flops_check": [...],
                            "ratios": {...}, "title": str}, "G2": ..., "G3": ..., "G4": ..., "networks": ...}}

@@ -1,6 +1,6 @@
 """The guidelines as a user's own searched space shows them on their device.
 
-From the plain rows of :func:`nas._results.study_data` (complete trials with a spec, the cost
+From the plain rows of :func:`nas.study._schema.study_data` (complete trials with a spec, the cost
 accounting and a latency), this gathers:
 
 - latency per MFLOP (µs per million multiply-adds) grouped by the unit knobs the guidelines are
@@ -22,6 +22,10 @@ import math
 import statistics
 from collections import Counter
 from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from search_space import ArchSpec
 
 from nas._errors import NasError
 
@@ -52,8 +56,6 @@ def _majority(values: Sequence[Any]) -> tuple[Any, bool]:
 
 def unit_knobs(spec_doc: Mapping[str, Any]) -> dict[str, Any]:
     """The knob values of a spec (as a JSON object) that most of its units use."""
-    from search_space import ArchSpec
-
     spec = ArchSpec.from_dict(spec_doc)
     plans = spec.units()
     choices = [st.choice(i) for st in spec.stages for i in range(st.depth)]
@@ -86,8 +88,6 @@ def _usable(row: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _fit(points: list[dict[str, Any]], features: Sequence[str]) -> dict[str, Any]:
-    import numpy as np
-
     n, p = len(points), len(features) + 1
     if n < p + 2:
         return {"features": list(features), "n": n,
@@ -144,7 +144,6 @@ def _group_stats(points: list[dict[str, Any]], knob: str) -> list[dict[str, Any]
 
 def study_guidelines(data: Any) -> dict[str, Any]:
     """The study-side analysis as plain data (JSON-serialisable)::
-
         {"study", "n_trials", "n_used", "left_out": {...}, "device_fingerprint", "latency_settings",
          "groups": {"groups": [...], "split": [...], "fragments": [...], "kernel": [...]},
          "fits": {"flops": {...}, "full": {...}}, "points": [...], "verdict": str, "note": str}

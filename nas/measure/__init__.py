@@ -31,6 +31,8 @@ _EXPORTS = {
     "prepare_runtime": "nas.measure._latency",
     "stop_reason": "nas.measure._latency",
     "time_module": "nas.measure._latency",
+    "computing_on_host": "nas.measure._hostlock",
+    "measuring_on_host": "nas.measure._hostlock",
 }
 
 __all__ = sorted(_EXPORTS)

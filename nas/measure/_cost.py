@@ -18,15 +18,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from thop import profile as thop_profile
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from search_space import ArchSpec
+from shufflenet import build_model
 
 ELEMENTWISE_KINDS = {
     "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "cat": "concat",
@@ -97,11 +102,7 @@ _NOT_MULTIPLY_ADDS = {cls: _zero_ops for cls in (nn.BatchNorm2d, nn.ReLU, nn.Max
 
 def thop_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-adds of conv and linear layers, as thop counts them."""
-    import copy
-    import contextlib
-    import io
 
-    from thop import profile as thop_profile
 
     probe = copy.deepcopy(model)  # thop adds (and removes) buffers and hooks: keep the caller's model clean
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
@@ -185,7 +186,6 @@ def profile(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem
     ``cross_check=False`` takes the multiply-adds from :func:`analytic_macs` alone and skips thop
     (which copies the model and runs a second forward); the tests check that both agree for every
     canonical config and seeded samples of the space, so the study runner uses it per trial."""
-    from shufflenet import build_model
 
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
         raise ValueError(f"resolution: got {resolution!r}; expected an integer >= 8")

@@ -4,7 +4,7 @@ with an adaptive protocol, cached by spec, settings and device fingerprint.
 The one path: ``measure_latency(spec, settings)`` builds ``shufflenet.build_model(spec,
 settings.num_classes, settings.stem)`` in eval mode, looks the measurement up in the cache, and on
 a miss converts the model to the deployment runtime (eager PyTorch, TorchScript frozen with BN
-folded, or ONNX run by onnxruntime; conversions live in :mod:`nas._runtimes`, shared with export)
+folded, or ONNX run by onnxruntime; conversions live in :mod:`nas.measure._runtimes`, shared with export)
 and times it with :func:`time_module`.
 
 Protocol (:func:`time_module`), all of it under :func:`latency_lock` so that measurements on one
@@ -41,6 +41,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,9 +49,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 from search_space import ArchSpec
+from shufflenet import STEMS, build_model, resolve_spec
 
 from nas._errors import NasError
 from nas.measure._runtimes import RUNTIMES, export_onnx, onnx_session, require, runtime_versions, to_torchscript
@@ -71,7 +74,6 @@ class LatencyError(NasError):
 # --------------------------------------------------------------------------------------------- settings
 
 def _stems() -> tuple[str, ...]:
-    from shufflenet import STEMS
     return tuple(STEMS)
 
 
@@ -207,8 +209,6 @@ class LatencySettings:
 
 # --------------------------------------------------------------------------------------------- result
 
-ATTR_KEYS = ("latency_ms", "latency_iqr_ms", "latency_runs", "latency_settings", "device_fingerprint",
-             "fingerprint_id")
 
 
 @dataclass(frozen=True)
@@ -232,21 +232,12 @@ class LatencyResult:
     def rel_iqr(self) -> float:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
 
-    def to_attrs(self) -> dict[str, Any]:
-        """Exactly the trial user-attribute keys of :mod:`nas._results` for a latency."""
-        return {
-            "latency_ms": self.median_ms,
-            "latency_iqr_ms": self.iqr_ms,
-            "latency_runs": self.runs,
-            "latency_settings": dict(self.settings),
-            "device_fingerprint": dict(self.fingerprint),
-            "fingerprint_id": self.fingerprint_id,
-        }
-
     def to_dict(self) -> dict[str, Any]:
-        """The attributes plus ``cached``, ``input_shape`` and ``stop`` (for ``--json`` output)."""
-        return {**self.to_attrs(), "cached": self.cached, "input_shape": list(self.input_shape),
-                "stop": self.stop}
+        """The measurement as plain data, in its own field names (a trial's latency attributes are
+        ``nas.study.latency_attrs(result)``)."""
+        return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "runs": self.runs, "settings": dict(self.settings),
+                "fingerprint": dict(self.fingerprint), "fingerprint_id": self.fingerprint_id, "cached": self.cached,
+                "input_shape": list(self.input_shape), "stop": self.stop}
 
 
 # --------------------------------------------------------------------------------------------- fingerprint
@@ -262,7 +253,6 @@ def _cpu_model() -> str:
             if sep and name.strip() == key and value.strip():
                 return " ".join(value.split())
     if platform.system() == "Darwin":
-        import subprocess
         with contextlib.suppress(Exception):
             out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
                                  timeout=5).stdout.strip()
@@ -327,7 +317,6 @@ def latency_lock(timeout: float | None = None) -> Iterator[Path]:
     """Hold the per-host latency lock (an OS file lock, so it serialises processes, and is released
     if a holder dies). ``timeout=None`` waits as long as needed; otherwise :class:`LatencyError`
     after ``timeout`` seconds. Re-entrant within one thread. Yields the lock file's path."""
-    from filelock import FileLock, Timeout
 
     path = lock_path()
     try:
@@ -651,7 +640,6 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
     resolution``) in ``settings.runtime`` on ``settings.device``. ``cache``: ``"default"`` uses
     :func:`default_cache`, ``None`` measures afresh and stores nothing, a :class:`LatencyCache` or a
     path uses that file. A hit returns with ``cached=True`` without building the model."""
-    from shufflenet import build_model, resolve_spec
 
     spec = resolve_spec(spec)
     if not isinstance(settings, LatencySettings):

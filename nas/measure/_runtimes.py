@@ -8,6 +8,7 @@ onnx / onnxruntime are optional: they are imported here, at the point of use, wi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import warnings
 from pathlib import Path
@@ -28,8 +29,6 @@ class RuntimeUnavailable(NasError):
 
 def require(module: str, extra: str = "onnx") -> Any:
     """Import an optional dependency, or raise a one-line install hint."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -29,19 +29,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import platform
 import random
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
 
 from search_space import ArchSpec, SearchSpace
 
 from nas._errors import NasError
+from nas.proxies._data import load_cifar10
 from nas.proxies._registry import ProxySettings
+from nas.proxies._train import train_short
 
 PLAN_FORMAT = "shufflenas-bank-plan"
 RESULTS_FORMAT = "shufflenas-bank"
@@ -384,9 +391,6 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 # ---- building ------------------------------------------------------------------------------------
 
 def versions() -> dict[str, str]:
-    import torch
-
-    from importlib import metadata
     try:
         ours = metadata.version("shufflenas")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -399,16 +403,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(data_dir: str, threads: int) -> None:
-    import torch
-
-    from nas.proxies._data import load_cifar10
     torch.set_num_threads(threads)
     _WORKER["data"] = load_cifar10(data_dir)
     _WORKER["threads"] = threads
 
 
 def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
-    from nas.proxies._train import train_short
     spec = ArchSpec.from_dict(spec_doc)
     settings = ProxySettings.from_dict(settings_doc)
     r = train_short(spec, _WORKER["data"], settings, device=device)
@@ -436,9 +436,6 @@ def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, da
                jobs: int = 1, threads: int = 1, device: str = "cpu", limit: int | None = None,
                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
     """Train every (architecture, seed) of the plan that the results file lacks; returns how many ran."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    import multiprocessing as mp
-
     plan = read_plan(plan_path)
     proto = Protocol.from_dict(plan["protocol"], str(plan_path))
     todo = pending_runs(plan, read_results(results_path))

@@ -284,7 +284,6 @@ def _latin1_encode_standin(text: Any, encoding: Any = "utf-8") -> bytes:
 
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles plain containers and CIFAR's numpy arrays only; every other global is refused."""
-
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"): _ArrayStandIn,
         ("numpy._core.multiarray", "_reconstruct"): _ArrayStandIn,

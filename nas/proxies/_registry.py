@@ -17,7 +17,7 @@ grad_norm  CIFAR-10 Abdelfattah et al. 2021: sum over layers of ||dL/dW||_2
 snip       CIFAR-10 Lee et al. 2019 / Abdelfattah et al. 2021: sum |W * dL/dW|
 params     none     parameter count (10 classes)
 flops      none     multiply-adds / 1e6 at 32x32, cifar stem
-train      CIFAR-10 short SGD training, top-1 % on held-out test images (:mod:`nas._train`)
+train      CIFAR-10 short SGD training, top-1 % on held-out test images (:mod:`nas.proxies._train`)
 ensemble   (mixed)  weighted mean percentile of chosen proxies among a validate-proxy results file's
                     architectures (:func:`ensemble`)
 ========== ======== ================================================================================
@@ -38,9 +38,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from search_space import ArchSpec
+from shufflenet import build_model
 
-from nas.proxies._data import Cifar10
 from nas._errors import DataError, NasError
+from nas.measure import analytic_macs
+from nas.proxies._data import Cifar10
+from nas.proxies._train import normalise, train_short
+from nas.proxies._results import load_reference
 
 PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble")
 # ``ensemble`` is counted as a data proxy: its default components include naswot, grad_norm and snip
@@ -51,8 +55,6 @@ BASELINES = ("params", "flops")
 
 NASWOT_SINGULAR = -1e9  # naswot's value for a singular activation kernel (published: -inf)
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class ProxyError(NasError):
@@ -252,19 +254,10 @@ def compute_proxies_timed(spec: ArchSpec, names: Sequence[str], data: Cifar10 | 
 # ---- helpers -------------------------------------------------------------------------------------
 
 def _build(spec: ArchSpec, seed: int, device: torch.device) -> nn.Module:
-    from shufflenet import build_model
-
     torch.manual_seed(seed)
     model = build_model(spec, num_classes=10, stem="cifar")
     return model.to(device)
 
-
-def normalise(images_uint8: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, 3, 32, 32) -> float32 normalised by the CIFAR-10 channel mean and std."""
-    x = torch.as_tensor(np.asarray(images_uint8)).to(device=device, dtype=torch.float32).div_(255.0)
-    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def _minibatch(data: Cifar10, size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -434,8 +427,6 @@ def snip(spec: ArchSpec, data: Cifar10, settings: ProxySettings, device: torch.d
 
 def params(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
     """Parameter count of the CIFAR network (cifar stem, 10 classes). No data, no randomness."""
-    from shufflenet import build_model
-
     model = build_model(spec, num_classes=10, stem="cifar")
     return float(sum(p.numel() for p in model.parameters()))
 
@@ -443,15 +434,13 @@ def params(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device
 def flops(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
     """Multiply-adds of conv and linear layers / 1e6 at 32x32 with the cifar stem and 10 classes
     (``nas.analytic_macs``, which equals thop's count for every spec). No data, no randomness."""
-    from nas.measure._cost import analytic_macs
 
     return analytic_macs(spec, 32, 10, "cifar") / 1e6
 
 
 def train(spec: ArchSpec, data: Cifar10, settings: ProxySettings, device: torch.device) -> float:
     """The short-training fidelity: top-1 accuracy (%) on held-out CIFAR-10 test images after a
-    short SGD run (see :func:`nas._train.train_short` and :class:`ProxySettings`)."""
-    from nas.proxies._train import train_short
+    short SGD run (see :func:`nas.proxies._train.train_short` and :class:`ProxySettings`)."""
 
     return train_short(spec, data, settings, device).accuracy
 
@@ -462,7 +451,6 @@ def ensemble(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, devi
     ``validate-proxy`` results file computed with the same proxy settings), and the percentiles are
     averaged with equal weights or with weights fitted on that file (``ensemble_weights``). The value
     lies in [0, 1]. Its honest quality is ``validate-proxy``'s held-out ``ensemble_cv`` tau."""
-    from nas.proxies._validate import load_reference
 
     ref = load_reference(settings.ensemble_reference, settings.ensemble_of)
     weights = ref.weights(settings.ensemble_weights)

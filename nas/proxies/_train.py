@@ -26,10 +26,13 @@ import torch
 from torch.nn import functional as F
 
 from search_space import ArchSpec
+from shufflenet import build_model
 
+from nas._errors import DataError, NasError
 from nas.proxies._data import Cifar10
-from nas._errors import NasError
 
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _SUBSET_SEED = 20240611  # fixes which images form the training subset and the held-out set
 
 
@@ -44,6 +47,14 @@ class TrainResult:
     device: str
     loss_last_half: float = float("nan")   # mean loss over the second half of the steps (Ru et al. 2021)
     loss_curve: tuple[float, ...] = ()     # mean loss over each twentieth of the steps, in order
+
+
+def normalise(images_uint8: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) -> float32 normalised by the CIFAR-10 channel mean and std."""
+    x = torch.as_tensor(np.asarray(images_uint8)).to(device=device, dtype=torch.float32).div_(255.0)
+    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def _subset(n_total: int, n: int, salt: int) -> np.ndarray:
@@ -72,12 +83,9 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
 
     ``settings`` is a :class:`nas.ProxySettings`; ``device`` overrides ``settings.device``.
     """
-    from shufflenet import build_model
 
-    from nas.proxies._registry import normalise
 
     if data is None:
-        from nas._errors import DataError
         raise DataError("the train proxy needs CIFAR-10 images: give the data folder (--data-dir DIR, data_dir in "
                         "the study file, or SHUFFLENAS_DATA)")
     dev = torch.device(device) if device is not None else settings.torch_device()

@@ -1,7 +1,7 @@
 """Proxy validation: does a proxy rank architectures the way (short) training does?
 
 ``validate_proxies`` samples N specs from a search space, computes every proxy of each, trains
-each briefly (:mod:`nas._train`) with one seed, and a second (or more) seed for all or a share of
+each briefly (:mod:`nas.proxies._train`) with one seed, and a second (or more) seed for all or a share of
 them, then scores every proxy by Kendall's tau-b and Spearman's rho against the seed-averaged
 accuracy. The truth is noisy and the report shows how much:
 
@@ -23,81 +23,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import torch
+from tqdm import tqdm
+
 from search_space import ArchSpec, SearchSpace, sample_specs
 
-from nas._errors import NasError
-from nas.proxies._registry import BASELINES, PROXY_NAMES, ZERO_COST, ProxySettings, check_proxy_names
+from nas.proxies._data import load_cifar10
+from nas.proxies._rank import kendall_tau_b, ranks, spearman_rho, tau_standard_error
+from nas.proxies._results import RESULTS_FORMAT, ResultsFile, ValidationError, _Done, _index_records
+from nas.proxies._registry import (BASELINES, ZERO_COST, ProxySettings, check_proxy_names,
+                                   compute_proxies_timed)
+from nas.proxies._train import train_short
 
-RESULTS_FORMAT = 1
 DEFAULT_SCORED = ZERO_COST + BASELINES
-
-
-class ValidationError(NasError):
-    """Bad validate-proxy arguments, or a results file that cannot be used."""
-
-
-# ---- statistics (no scipy at run time) -----------------------------------------------------------
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties in either variable handled as scipy's ``kendalltau`` does)."""
-    n = len(x)
-    if n != len(y):
-        raise ValueError("x and y differ in length")
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx = (x[i] > x[j]) - (x[i] < x[j])
-            dy = (y[i] > y[j]) - (y[i] < y[j])
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif dx == dy:
-                concordant += 1
-            else:
-                discordant += 1
-    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denom if denom else float("nan")
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Average ranks (1-based), ties sharing the mean of their positions."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    rx, ry = _ranks(x), _ranks(y)
-    n = len(rx)
-    mx, my = sum(rx) / n, sum(ry) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return sxy / math.sqrt(sxx * syy) if sxx and syy else float("nan")
-
-
-def tau_standard_error(n: int) -> float:
-    """Standard error of Kendall's tau under independence at n pairs: sqrt(2(2n+5) / (9n(n-1)))."""
-    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n >= 2 else float("nan")
 
 
 # ---- the protocol --------------------------------------------------------------------------------
@@ -195,87 +142,17 @@ def plan_specs(protocol: ValidationProtocol) -> list[ArchSpec]:
 
 # ---- the results file ----------------------------------------------------------------------------
 
-class ResultsFile:
-    """JSON lines, one finished unit of work a line, appended and flushed at once."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-
-    def read(self, key: str) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        try:
-            lines = self.path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"{self.path}: cannot read the results file ({exc})") from None
-        records = []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if n == len(lines):  # the line in flight when a run was killed
-                    continue
-                raise ValidationError(f"{self.path}: line {n} is not JSON; the results file is damaged (move it "
-                                      f"away to start over)") from None
-            if not isinstance(rec, dict) or "kind" not in rec:
-                raise ValidationError(f"{self.path}: line {n} is not a validate-proxy record")
-            if rec.get("key") == key:
-                records.append(rec)
-        return records
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(record, sort_keys=True)
-        with open(self.path, "a+b") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell():  # a killed run may have left a torn last line: drop it (it never finished)
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.seek(0)
-                    content = fh.read()
-                    fh.truncate(content.rfind(b"\n") + 1)
-                    fh.seek(0, os.SEEK_END)
-            fh.write(text.encode() + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
 def default_results_path(protocol: ValidationProtocol) -> Path:
     return Path(f"shufflenas-validate-{protocol.key()}.jsonl")
 
 
 # ---- the work ------------------------------------------------------------------------------------
 
-@dataclass
-class _Done:
-    proxies: dict[str, float] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    train: dict[int, dict[str, Any]] = field(default_factory=dict)
-    spec: dict[str, Any] | None = None
-
-
-def _index_records(records: Iterable[Mapping[str, Any]]) -> dict[str, _Done]:
-    done: dict[str, _Done] = {}
-    for rec in records:
-        d = done.setdefault(rec["spec_hash"], _Done())
-        if rec["kind"] == "proxies":
-            d.proxies.update(rec["values"])
-            d.seconds.update(rec["seconds"])
-            d.spec = rec.get("spec", d.spec)
-        elif rec["kind"] == "train":
-            d.train[int(rec["seed"])] = rec
-    return done
-
 
 def _arch_work(spec_doc: dict[str, Any], index: int, key: str, names: list[str], seeds: list[int],
                settings_doc: dict[str, Any], data: Any = None, emit: Callable[[dict], None] | None = None
                ) -> list[dict[str, Any]]:
     """One architecture's missing proxies and training runs, as records (emitted one by one)."""
-    from nas.proxies._registry import compute_proxies_timed
-    from nas.proxies._train import train_short
-
     if data is None:
         data = _WORKER["data"]
     spec = ArchSpec.from_dict(spec_doc)
@@ -304,10 +181,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(data_dir: str, threads: int) -> None:
-    import torch
-
-    from nas.proxies._data import load_cifar10
-
     torch.set_num_threads(threads)
     _WORKER["data"] = load_cifar10(data_dir)
 
@@ -346,7 +219,6 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
     bar = None
     if progress and todo:
         try:
-            from tqdm import tqdm
             bar = tqdm(total=len(todo), unit="arch", desc="validate-proxy", file=sys.stderr, dynamic_ncols=True)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             bar = None
@@ -372,8 +244,6 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
                 recs = _arch_work(spec.to_dict(), i, key, names, seeds, settings_doc, data=data, emit=store.append)
                 finished(i, recs, time.perf_counter() - t0)
         else:
-            import multiprocessing as mp
-
             threads = threads or max(1, (os.cpu_count() or 1) // jobs)
             with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
                                      initializer=_worker_init, initargs=(str(data_dir), threads)) as pool:
@@ -405,65 +275,6 @@ def report_from_results(protocol: ValidationProtocol, results: str | os.PathLike
     return report
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A results file's architectures as the reference population of the ``ensemble`` proxy."""
-
-    path: str
-    values: dict[str, list[float]]     # component -> values over the reference architectures
-    accuracy: list[float]              # seed-averaged accuracy of the same architectures
-    key: str
-
-    def weights(self, mode: str) -> dict[str, float]:
-        comps = list(self.values)
-        if mode == "equal":
-            return {c: 1.0 / len(comps) for c in comps}
-        taus = {c: kendall_tau_b(self.values[c], self.accuracy) for c in comps}
-        taus = {c: (max(0.0, t) if t == t else 0.0) for c, t in taus.items()}
-        total = sum(taus.values())
-        return {c: (t / total if total > 0 else 1.0 / len(comps)) for c, t in taus.items()}
-
-
-_REFERENCES: dict[tuple[str, int, int, tuple[str, ...]], Reference] = {}
-
-
-def load_reference(path: str, components: Sequence[str]) -> Reference:
-    """The architectures of a ``validate-proxy`` results file that have every component proxy and at
-    least one training run. With several protocols in the file, the one with most architectures."""
-    if not path:
-        raise ValidationError("proxy.ensemble_reference: not set; the ensemble proxy ranks a spec among the "
-                              "architectures of a validate-proxy results file: give its path")
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-    except OSError:
-        raise ValidationError(f"proxy.ensemble_reference: {p}: no such results file (run shufflenas "
-                              f"validate-proxy --results {p} first)") from None
-    cache_key = (str(p.resolve()), st.st_mtime_ns, st.st_size, tuple(components))
-    hit = _REFERENCES.get(cache_key)
-    if hit is not None:
-        return hit
-    keys: dict[str, int] = {}
-    for line in p.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("kind") == "proxies" and "key" in rec:
-            keys[rec["key"]] = keys.get(rec["key"], 0) + 1
-    best = max(keys, key=keys.get) if keys else None
-    done = _index_records(ResultsFile(p).read(best)) if best else {}
-    rows = [d for d in done.values() if d.train and all(c in d.proxies for c in components)]
-    if len(rows) < 3:
-        raise ValidationError(f"proxy.ensemble_reference: {p} holds {len(rows)} architecture(s) with "
-                              f"{', '.join(components)} and a training run; the ensemble needs at least 3 (24 or "
-                              f"more to mean anything)")
-    ref = Reference(path=str(p), values={c: [d.proxies[c] for d in rows] for c in components},
-                    accuracy=[sum(r["accuracy"] for r in d.train.values()) / len(d.train) for d in rows], key=best)
-    _REFERENCES[cache_key] = ref
-    return ref
-
-
 # ---- the report ----------------------------------------------------------------------------------
 
 def _percentile_scores(train_vals: Sequence[float], vals: Sequence[float]) -> list[float]:
@@ -474,8 +285,8 @@ def _percentile_scores(train_vals: Sequence[float], vals: Sequence[float]) -> li
 
 def _ensemble_equal(components: Sequence[str], table: Mapping[str, Sequence[float]]) -> list[float]:
     n = len(next(iter(table.values())))
-    ranks = [_ranks(table[c]) for c in components]
-    return [sum(r[i] for r in ranks) / len(ranks) for i in range(n)]
+    table_ranks = [ranks(table[c]) for c in components]
+    return [sum(r[i] for r in table_ranks) / len(table_ranks) for i in range(n)]
 
 
 def _ensemble_cv(components: Sequence[str], table: Mapping[str, Sequence[float]], truth: Sequence[float],

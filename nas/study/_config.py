@@ -1,7 +1,6 @@
 """Study files: TOML in, a frozen :class:`StudyConfig` out, validated in full before anything runs.
 
 A study file (see ``studies/``)::
-
     name = "quickstart"          # study name in the storage (default: the file name without .toml)
     description = "..."          # free text (optional)
     trials = 40                  # searched trials the study should hold (baselines not counted)
@@ -30,8 +29,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from search_space import SearchSpace, SpaceError
+from shufflenet import CANONICAL, canonical_names
 
 from nas._errors import NasError, StudyFileError
+from nas.measure import LatencySettings
+from nas.proxies import NEEDS_DATA, PROXY_NAMES, ProxySettings
 from nas.study._samplers import SAMPLERS
 
 TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "space", "proxy", "latency", "sampler",
@@ -88,13 +90,12 @@ class Constraints:
 @dataclass(frozen=True)
 class StudyConfig:
     """A validated study file. Library functions take this object, never the TOML."""
-
     name: str
     space: SearchSpace
     proxy: str
     record_proxies: tuple[str, ...]          # every proxy computed per trial; ``proxy`` first
-    proxy_settings: Any                      # nas._proxies.ProxySettings
-    latency: Any                             # nas._latency.LatencySettings
+    proxy_settings: Any                      # nas.proxies._registry.ProxySettings
+    latency: Any                             # nas.measure._latency.LatencySettings
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     constraints: Constraints = field(default_factory=Constraints)
     trials: int = DEFAULT_TRIALS
@@ -113,8 +114,6 @@ class StudyConfig:
 
     @property
     def needs_data(self) -> bool:
-        from nas.proxies._registry import NEEDS_DATA
-
         return any(p in NEEDS_DATA for p in self.record_proxies)
 
     def replace(self, **changes: Any) -> "StudyConfig":
@@ -222,8 +221,6 @@ def _name(value: Any, problems: _Problems) -> str:
 
 
 def _baselines(value: Any, problems: _Problems) -> tuple[str, ...]:
-    from shufflenet import CANONICAL, canonical_names
-
     if isinstance(value, str):
         if value not in BASELINE_SETS:
             problems.add(f"baselines: got {value!r}; allowed: {', '.join(map(repr, BASELINE_SETS))} or a list of "
@@ -257,8 +254,6 @@ def _space(value: Any, problems: _Problems) -> SearchSpace:
 
 
 def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
-    from nas.proxies._registry import PROXY_NAMES, ProxySettings
-
     table = _table(value, "proxy", problems)
     table = dict(table or {})
     known = ("name", "record", *ProxySettings().to_dict())
@@ -287,8 +282,6 @@ def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
 
 
 def _latency(value: Any, problems: _Problems) -> Any:
-    from nas.measure._latency import LatencySettings
-
     table = _table(value, "latency", problems)
     try:
         return LatencySettings.from_dict(dict(table or {}), where="latency")

@@ -1,16 +1,22 @@
-"""The objective: one spec in, the study's two values and the trial's user attributes out.
+"""One evaluation path: every trial attribute shufflenas writes is computed here.
 
-``Evaluator(config).evaluate(spec)`` computes every proxy the study records, the cost accounting
-(``nas.profile`` at the latency settings' resolution, class count and stem: the deployment the
-latency is measured for; multiply-adds from the analytic count, which the cost tests check against
-thop) and the latency, and returns an :class:`Evaluation`: ``values`` =
-(the study's proxy, to maximise; the median latency in ms, to minimise) and ``attrs`` = the trial
-user attributes of :mod:`nas._results`. The same evaluator serves the study runner, baselines,
-workers and a user's own Optuna code::
+:class:`Evaluator` owns the whole of one trial's measurement, in the two phases the workers need:
 
+1. :meth:`Evaluator.proxy_phase`: every proxy the study records and the cost accounting
+   (``nas.measure.profile`` at the latency settings' resolution, class count and stem: the
+   deployment the latency is measured for);
+2. :meth:`Evaluator.latency_phase`: the latency, then the constraint values (a limit may be on the
+   latency);
+
+and the rule for reusing an architecture the study already measured (:meth:`Evaluator.reuse`:
+same spec, a COMPLETE trial with every recorded proxy, measured on this device; its measurement is
+copied and its constraint values recomputed under this study's limits). :meth:`Evaluator.measure_trial`
+runs a live trial through all of it and writes the attributes (:mod:`nas.study._schema`): the runner
+(``launch``), the baselines, the workers (``StudyTask``), ``shufflenas evaluate`` and a user's own
+Optuna objective all go through it, so a study's contents never depend on how many processes made it::
     evaluator = Evaluator(load_study_config("studies/quickstart.toml"))
     study = optuna.create_study(directions=evaluator.directions)
-    study.optimize(evaluator, n_trials=20)   # suggest(trial, space) + evaluate + user attrs
+    study.optimize(evaluator, n_trials=20)   # suggest(trial, space) + measure_trial
 """
 
 from __future__ import annotations
@@ -18,56 +24,89 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
-from search_space import ArchSpec, suggest
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
 
+from search_space import ArchSpec, SearchSpace, suggest
+
+from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
+from nas.proxies import ProxySettings, compute_proxies_timed, load_cifar10, resolve_data_dir
 from nas.study._config import StudyConfig
-from nas.study._rows import ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, PROXY_PREFIX
+from nas.study._open import new_study_attrs
+from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC,
+                               ATTR_SPEC_HASH, ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL,
+                               NOT_REUSED, SYS_CONSTRAINT_PREFIX, TIMING_KEYS, cost_attrs, latency_attrs, proxy_attr)
 
-ATTR_CONSTRAINTS = "constraints"
-TIMING_KEYS = ("time_proxies_s", "time_profile_s", "time_latency_s")
+PROXIES, COMPLETE = "proxies", "complete"   # Evaluation.phase
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What one spec measured. ``attrs`` are trial user attributes (JSON data); ``timings`` are the
-    seconds spent in the proxies, the cost accounting and the latency measurement."""
+    """What one spec measured. ``attrs`` are trial user attributes (JSON data, constraint values
+    included); ``timings`` the seconds spent in the proxies, the accounting and the latency;
+    ``phase`` is ``"proxies"`` after the first phase (``values[1]`` is then NaN: not measured) and
+    ``"complete"`` after both; ``reused_from`` the trial whose measurement was copied."""
 
     spec: ArchSpec
     values: tuple[float, ...]
     attrs: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     names: tuple[str, ...] = ()
+    phase: str = COMPLETE
+    reused_from: int | None = None
+    proxy_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def fail_reason(self) -> str | None:
-        """Why the values cannot be told to Optuna (a NaN or infinite objective), else ``None``."""
+        """Why the values cannot be told to Optuna (a NaN or infinite objective), else ``None``.
+        After the proxy phase only the proxy objective is judged."""
         names = self.names or tuple(f"objective {i}" for i in range(len(self.values)))
-        bad = [f"{n} = {v!r}" for n, v in zip(names, self.values)
-               if not isinstance(v, (int, float)) or not math.isfinite(v)]
+        measured = self.values[:1] if self.phase == PROXIES else self.values
+        bad = [f"{n} = {v!r}" for n, v in zip(names, measured)
+               if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)]
         return f"non-finite objective: {', '.join(bad)}" if bad else None
+
+    def trial_attrs(self) -> dict[str, Any]:
+        """The user attributes a trial of this evaluation carries: ``attrs`` and the rounded timings."""
+        return {**self.attrs, **{k: round(v, 6) for k, v in self.timings.items()}}
 
 
 class Evaluator:
     """Evaluates specs for one study config. Holds the data set (loaded once, on first need) and a
-    per-process memo by spec hash, so an identical spec is measured once per process; latencies
-    also go through the persistent latency cache (``latency_cache``: ``"default"``, ``None`` or a
-    ``LatencyCache``)."""
+    per-process memo by spec hash for :meth:`evaluate`; latencies also go through the persistent
+    latency cache (``latency_cache``: ``"default"``, ``None`` or a ``LatencyCache``). ``threads``:
+    torch threads for the proxies and the accounting (default the latency's; 0 leaves torch's)."""
 
     def __init__(self, config: StudyConfig, *, data: Any = None, data_dir: str | None = None,
-                 latency_cache: Any = "default", threads: int | None = None) -> None:
+                 latency_cache: Any = "default", threads: int | None = None, cross_check: bool = False) -> None:
         self.config = config
-        # torch threads for the proxies and the accounting: by default the latency's thread count.
-        # On a busy host, more threads than free cores make PyTorch's thread pool spin-wait: the
-        # accounting of a large 224x224 model took 43 s with 2 threads and 4.6 s with 1 (load 12
-        # on 2 cores).
-        self.threads = threads or config.latency.threads
+        # By default the latency's thread count. On a busy host, more threads than free cores make
+        # PyTorch's thread pool spin-wait: the accounting of a large 224x224 model took 43 s with 2
+        # threads and 4.6 s with 1 (load 12 on 2 cores).
+        self.threads = config.latency.threads if threads is None else threads
         self._data = data
         self._data_dir = data_dir
         self.latency_cache = latency_cache
+        self.cross_check = cross_check    # the accounting's thop cross-check (slow; the cost tests run it)
         self._memo: dict[str, Evaluation] = {}
+        self._fp_id: str | None = None
+
+    @classmethod
+    def for_spec(cls, proxies: Sequence[str], *, proxy_settings: ProxySettings | None = None,
+                 latency: LatencySettings | None = None, data: Any = None, latency_cache: Any = "default",
+                 threads: int | None = 0, cross_check: bool = True) -> "Evaluator":
+        """An evaluator outside any study (``shufflenas evaluate``): these proxies, the accounting
+        at ``latency``'s deployment settings (default 224x224, 1,000 classes, imagenet stem)."""
+        names = tuple(dict.fromkeys(proxies))
+        if not names:
+            raise ValueError("proxies: none given; name at least one proxy")
+        config = StudyConfig(name="evaluate", space=SearchSpace(), proxy=names[0], record_proxies=names,
+                             proxy_settings=proxy_settings or ProxySettings(), latency=latency or LatencySettings())
+        return cls(config, data=data, latency_cache=latency_cache, threads=threads, cross_check=cross_check)
 
     # ---- study-level facts -------------------------------------------------------------------
     @property
@@ -78,19 +117,17 @@ class Evaluator:
     def objective_names(self) -> list[str]:
         return self.config.objective_names
 
+    @property
+    def fingerprint_id(self) -> str:
+        """This host's device fingerprint id for the study's latency settings."""
+        if self._fp_id is None:
+            self._fp_id = fingerprint_id(device_fingerprint(self.config.latency))
+        return self._fp_id
+
     def study_attrs(self) -> dict[str, Any]:
         """Study user attributes: objective_names, proxy, latency_settings, target_fingerprint,
         study_config."""
-        from nas.measure._latency import device_fingerprint, fingerprint_id
-
-        fp = device_fingerprint(self.config.latency)
-        return {
-            "objective_names": self.objective_names,
-            "proxy": self.config.proxy,
-            "latency_settings": self.config.latency.to_dict(),
-            "target_fingerprint": {**fp, "id": fingerprint_id(fp)},
-            "study_config": self.config.to_dict(),
-        }
+        return new_study_attrs(self.config)
 
     def check_host(self) -> None:
         """Fail early: the latency device/runtime and the proxies' device are usable here and the
@@ -102,79 +139,175 @@ class Evaluator:
     def data(self) -> Any:
         """The CIFAR-10 data set when a recorded proxy needs data, else ``None``."""
         if self._data is None and self.config.needs_data:
-            from nas.proxies._data import load_cifar10, resolve_data_dir
-
             self._data = load_cifar10(resolve_data_dir(self._data_dir, self.config.data_dir))
         return self._data
 
-    # ---- one spec ----------------------------------------------------------------------------
-    def evaluate(self, spec: ArchSpec) -> Evaluation:
-        """Proxies, accounting and latency of ``spec``; raises whatever they raise."""
-        key = spec.content_hash()
-        hit = self._memo.get(key)
-        if hit is not None:
-            return Evaluation(spec, hit.values, {**hit.attrs, ATTR_SPEC: spec.to_dict(), ATTR_SHORT: spec.short()},
-                              {k: 0.0 for k in hit.timings}, hit.names)
-        from nas.measure._cost import profile
-        from nas.measure._latency import measure_latency
-        from nas.proxies._registry import compute_proxies
-
-        cfg = self.config
-        lat = cfg.latency
+    # ---- the two phases ----------------------------------------------------------------------
+    def proxy_phase(self, spec: ArchSpec) -> Evaluation:
+        """Phase 1: the spec's identity, every recorded proxy and the cost accounting."""
+        cfg, lat = self.config, self.config.latency
         data = self.data()
         with _torch_threads(self.threads):
             t0 = time.perf_counter()
-            proxies = compute_proxies(spec, list(cfg.record_proxies), data, cfg.proxy_settings)
+            proxies, seconds = compute_proxies_timed(spec, list(cfg.record_proxies), data, cfg.proxy_settings)
             t1 = time.perf_counter()
-            cost = profile(spec, lat.resolution, lat.num_classes, lat.stem, cross_check=False)
+            cost = profile(spec, lat.resolution, lat.num_classes, lat.stem, cross_check=self.cross_check)
             t2 = time.perf_counter()
-        latency = measure_latency(spec, lat, cache=self.latency_cache)
-        t3 = time.perf_counter()
-
-        attrs: dict[str, Any] = {ATTR_SPEC: spec.to_dict(), ATTR_SPEC_HASH: key, ATTR_SHORT: spec.short()}
+        attrs: dict[str, Any] = {ATTR_SPEC: spec.to_dict(), ATTR_SPEC_HASH: spec.content_hash(),
+                                 ATTR_SHORT: spec.short()}
         for name in cfg.record_proxies:
-            attrs[PROXY_PREFIX + name] = _plain(proxies.get(name, math.nan))
-        attrs.update({
-            "params": cost.params, "mflops": cost.mflops, "mmac": cost.mmac, "fragments": cost.fragments,
-            "kernel_launches": cost.kernel_launches, "elementwise_ops": cost.elementwise_ops,
-            "elementwise": dict(cost.elementwise),
-        })
-        attrs.update(latency.to_attrs())
-        attrs["latency_cached"] = bool(latency.cached)
-        if cfg.constraints:
-            attrs[ATTR_CONSTRAINTS] = cfg.constraints.values(attrs)
-        timings = {"time_proxies_s": t1 - t0, "time_profile_s": t2 - t1, "time_latency_s": t3 - t2}
-        values = (_plain(proxies.get(cfg.proxy, math.nan)), float(latency.median_ms))
-        result = Evaluation(spec, values, attrs, timings, tuple(cfg.objective_names))
-        if result.fail_reason is None:
+            attrs[proxy_attr(name)] = _plain(proxies.get(name, math.nan))
+        attrs.update(cost_attrs(cost))
+        return Evaluation(spec, (attrs[proxy_attr(cfg.proxy)], math.nan), attrs,
+                          {ATTR_TIME_PROXIES: t1 - t0, ATTR_TIME_PROFILE: t2 - t1}, tuple(cfg.objective_names),
+                          phase=PROXIES, proxy_seconds=dict(seconds))
+
+    def latency_phase(self, part: Evaluation | Mapping[str, Any]) -> Evaluation:
+        """Phase 2: the latency of the spec of ``part`` (a proxy-phase :class:`Evaluation`, or the
+        user attributes a proxy-only worker stored), then the constraint values."""
+        if not isinstance(part, Evaluation):
+            part = self.from_attrs(part)
+        t0 = time.perf_counter()
+        latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache)
+        attrs = {**part.attrs, **latency_attrs(latency)}
+        self._set_constraints(attrs)
+        return replace(part, values=(part.values[0], float(latency.median_ms)), attrs=attrs,
+                       timings={**part.timings, ATTR_TIME_LATENCY: time.perf_counter() - t0}, phase=COMPLETE)
+
+    def from_attrs(self, attrs: Mapping[str, Any]) -> Evaluation:
+        """A proxy-phase :class:`Evaluation` rebuilt from stored user attributes."""
+        attrs = {k: v for k, v in attrs.items() if k not in TIMING_KEYS}
+        spec = ArchSpec.from_dict(attrs[ATTR_SPEC])
+        return Evaluation(spec, (_plain(attrs.get(proxy_attr(self.config.proxy), math.nan)), math.nan), attrs,
+                          {}, tuple(self.config.objective_names), phase=PROXIES)
+
+    def evaluate(self, spec: ArchSpec, *, proxy_only: bool = False, memo: bool = True,
+                 computing: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                 measuring: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> Evaluation:
+        """Both phases for ``spec``: the proxy phase inside ``computing()``, then (unless
+        ``proxy_only``, or the proxy is not finite) the latency phase inside ``measuring()``. With
+        ``memo`` an identical spec is measured once per evaluator (timings of a repeat are 0)."""
+        key = spec.content_hash()
+        hit = self._memo.get(key) if memo and not proxy_only else None
+        if hit is not None:
+            return replace(hit, spec=spec, attrs={**hit.attrs, ATTR_SPEC: spec.to_dict(), ATTR_SHORT: spec.short()},
+                           timings={k: 0.0 for k in hit.timings})
+        with computing():
+            part = self.proxy_phase(spec)
+        if part.fail_reason is not None or proxy_only:
+            return part
+        with measuring():
+            result = self.latency_phase(part)
+        if memo and result.fail_reason is None:
             self._memo[key] = result
         return result
 
-    # ---- Optuna objective --------------------------------------------------------------------
-    def record(self, trial: Any, evaluation: Evaluation) -> None:
-        """Write an evaluation's user attributes, timings and constraint values on a live trial."""
-        for k, v in evaluation.attrs.items():
-            trial.set_user_attr(k, v)
-        for k, v in evaluation.timings.items():
-            trial.set_user_attr(k, round(v, 6))
-        values = evaluation.attrs.get(ATTR_CONSTRAINTS)
-        if values and self.config.constraints and hasattr(trial, "set_constraint"):
-            for key, value in zip(self.config.constraints.active(), values):
-                trial.set_constraint(key, value)   # Optuna 5: what the samplers read as constraints
+    # ---- reuse ---------------------------------------------------------------------------------
+    def reusable_source(self, trials: Iterable[FrozenTrial], spec_hash: str) -> FrozenTrial | None:
+        """The lowest-numbered COMPLETE trial (baselines included) of this spec whose measurement
+        this study can reuse: every recorded proxy present, latency measured on this device."""
+        needed = [proxy_attr(p) for p in self.config.record_proxies]
+        for t in trials:
+            a = t.user_attrs
+            if (t.state == TrialState.COMPLETE and a.get(ATTR_SPEC_HASH) == spec_hash
+                    and all(k in a for k in needed) and a.get(ATTR_FINGERPRINT_ID) == self.fingerprint_id
+                    and t.values is not None):
+                return t
+        return None
 
+    def reuse(self, study: optuna.Study, spec: ArchSpec) -> Evaluation | None:
+        """The study's measurement of ``spec``, copied (``reused_from`` set, constraint values
+        recomputed under this study's limits), or ``None`` when there is none to reuse."""
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        source = self.reusable_source(trials, spec.content_hash())
+        if source is None:
+            return None
+        attrs = {k: v for k, v in source.user_attrs.items() if k not in NOT_REUSED}
+        attrs[ATTR_REUSED_FROM] = source.number
+        self._set_constraints(attrs)
+        return Evaluation(spec, tuple(float(v) for v in source.values), attrs, {}, tuple(self.config.objective_names),
+                          reused_from=source.number)
+
+    # ---- constraints ---------------------------------------------------------------------------
+    def _set_constraints(self, attrs: dict[str, Any]) -> None:
+        if self.config.constraints:
+            attrs[ATTR_CONSTRAINTS] = self.config.constraints.values(attrs)
+        else:
+            attrs.pop(ATTR_CONSTRAINTS, None)
+
+    def constraint_system_attrs(self, attrs: Mapping[str, Any]) -> dict[str, float]:
+        """Optuna's constraint system attributes (``constraints:<limit>``, which its samplers and
+        ``FrozenTrial.constraints`` read) for a trial with these user attributes."""
+        values = attrs.get(ATTR_CONSTRAINTS)
+        if not self.config.constraints or not values:
+            return {}
+        return {SYS_CONSTRAINT_PREFIX + k: float(v) for k, v in zip(self.config.constraints.active(), values)}
+
+    # ---- a live trial --------------------------------------------------------------------------
+    def record(self, trial: Any, evaluation: Evaluation, *, since: Evaluation | None = None,
+               write: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+        """Write an evaluation's user attributes (timings rounded) and constraint values on a live
+        trial; with ``since``, only what was not written with that earlier phase. ``write(trial,
+        attrs)`` writes many attributes at once (a worker's one transaction); default one
+        ``set_user_attr`` each."""
+        attrs = evaluation.trial_attrs()
+        if since is not None:
+            before = since.trial_attrs()
+            attrs = {k: v for k, v in attrs.items() if k not in before or before[k] != v}
+        if write is not None:
+            write(trial, attrs)
+        else:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+        if hasattr(trial, "set_constraint"):
+            for key, value in self.constraint_system_attrs(evaluation.attrs).items():
+                trial.set_constraint(key[len(SYS_CONSTRAINT_PREFIX):], value)   # what the samplers read
+
+    def measure_trial(self, trial: Any, spec: ArchSpec | None, *, reuse: bool = True, proxy_only: bool = False,
+                      pending: Mapping[str, Any] | None = None,
+                      computing: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                      measuring: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                      write: Callable[[Any, dict[str, Any]], None] | None = None) -> Evaluation:
+        """The whole of one live trial's measurement, written on ``trial``.
+
+        A spec the study already measured is reused (unless ``reuse`` is false: baselines); else
+        :meth:`evaluate` runs its phases (the proxies inside ``computing()``, the latency inside
+        ``measuring()``, only the proxies with ``proxy_only``; no per-process memo, so what a trial
+        holds never depends on which process ran it). ``pending``: the stored attributes of a trial
+        whose proxy phase ran elsewhere; only the latency phase runs. The attributes are written at
+        the end (``write(trial, attrs)``: many at once, as a worker's one transaction). Returns the
+        :class:`Evaluation` (``phase`` says how far it got; ``fail_reason`` whether its values can
+        be told)."""
+        if pending is not None:
+            part = self.from_attrs(pending)
+            with measuring():
+                result = self.latency_phase(part)
+            self.record(trial, result, since=part, write=write)
+            return result
+        if reuse and not proxy_only:
+            reused = self.reuse(trial.study, spec)
+            if reused is not None:
+                self.record(trial, reused, write=write)
+                return reused
+        result = self.evaluate(spec, proxy_only=proxy_only, memo=False, computing=computing, measuring=measuring)
+        self.record(trial, result, write=write)
+        return result
+
+    # ---- Optuna objective ----------------------------------------------------------------------
     def __call__(self, trial: Any) -> tuple[float, ...]:
-        """An Optuna objective: ``suggest(trial, space)``, evaluate, store the user attributes,
-        return (proxy, latency_ms). A NaN value makes Optuna record the trial as FAIL."""
-        spec = suggest(trial, self.config.space)
-        evaluation = self.evaluate(spec)
-        self.record(trial, evaluation)
+        """An Optuna objective: ``suggest(trial, space)``, :meth:`measure_trial`, return (proxy,
+        latency_ms). A NaN value makes Optuna record the trial as FAIL."""
+        t0 = time.perf_counter()
+        evaluation = self.measure_trial(trial, suggest(trial, self.config.space))
+        trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
         return evaluation.values
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if not n:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

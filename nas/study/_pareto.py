@@ -1,4 +1,6 @@
-"""The Pareto front of a study, from plain rows (``nas._results.study_data``), no Optuna needed.
+"""The Pareto front, hypervolume and dominance: the one implementation (``shufflenas pareto``,
+export's ``--pareto-rank``, the runner's front size and the dashboards all use it). Plain Python on
+the rows of :func:`nas.study.study_data`: no torch, no Optuna.
 
 - :func:`pareto_front`: the non-dominated searched trials (COMPLETE, finite values, feasible under
   the study's constraints, one row per architecture), sorted best first on the first objective
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-ATTR_CONSTRAINTS = "constraints"
+from nas.study._schema import ATTR_CONSTRAINTS, is_feasible
 
 
 def _signs(directions: Sequence[str]) -> list[float]:
@@ -35,10 +37,15 @@ def usable(row: Mapping[str, Any], n_objectives: int) -> bool:
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values))
 
 
+def constraints_of(row: Mapping[str, Any]) -> Any:
+    """A row's stored constraint values: its ``constraints``, else its ``attrs["constraints"]``
+    (rows of other data sources); ``None`` without constraints."""
+    return row["constraints"] if "constraints" in row else (row.get("attrs") or {}).get(ATTR_CONSTRAINTS)
+
+
 def feasible(row: Mapping[str, Any]) -> bool:
     """Every constraint value stored with the trial is <= 0 (no constraints: feasible)."""
-    cons = (row.get("attrs") or {}).get(ATTR_CONSTRAINTS)
-    return not cons or all(isinstance(c, (int, float)) and c <= 0 for c in cons)
+    return is_feasible(constraints_of(row))
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
@@ -54,24 +61,29 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
     return better
 
 
-def _nondominated(rows: list[Mapping[str, Any]], directions: Sequence[str]) -> list[Mapping[str, Any]]:
+def front_indices(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points, ordered by objective 0 then 1 (in minimisation terms;
+    ties keep their order). Points with a non-finite value are ignored; equal points on the front
+    are all kept."""
     signs = _signs(directions)
-    keyed = [(tuple(s * v for s, v in zip(signs, r["values"])), r) for r in rows]
-    if len(directions) == 2:
-        # sweep: sorted by objective 0 (then 1), a point is on the front iff its objective 1 is
-        # strictly below every earlier point's, or it equals the last front point.
-        keyed.sort(key=lambda kr: (kr[0][0], kr[0][1], kr[1].get("number", 0)))
+    keyed = [(i, tuple(s * float(v) for s, v in zip(signs, p))) for i, p in enumerate(points)
+             if len(p) == len(signs) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)]
+    keyed.sort(key=lambda ik: ik[1][:2])
+    if len(signs) == 2:
+        # sweep: a point is on the front iff its objective 1 is strictly below every earlier
+        # point's, or it equals the last front point.
         front, best1, last = [], math.inf, None
-        for k, r in keyed:
+        for i, k in keyed:
             if k[1] < best1 or k == last:
-                front.append(r)
+                front.append(i)
                 best1, last = k[1], k
         return front
-    front = []
-    for k, r in keyed:
-        if not any(all(o <= x for o, x in zip(ok, k)) and ok != k for ok, _ in keyed):
-            front.append(r)
-    return front
+    return [i for i, k in keyed if not any(all(o <= x for o, x in zip(ok, k)) and ok != k for _, ok in keyed)]
+
+
+def _nondominated(rows: list[Mapping[str, Any]], directions: Sequence[str]) -> list[Mapping[str, Any]]:
+    rows = sorted(rows, key=lambda r: r.get("number", 0))
+    return [rows[i] for i in front_indices([r["values"] for r in rows], directions)]
 
 
 def pareto_front(rows: Iterable[Mapping[str, Any]], directions: Sequence[str], *,
@@ -101,25 +113,37 @@ def pareto_front(rows: Iterable[Mapping[str, Any]], directions: Sequence[str], *
 
 def hypervolume(points: Iterable[Sequence[float]], reference: Sequence[float], directions: Sequence[str]) -> float:
     """Volume dominated by ``points`` and bounded by ``reference`` (points not better than the
-    reference in every objective add nothing). Exact for two objectives; more use Optuna's WFG."""
+    reference in every objective add nothing). Exact: a sweep for two objectives, slicing along the
+    last objective for more (fine for the few hundred points of a front)."""
     signs = _signs(directions)
     ref = [s * r for s, r in zip(signs, reference)]
-    pts = [[s * v for s, v in zip(signs, p)] for p in points]
-    pts = [p for p in pts if all(x < r for x, r in zip(p, ref))]
+    pts = [[s * float(v) for s, v in zip(signs, p)] for p in points]
+    pts = [p for p in pts if all(math.isfinite(x) and x < r for x, r in zip(p, ref))]
     if not pts:
         return 0.0
+    return float(_volume(pts, ref))
+
+
+def _volume(pts: list[list[float]], ref: Sequence[float]) -> float:
+    """Hypervolume of minimisation points that all improve on ``ref`` in every coordinate."""
+    if not pts:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in pts)
     if len(ref) == 2:
-        pts.sort()
         volume, best1 = 0.0, ref[1]
-        for x0, x1 in pts:
+        for x0, x1 in sorted(pts):
             if x1 < best1:
                 volume += (ref[0] - x0) * (best1 - x1)
                 best1 = x1
-        return float(volume)
-    import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
-    return float(compute_hypervolume(np.asarray(pts, dtype=float), np.asarray(ref, dtype=float)))
+        return volume
+    pts = sorted(pts, key=lambda p: p[-1])
+    volume = 0.0
+    for i, p in enumerate(pts):
+        upper = pts[i + 1][-1] if i + 1 < len(pts) else ref[-1]
+        if upper > p[-1]:
+            volume += (upper - p[-1]) * _volume([q[:-1] for q in pts[:i + 1]], ref[:-1])
+    return volume
 
 
 def reference_point(rows: Sequence[Mapping[str, Any]], directions: Sequence[str]) -> list[float] | None:

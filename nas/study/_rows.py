@@ -1,51 +1,31 @@
-"""Study data as plain rows: the contract between the study runner (which writes trial user
-attributes), and everything that reads a study (pareto, dashboards, export, guidelines).
+"""Study data as plain rows: the contract between the study (whose trials carry the attributes of
+:mod:`nas.study._schema`) and everything that reads a study (pareto, dashboards, export, guidelines).
 
-Trial user attributes written by shufflenas (so any Optuna tool can read a study without our code):
-
-=====================  =========================================================================
-key                    value
-=====================  =========================================================================
-``spec``               the spec as a JSON object (``ArchSpec.to_dict()``)
-``spec_hash``          ``ArchSpec.content_hash()``
-``short``              ``ArchSpec.short()``, a one-line display form
-``baseline``           canonical name (``v2_1.0x``) on baseline trials only
-``proxy_<name>``       every proxy computed, e.g. ``proxy_naswot``, ``proxy_params``
-``params``             parameter count (cost accounting at the deployment settings)
-``mflops``, ``mmac``   multiply-adds / 1e6, memory access cost / 1e6
-``fragments``          conv/linear ops on the critical path
-``kernel_launches``    data-moving ops in one forward
-``elementwise_ops``    ReLU + add + concat + shuffle ops
-``latency_ms``         median latency, ``latency_iqr_ms`` its IQR, ``latency_runs`` timed runs
-``latency_settings``   dict: device, runtime, threads, resolution, batch, ...
-``device_fingerprint`` dict: cpu/gpu model, threads, torch and runtime versions
-``fingerprint_id``     short hash of ``device_fingerprint``
-``fail_reason``        on FAIL trials: why it failed (exception type and message, or "NaN ...")
-=====================  =========================================================================
-
-Study user attributes: ``objective_names`` (e.g. ``["proxy:params", "latency_ms"]``),
-``proxy`` (the proxy the first objective is built on), ``latency_settings``, ``target_fingerprint``.
+``study_data(study)`` is ``{"meta": {...}, "rows": [trial_row(t), ...]}``, JSON-serialisable. A
+row's keys: ``number``, ``state``, ``values``, ``baseline``, ``baseline_config`` (family, groups and
+multiplier of a baseline's canonical config), ``spec``, ``spec_hash``, ``short``,
+``proxies`` ({name: value}), ``metrics`` (:data:`METRIC_KEYS`), ``latency_settings``,
+``device_fingerprint``, ``constraints`` (the stored values or ``None``), ``feasible`` (the one rule,
+:func:`nas.study._schema.is_feasible`), ``reused_from``, ``fail_reason``, ``params`` (the sampler's),
+``attrs`` (every user attribute), ``datetime_start``, ``datetime_complete``, ``duration_s``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-ATTR_SPEC = "spec"
-ATTR_SPEC_HASH = "spec_hash"
-ATTR_SHORT = "short"
-ATTR_BASELINE = "baseline"
-ATTR_FAIL_REASON = "fail_reason"
-PROXY_PREFIX = "proxy_"
-METRIC_KEYS = ("params", "mflops", "mmac", "fragments", "kernel_launches", "elementwise_ops",
-               "latency_ms", "latency_iqr_ms", "latency_runs")
+from shufflenet import CANONICAL
+
+from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_SETTINGS,
+                               ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, METRIC_KEYS, PROXY_PREFIX,
+                               STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY, STUDY_TARGET_FINGERPRINT,
+                               constraint_values, is_feasible)
 
 
-def _finite(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
+def _canonical_facts(name: Any) -> dict[str, Any] | None:
+    """A baseline's canonical config as plain facts (family, groups, width multiplier)."""
+    c = CANONICAL.get(name) if isinstance(name, str) else None
+    return None if c is None else {"family": c.family, "groups": c.groups, "multiplier": c.multiplier}
 
 
 def trial_row(trial: Any) -> dict[str, Any]:
@@ -53,18 +33,23 @@ def trial_row(trial: Any) -> dict[str, Any]:
     attrs = dict(trial.user_attrs)
     values = list(trial.values) if trial.values is not None else None
     proxies = {k[len(PROXY_PREFIX):]: v for k, v in attrs.items() if k.startswith(PROXY_PREFIX)}
+    constraints = constraint_values(attrs)
     row = {
         "number": trial.number,
         "state": trial.state.name,
         "values": values,
         "baseline": attrs.get(ATTR_BASELINE),
+        "baseline_config": _canonical_facts(attrs.get(ATTR_BASELINE)),
         "spec": attrs.get(ATTR_SPEC),
         "spec_hash": attrs.get(ATTR_SPEC_HASH),
         "short": attrs.get(ATTR_SHORT),
         "proxies": proxies,
         "metrics": {k: attrs[k] for k in METRIC_KEYS if k in attrs},
-        "latency_settings": attrs.get("latency_settings"),
-        "device_fingerprint": attrs.get("device_fingerprint"),
+        "latency_settings": attrs.get(ATTR_LATENCY_SETTINGS),
+        "device_fingerprint": attrs.get(ATTR_DEVICE_FINGERPRINT),
+        "constraints": constraints,
+        "feasible": is_feasible(constraints),
+        "reused_from": attrs.get(ATTR_REUSED_FROM),
         "fail_reason": attrs.get(ATTR_FAIL_REASON),
         "params": dict(trial.params),
         "attrs": attrs,
@@ -84,10 +69,10 @@ def study_data(study: Any) -> dict[str, Any]:
     meta = {
         "study_name": study.study_name,
         "directions": directions,
-        "objective_names": attrs.get("objective_names") or [f"objective {i}" for i in range(len(directions))],
-        "proxy": attrs.get("proxy"),
-        "latency_settings": attrs.get("latency_settings"),
-        "target_fingerprint": attrs.get("target_fingerprint"),
+        "objective_names": attrs.get(STUDY_OBJECTIVE_NAMES) or [f"objective {i}" for i in range(len(directions))],
+        "proxy": attrs.get(STUDY_PROXY),
+        "latency_settings": attrs.get(STUDY_LATENCY_SETTINGS),
+        "target_fingerprint": attrs.get(STUDY_TARGET_FINGERPRINT),
         "n_trials": len(trials),
         "user_attrs": attrs,
     }

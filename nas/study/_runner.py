@@ -1,9 +1,10 @@
 """Running a study: create or resume it, evaluate the baselines once, then ask/tell searched trials.
 
-The pieces are separate functions so that workers (several processes on one storage) reuse them:
+Every trial's measurement is :meth:`nas.study.Evaluator.measure_trial`, the code every worker runs
+too (``nas.fleet``), and "finished" is :class:`nas.study.Census`'s, so ``launch --workers 1`` and
+``--workers K`` make the same study.
 
-- :func:`open_study` creates the study (directions, study user attributes) or loads it and checks
-  that its objectives are the study file's (same proxy, proxy settings, latency settings, space);
+- :func:`open_study` (:mod:`nas.study._open`) creates or resumes the study;
 - :func:`ensure_baselines` adds every configured canonical baseline that the study does not hold
   yet, evaluated with the same objectives, as a COMPLETE trial without parameters marked with the
   user attribute ``baseline`` (idempotent: it re-reads the study before each baseline; a
@@ -11,7 +12,7 @@ The pieces are separate functions so that workers (several processes on one stor
 - :func:`run_trials` asks the sampler for trials until the study holds ``target`` finished searched
   trials: a trial that raises or gives a non-finite value is told FAIL with ``fail_reason`` and the
   study goes on; a spec already measured in this study (same architecture, same device) reuses the
-  measurement (user attribute ``reused_from``); Ctrl-C tells the running trial FAIL (``fail_reason``
+  measurement (user attribute ``reused_from``, constraint values recomputed); Ctrl-C tells the running trial FAIL (``fail_reason``
   "interrupted", not counted) and returns, so a re-launch resumes;
 - :func:`launch` is the CLI's path through all three.
 
@@ -22,106 +23,35 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
 
 from search_space import suggest
+from shufflenet import canonical_spec
 
-from nas.study._config import StudyConfig
 from nas._errors import NasError
-from nas.study._evaluator import ATTR_CONSTRAINTS, TIMING_KEYS, Evaluation, Evaluator
+from nas.study._census import finished_count
+from nas.study._config import StudyConfig
+from nas.study._evaluator import Evaluation, Evaluator
+from nas.study._open import check_target_device, open_study
 from nas.study._pareto import pareto_front
-from nas.study._rows import ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_SPEC_HASH, PROXY_PREFIX, trial_row
-from nas.study._samplers import is_baseline, make_sampler
+from nas.study._rows import trial_row
+from nas.study._samplers import is_baseline
+from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
+                               ATTR_TIME_TRIAL)
 
-ATTR_INTERRUPTED = "interrupted"
-ATTR_REUSED_FROM = "reused_from"
 MAX_CONSECUTIVE_FAILURES = 10
-
-
-class StudyMismatchError(NasError):
-    """An existing study was created with other objectives than the study file's."""
-
 
 class TrialsFailingError(NasError):
     """Every one of many trials in a row failed: a broken set-up, not a bad architecture."""
-
-
-# ---- opening ------------------------------------------------------------------------------------------
-
-def _comparable(study_config: dict[str, Any]) -> dict[str, Any]:
-    proxy = dict(study_config.get("proxy", {}))
-    proxy.pop("record", None)
-    proxy.pop("device", None)  # where proxies run changes no value's meaning
-    return {"proxy": proxy, "latency": study_config.get("latency"), "space": study_config.get("space")}
-
-
-def open_study(config: StudyConfig, storage: Any, study_name: str | None = None, *,
-               evaluator: Evaluator | None = None, seed_offset: bool = True) -> optuna.Study:
-    """Create the study (or load it) in ``storage`` and give it the study file's sampler.
-
-    A loaded study must have the same directions, proxy, proxy settings, latency settings and
-    search space (else :class:`StudyMismatchError`, naming what differs). The sampler's seed is
-    ``sampler.seed`` on a new study and is offset by the number of trials already there on a
-    resumed one, so a resumed random/NSGA-II sampler does not replay its first suggestions.
-    """
-    evaluator = evaluator or Evaluator(config)
-    name = study_name or config.name
-    study = optuna.create_study(storage=storage, study_name=name, directions=config.directions,
-                                load_if_exists=True)
-    attrs = study.user_attrs
-    if "study_config" not in attrs:
-        for k, v in evaluator.study_attrs().items():
-            study.set_user_attr(k, v)
-    else:
-        _check_same_objectives(study, config, attrs)
-    n_existing = len(study.get_trials(deepcopy=False))
-    seed = config.sampler.seed
-    if seed_offset and n_existing:
-        seed = (seed + 1_000_003 * n_existing) % 2**32
-    study.sampler = make_sampler(config.sampler.name, seed, population_size=config.sampler.population_size,
-                                 n_startup_trials=config.sampler.n_startup_trials)
-    return study
-
-
-def _check_same_objectives(study: optuna.Study, config: StudyConfig, attrs: dict[str, Any]) -> None:
-    where = f"study {study.study_name!r}"
-    have = [d.name.lower() for d in study.directions]
-    if have != config.directions:
-        raise StudyMismatchError(f"{where}: has directions {have}, the study file wants {config.directions}; "
-                                 f"give another --study-name")
-    old, new = _comparable(attrs["study_config"]), _comparable(config.to_dict())
-    for section in ("proxy", "latency", "space"):
-        a, b = old[section] or {}, new[section] or {}
-        # a key only one side has is a setting added (or dropped) by another shufflenas version,
-        # whose default keeps the old meaning: compare the keys both have
-        diff = sorted(k for k in set(a) & set(b) if a[k] != b[k])
-        if diff:
-            k = diff[0]
-            raise StudyMismatchError(
-                f"{where}: was created with {section}.{k} = {a.get(k)!r}, the study file says {b.get(k)!r} "
-                f"({len(diff)} {section} setting(s) differ: {', '.join(diff)}); a study's objectives and space "
-                f"cannot change: give another --study-name (or --storage), or restore the setting")
-
-
-def constraint_system_attrs(config: StudyConfig, attrs: dict[str, Any]) -> dict[str, float]:
-    """Optuna 5's constraint system attributes (``constraints:<name>``, read by the samplers and
-    ``FrozenTrial.constraints``) for a trial with these user attributes."""
-    values = attrs.get(ATTR_CONSTRAINTS)
-    if not config.constraints or not values:
-        return {}
-    return {f"constraints:{k}": float(v) for k, v in zip(config.constraints.active(), values)}
-
-
-def set_constraints(trial: Any, config: StudyConfig, attrs: dict[str, Any]) -> None:
-    """``trial.set_constraint`` for every active limit (before ``tell``), from the user attributes."""
-    for key, value in constraint_system_attrs(config, attrs).items():
-        trial.set_constraint(key.split(":", 1)[1], value)
 
 
 # ---- baselines ----------------------------------------------------------------------------------------
@@ -146,8 +76,6 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, evaluator: Evalua
     callable returning a context manager, e.g. a file or database lock) is held around each
     check-evaluate-add, which makes it exactly-once across processes. A baseline that fails is
     stored FAIL with ``fail_reason`` (and retried on the next launch)."""
-    from shufflenet import canonical_spec
-
     report = BaselineReport()
     guard = lock or contextlib.nullcontext
     for name in config.baselines:
@@ -168,12 +96,11 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, evaluator: Evalua
             attrs: dict[str, Any] = {ATTR_BASELINE: name}
             system_attrs: dict[str, Any] = {}
             if evaluation is not None:
-                attrs = {**evaluation.attrs, **{k: round(v, 6) for k, v in evaluation.timings.items()},
-                         ATTR_BASELINE: name}
-                system_attrs = constraint_system_attrs(config, attrs)
+                attrs = {**evaluation.trial_attrs(), ATTR_BASELINE: name}
+                system_attrs = evaluator.constraint_system_attrs(attrs)
             else:
-                attrs.update({"spec": spec.to_dict(), ATTR_SPEC_HASH: spec.content_hash(), "short": spec.short()})
-            attrs["time_trial_s"] = round(time.perf_counter() - t0, 6)
+                attrs.update({ATTR_SPEC: spec.to_dict(), ATTR_SPEC_HASH: spec.content_hash(), ATTR_SHORT: spec.short()})
+            attrs[ATTR_TIME_TRIAL] = round(time.perf_counter() - t0, 6)
             if reason is None:
                 trial = optuna.trial.create_trial(state=TrialState.COMPLETE, values=list(evaluation.values),
                                                   user_attrs=attrs, system_attrs=system_attrs)
@@ -215,31 +142,9 @@ def searched_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if not is_baseline(t)]
 
 
-def finished_count(trials: list[FrozenTrial]) -> int:
-    """Searched trials that count towards the target: COMPLETE, and FAIL unless interrupted."""
-    return sum(1 for t in trials if t.state == TrialState.COMPLETE
-               or (t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_INTERRUPTED)))
-
-
 def front_size(study: optuna.Study) -> int:
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return len(pareto_front(rows, [d.name.lower() for d in study.directions]))
-
-
-def _reusable(study: optuna.Study, config: StudyConfig, fp_id: str | None) -> dict[str, FrozenTrial]:
-    """COMPLETE trials (baselines included) by spec hash whose measurements this study can reuse."""
-    needed = [PROXY_PREFIX + p for p in config.record_proxies]
-    out: dict[str, FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        h = t.user_attrs.get(ATTR_SPEC_HASH)
-        if (h and h not in out and all(k in t.user_attrs for k in needed)
-                and (fp_id is None or t.user_attrs.get("fingerprint_id") == fp_id)):
-            out[h] = t
-    return out
-
-
-_NOT_COPIED = {ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM, ATTR_CONSTRAINTS, "time_trial_s",
-               *TIMING_KEYS}
 
 
 def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *, target: int | None = None,
@@ -248,49 +153,32 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
     """Ask/tell searched trials until the study holds ``target`` (default ``config.trials``)
     finished searched trials. Returns a :class:`RunSummary`; Ctrl-C returns with
     ``interrupted=True`` after telling the running trial FAIL."""
-    from nas.measure._latency import device_fingerprint, fingerprint_id
-
     target = config.trials if target is None else target
     summary = RunSummary(study.study_name, target)
-    fp_id = fingerprint_id(device_fingerprint(config.latency))
     start = time.perf_counter()
     consecutive = 0
-    trials = searched_trials(study)
-    summary.stale_running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    trials = study.get_trials(deepcopy=False)
+    summary.stale_running = sum(1 for t in trials if t.state == TrialState.RUNNING and not is_baseline(t))
     if progress:
         progress.start(finished_count(trials), target, front_size(study))
     pending = None  # a trial asked and not yet told
     try:
-        while finished_count(searched_trials(study)) < target:
+        while finished_count(study.get_trials(deepcopy=False)) < target:
             t0 = time.perf_counter()
-            source, values, reason = None, None, None
+            values, reason = None, None
             pending = trial = study.ask()
             try:
-                spec = suggest(trial, config.space)
-                source = _reusable(study, config, fp_id).get(spec.content_hash())
-                if source is not None:
-                    for k, v in source.user_attrs.items():
-                        if k not in _NOT_COPIED:
-                            trial.set_user_attr(k, v)
-                    trial.set_user_attr(ATTR_REUSED_FROM, source.number)
-                    attrs = dict(source.user_attrs)
-                    if config.constraints:  # this launch's limits, which may differ from the source's
-                        attrs[ATTR_CONSTRAINTS] = config.constraints.values(attrs)
-                        trial.set_user_attr(ATTR_CONSTRAINTS, attrs[ATTR_CONSTRAINTS])
-                    set_constraints(trial, config, attrs)
-                    values = list(source.values)
-                else:
-                    evaluation = evaluator.evaluate(spec)
-                    evaluator.record(trial, evaluation)
-                    values, reason = list(evaluation.values), evaluation.fail_reason
+                evaluation = evaluator.measure_trial(trial, suggest(trial, config.space))
+                values, reason = list(evaluation.values), evaluation.fail_reason
+                reused = evaluation.reused_from is not None
             except Exception as exc:  # noqa: BLE001 - a failing trial is recorded and the study goes on
-                reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("time_trial_s", round(time.perf_counter() - t0, 6))
+                reason, reused = f"{type(exc).__name__}: {exc}", False
+            trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
             if reason is None:
                 study.tell(trial, values)
                 state = TrialState.COMPLETE
                 summary.completed += 1
-                summary.reused += source is not None
+                summary.reused += reused
                 consecutive = 0
             else:
                 trial.set_user_attr(ATTR_FAIL_REASON, reason)
@@ -303,7 +191,7 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
             summary.ran += 1
             if progress:
                 progress.trial(trial.number, state, values if reason is None else None, reason,
-                               front_size(study), source is not None)
+                               front_size(study), reused)
             if max_consecutive_failures and consecutive >= max_consecutive_failures:
                 raise TrialsFailingError(
                     f"study {study.study_name!r}: the last {consecutive} trials all failed (last: {reason}); "
@@ -319,7 +207,7 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
         if progress:
             progress.close()
     summary.seconds = time.perf_counter() - start
-    summary.finished = finished_count(searched_trials(study))
+    summary.finished = finished_count(study.get_trials(deepcopy=False))
     summary.front_size = front_size(study)
     return summary
 
@@ -349,8 +237,6 @@ class Progress:
     def start(self, done: int, target: int, front: int) -> None:
         self._t0 = time.perf_counter()
         if self.bar_enabled:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=target, initial=done, desc="trials", unit="trial", file=self.stream,
                              dynamic_ncols=True)
             self._bar.set_postfix_str(f"front {front}")
@@ -391,8 +277,6 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
            progress: Progress | None = None, target: int | None = None) -> RunSummary:
     """Open (or resume) the study, add the missing baselines, then run searched trials up to the
     target. Ctrl-C during the baselines or the trials returns a summary with ``interrupted``."""
-    from nas.fleet._worker import check_target_device
-
     evaluator = evaluator or Evaluator(config)
     study = open_study(config, storage, study_name, evaluator=evaluator)
     check_target_device(study, config)  # latencies from other hardware never join this study's front
@@ -402,7 +286,7 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
     except KeyboardInterrupt:
         summary = RunSummary(study.study_name, config.trials if target is None else target, interrupted=True)
         summary.seconds = time.perf_counter() - start
-        summary.finished = finished_count(searched_trials(study))
+        summary.finished = finished_count(study.get_trials(deepcopy=False))
         return summary
     summary = run_trials(study, config, evaluator, target=target, progress=progress)
     summary.baselines = baselines
@@ -424,9 +308,6 @@ def quiet_optuna() -> Iterator[None]:
 def stop_on_sigterm() -> Iterator[None]:
     """SIGTERM (a batch system or ``kill``) stops a launch as Ctrl-C does: the running trial is
     told FAIL ("interrupted") instead of being left RUNNING."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -13,14 +13,17 @@ every sampler).
 
 from __future__ import annotations
 
-from typing import Any, Container, Sequence
+import warnings
+from typing import Any, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study._rows import ATTR_BASELINE
+from nas._optuna import FilteredStudy
+from nas.study._schema import ATTR_BASELINE
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random")
 
@@ -29,16 +32,11 @@ def is_baseline(trial: FrozenTrial) -> bool:
     return ATTR_BASELINE in trial.user_attrs
 
 
-class _SearchedTrialsView(optuna.Study):
+class _SearchedTrialsView(FilteredStudy):
     """The same study (same storage, id, sampler, caches) whose trial lists skip the baselines."""
 
     def __init__(self, study: optuna.Study) -> None:  # noqa: D107 - shares the study's state
-        self.__dict__.update(study.__dict__)
-
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in trials if not is_baseline(t)]
+        super().__init__(study, is_baseline)
 
 
 class BaselineBlindSampler(BaseSampler):
@@ -83,10 +81,6 @@ def make_sampler(name: str, seed: int | None, *, population_size: int | None = N
     Constraints: Optuna 5 deprecates the samplers' ``constraints_func``; NSGA-II/III, TPE and GP
     read ``FrozenTrial.constraints``, which the runner fills with ``trial.set_constraint`` (system
     attributes ``constraints:<name>``) before telling a trial, and on the baselines' trials."""
-    import warnings
-
-    from optuna.exceptions import ExperimentalWarning
-
     kw: dict[str, Any] = {"seed": seed}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from nas import profile
-from nas.study._rows import study_data
+from nas.study import study_data
 from search_space import SearchSpace, suggest
 from shufflenet import build_model, canonical_spec
 

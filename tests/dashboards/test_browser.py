@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 from conftest import REPO
-from nas.cli._main import main
+from nas.cli import main
 from search_space import ArchSpec
 
 CHROMIUM = os.environ.get("SHUFFLENAS_CHROMIUM", "/usr/bin/chromium")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.cli._main import main
+from nas.cli import main
 
 
 def _fails(capsys, argv: list[str]) -> str:

@@ -92,12 +92,15 @@ def test_spearman():
     assert spearman([1, 1, 1], [1, 2, 3]) is None
 
 
-def test_baseline_labels():
-    assert baseline_label("v1_g3_0.5x") == ("V1 g3", "v1")
-    assert baseline_label("v1_g3_0.5x", same_g_twice=True) == ("V1 g3 0.5x", "v1")
-    assert baseline_label("v1_g8_0.25x") == ("V1 g8", "v1")
-    assert baseline_label("v2_1.0x") == ("V2 1.0x", "v2")
+def test_baseline_labels_come_from_the_structured_config():
+    """A row's ``baseline_config`` (family, groups, multiplier), not a parse of the name."""
+    v1_half = {"family": "v1", "groups": 3, "multiplier": 0.5}
+    assert baseline_label("v1_g3_0.5x", v1_half) == ("V1 g3", "v1")
+    assert baseline_label("v1_g3_0.5x", v1_half, same_g_twice=True) == ("V1 g3 0.5x", "v1")
+    assert baseline_label("v1_g8_0.25x", {"family": "v1", "groups": 8, "multiplier": 0.25}) == ("V1 g8", "v1")
+    assert baseline_label("v2_1.0x", {"family": "v2", "groups": 1, "multiplier": 1.0}) == ("V2 1.0x", "v2")
     assert baseline_label("resnet18") == ("resnet18", None)
+    assert baseline_label("v2_1.0x") == ("v2_1.0x", None)   # no config: the name as it is
 
 
 # ---- gather on the real study ------------------------------------------------------------------------
@@ -223,7 +226,7 @@ def test_foreign_study_degrades_with_a_notice(foreign_data, storage_url, facts):
 def test_one_objective_study_uses_trial_number():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: (t.suggest_float("x", -2, 2) - 1) ** 2, n_trials=12)
-    from nas.study._rows import study_data
+    from nas.study import study_data
 
     info = gather(study_data(study))
     assert [a.key for a in info.x_axes] == ["number"] and info.default_y == "value:0"

@@ -10,7 +10,7 @@ import sys
 
 import nas  # noqa: F401 - the package and torch, before the start
 import shufflenet  # noqa: F401
-from nas.cli._main import main
+from nas.cli import main
 
 if __name__ == "__main__":
     print("ready", flush=True)

@@ -15,10 +15,10 @@ import signal
 import sys
 import time
 
-from nas.study._config import load_study_config
-from nas.study._runner import quiet_optuna
-from nas.fleet._storage import parse_storage
-from nas.fleet._worker import open_worker_storage, prepare_worker
+from nas.study import load_study_config
+from nas.study import quiet_optuna
+from nas.fleet import parse_storage
+from nas.fleet import open_worker_storage, prepare_worker
 
 
 def main() -> int:

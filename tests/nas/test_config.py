@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from nas.cli._main import main as cli_main
-from nas.study._config import config_from_dict, load_study_config
+from nas.cli import main as cli_main
+from nas.study import config_from_dict, load_study_config
 from nas._errors import StudyFileError
 from shufflenet import CANONICAL, canonical_names
 

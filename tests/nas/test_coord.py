@@ -15,8 +15,9 @@ import pytest
 import sqlalchemy.exc as sa_exc
 from optuna.trial import TrialState
 
-from nas.fleet import _coord
-from nas.fleet._coord import Census, is_transient, requeue_once, retry
+from nas.fleet import _retry
+from nas.fleet import Backoff, is_transient, requeue_once, retry
+from nas.study import Census
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def test_transient_errors_are_lost_connections_only():
 
 def test_retry_backs_off_then_succeeds_and_gives_up_on_real_errors(monkeypatch):
     sleeps = []
-    monkeypatch.setattr(_coord.time, "sleep", sleeps.append)
+    monkeypatch.setattr(_retry.time, "sleep", sleeps.append)
     calls = []
 
     def flaky():
@@ -56,7 +57,7 @@ def test_retry_backs_off_then_succeeds_and_gives_up_on_real_errors(monkeypatch):
 
     assert retry(flaky, what="test", deadline_s=60) == "ok"
     assert len(calls) == 4 and len(sleeps) == 3
-    assert all(0 < s <= _coord.BACKOFF_CAP_S for s in sleeps) and sleeps[0] < sleeps[-1] * 2 + 1e-9
+    assert all(0 < s <= _retry.BACKOFF_CAP_S for s in sleeps) and sleeps[0] < sleeps[-1] * 2 + 1e-9
 
     def broken():
         raise sa_exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
@@ -69,19 +70,19 @@ def test_retry_backs_off_then_succeeds_and_gives_up_on_real_errors(monkeypatch):
 
 def test_retry_stops_at_its_deadline(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(_coord.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(_coord.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(_retry.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_retry.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
 
     def down():
         raise _operational("connection refused")
 
     with pytest.raises(sa_exc.OperationalError):
         retry(down, what="test", deadline_s=5.0)
-    assert 5.0 <= clock[0] <= 5.0 + _coord.BACKOFF_CAP_S
+    assert 5.0 <= clock[0] <= 5.0 + _retry.BACKOFF_CAP_S
 
 
 def test_backoff_is_capped_exponential_with_jitter():
-    b = _coord.Backoff(base=0.1, cap=1.0)
+    b = Backoff(base=0.1, cap=1.0)
     delays = [b.next_delay() for _ in range(8)]
     assert all(0.05 <= d <= 1.0 for d in delays)
     assert max(delays[5:]) > 0.4  # reached the cap region
@@ -122,7 +123,7 @@ def _counts(c: Census) -> tuple:
 
 def test_census_counted_in_the_database_equals_the_census_of_every_trial(tmp_path):
     """``ResilientRDBStorage.census`` (one grouped query) agrees with ``Census.of`` (every trial)."""
-    from nas.fleet._coord import ResilientRDBStorage
+    from nas.fleet import ResilientRDBStorage
 
     C, F, W, R = TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING, TrialState.RUNNING
     storage = ResilientRDBStorage(f"sqlite:///{tmp_path / 's.db'}")
@@ -163,7 +164,7 @@ def test_dead_local_worker_trials_are_failed_and_requeued_on_a_journal_file(tmp_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.fleet._worker import _recover_dead_worker
+    from nas.fleet._launcher import _recover_dead_worker
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
@@ -228,8 +229,8 @@ def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(
     waits until it is done; a measurement at the turnstile keeps new computations from starting."""
     import threading
 
-    from nas.fleet._coord import computing_on_host, measuring_on_host
-    from nas.measure._latency import LatencyError, latency_lock, lock_path
+    from nas.measure import computing_on_host, measuring_on_host
+    from nas.measure import LatencyError, latency_lock, lock_path
 
     monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
     path = lock_path()
@@ -270,7 +271,7 @@ def test_a_dead_worker_on_this_host_is_found_without_heartbeats(tmp_path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.fleet._coord import sweep_dead_local_workers
+    from nas.fleet import sweep_dead_local_workers
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
     study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])

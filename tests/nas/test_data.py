@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.proxies._data import ENV_VAR, load_cifar10, resolve_data_dir
+from nas.proxies import ENV_VAR, load_cifar10, resolve_data_dir
 from nas._errors import DataError, NasError
 
 

@@ -18,8 +18,8 @@ from conftest import run_cli
 from torch import nn
 
 import nas.export._export as ex
-from nas.export._export import ATOL, ExportError, export_spec, export_trial
-from nas.cli._main import main
+from nas.export import ATOL, ExportError, export_spec, export_trial
+from nas.cli import main
 from search_space import ArchSpec, SearchSpace, sample_specs
 from shufflenet import build_model, canonical_spec
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from nas.measure._cost import profile_module
-from nas.guidelines._benchmarks import (
-    BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, PAPER, Bottleneck, GuidelineError, GuidelineSettings,
-    ParallelConvs, TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width, reassemble,
-)
-from nas.guidelines._study import StudyGuidelinesError, _fit, study_guidelines, unit_knobs
+from nas.measure import profile_module
+from nas.guidelines import PAPER, GuidelineError, GuidelineSettings, reassemble
+from nas.guidelines._benchmarks import BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, Bottleneck, ParallelConvs, TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width
+from nas.guidelines import StudyGuidelinesError, study_guidelines, unit_knobs
+from nas.guidelines._study import _fit
+from nas.study import latency_attrs
 from tests.conftest import REPO, run_cli
 
 ROW_KEYS = {"config", "scale", "mflops", "mmac", "median_ms", "iqr_ms", "paper_gpu", "paper_arm"}
@@ -261,7 +261,7 @@ def test_cli_html_is_self_contained(cli_run):
 
 
 def test_cli_bad_options_give_one_clear_error(capsys):
-    from nas.cli._main import main
+    from nas.cli import main
 
     for args, needle in (
         (("--runtime", "tvm"), "--runtime: got 'tvm'; allowed: eager, torchscript, onnxruntime"),
@@ -286,7 +286,7 @@ def test_cli_bad_options_give_one_clear_error(capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error(capsys):
-    from nas.cli._main import main
+    from nas.cli import main
 
     assert main(["guidelines", "--device", "cuda", "--scales", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -296,7 +296,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys):
 
 
 def test_dashboards_guidelines_does_not_import_torch():
-    code = "import sys, dashboards._guidelines; assert 'torch' not in sys.modules; assert 'nas' not in sys.modules"
+    code = ("import sys, dashboards._guidelines; assert 'torch' not in sys.modules; "
+            "assert 'shufflenet' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -319,8 +320,8 @@ def tiny_study(tmp_path_factory):
     the user attributes of nas/_results.py."""
     import optuna
 
-    from nas.measure._cost import profile
-    from nas.measure._latency import LatencySettings, measure_latency
+    from nas.measure import profile
+    from nas.measure import LatencySettings, measure_latency
     from search_space import SearchSpace, suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -341,7 +342,7 @@ def tiny_study(tmp_path_factory):
         trial.set_user_attr("proxy_params", float(cost.params))
         for k in ("params", "mflops", "mmac", "fragments", "kernel_launches", "elementwise_ops"):
             trial.set_user_attr(k, getattr(cost, k))
-        for k, v in lat.to_attrs().items():
+        for k, v in latency_attrs(lat).items():
             trial.set_user_attr(k, v)
         return float(cost.params), lat.median_ms
 
@@ -355,7 +356,7 @@ def tiny_study(tmp_path_factory):
 
 
 def test_study_analysis_on_a_real_study(tiny_study):
-    from nas.study._rows import study_data
+    from nas.study import study_data
 
     _, study = tiny_study
     a = study_guidelines(study_data(study))

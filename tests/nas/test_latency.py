@@ -20,23 +20,9 @@ import pytest
 import torch
 from torch import nn
 
-from nas.measure._latency import (
-    LatencyCache,
-    LatencyError,
-    LatencyResult,
-    LatencySettings,
-    default_cache,
-    device_fingerprint,
-    fingerprint_id,
-    latency_lock,
-    lock_path,
-    measure_latency,
-    prepare_runtime,
-    stop_reason,
-    time_module,
-)
-from nas.study._rows import METRIC_KEYS, trial_row
-from nas.measure._runtimes import count_batchnorm
+from nas.measure import LatencyCache, LatencyError, LatencyResult, LatencySettings, default_cache, device_fingerprint, fingerprint_id, latency_lock, lock_path, measure_latency, prepare_runtime, stop_reason, time_module
+from nas.study import METRIC_KEYS, latency_attrs, trial_row
+from nas.measure import count_batchnorm
 from search_space import SearchSpace, sample_specs
 from shufflenet import build_model, canonical_spec
 
@@ -186,9 +172,9 @@ def test_stop_rule():
 
 def test_result_attrs_are_the_study_contract():
     r = measure_latency("v2_0.5x", _fast(), cache=None)
-    attrs = r.to_attrs()
+    attrs = latency_attrs(r)
     assert set(attrs) == {"latency_ms", "latency_iqr_ms", "latency_runs", "latency_settings", "device_fingerprint",
-                          "fingerprint_id"}
+                          "fingerprint_id", "latency_cached"}
     assert json.loads(json.dumps(attrs)) == attrs
     import optuna
     trial = optuna.trial.create_trial(values=[0.5, r.median_ms], user_attrs=attrs)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from nas.study._pareto import dominates, front_summary, hypervolume, pareto_front, reference_point
+from nas.study import dominates, front_summary, hypervolume, pareto_front, reference_point
 
 DIRS = ["maximize", "minimize"]
 

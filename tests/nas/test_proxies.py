@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from nas.proxies._data import load_cifar10
+from nas.proxies import load_cifar10
 from nas._errors import DataError, NasError
-from nas.proxies._registry import NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, compute_proxies, compute_proxies_timed
+from nas.proxies import NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, compute_proxies, compute_proxies_timed
 from search_space import ArchSpec, StageSpec, UnitChoice
 
 # small batches keep the test fast; the published sizes are the defaults
@@ -74,7 +74,7 @@ def test_train_proxy_is_deterministic(data):
 
 
 def test_train_learns_something(data):
-    from nas.proxies._train import train_short
+    from nas.proxies import train_short
 
     settings = FAST.replace(train_images=2000, train_steps=40, train_batch_size=32, lr=0.05, eval_images=500)
     result = train_short(SMALL, data, settings, "cpu")

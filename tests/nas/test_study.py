@@ -10,14 +10,15 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from nas.cli._main import main as cli_main
-from nas.study._config import SamplerConfig, config_from_dict
-from nas.measure._latency import device_fingerprint, fingerprint_id
-from nas.study._evaluator import Evaluation, Evaluator
-from nas.study._rows import METRIC_KEYS
-from nas.study._runner import StudyMismatchError, ensure_baselines, front_size, open_study, run_trials
-from nas.study._samplers import _SearchedTrialsView, make_sampler
-from nas.fleet._storage import open_storage, parse_storage
+from nas.cli import main as cli_main
+from nas.study import SamplerConfig, config_from_dict
+from nas.measure import device_fingerprint, fingerprint_id
+from nas.study import Evaluation, Evaluator
+from nas.study import METRIC_KEYS
+from nas.study import StudyMismatchError, ensure_baselines, front_size, open_study, run_trials
+from nas.study import make_sampler
+from nas.study._samplers import _SearchedTrialsView
+from nas.fleet import open_storage, parse_storage
 from search_space import param_names
 
 TINY_TOML = """
@@ -125,7 +126,7 @@ class Injected(Evaluator):
         self.calls = 0
         self.fp = device_fingerprint(config.latency)
 
-    def evaluate(self, spec):
+    def evaluate(self, spec, **phases):
         self.calls += 1
         what = self.behaviour.get(self.calls)
         if what == "raise":
@@ -181,7 +182,7 @@ def test_ctrl_c_stops_cleanly_and_a_relaunch_resumes(storage):
 
 
 def test_many_failures_in_a_row_stop_the_study(storage):
-    from nas.study._runner import TrialsFailingError
+    from nas.study import TrialsFailingError
 
     cfg = small_config(baselines="none", trials=20)
     ev = Injected(cfg, {i: "raise" for i in range(1, 30)})
@@ -256,13 +257,13 @@ def test_resuming_with_other_objectives_is_refused(storage):
 
 
 def test_launch_on_other_hardware_is_refused(storage):
-    from nas.study._runner import launch
-    from nas.fleet._worker import WorkerError
+    from nas.study import launch
+    from nas.study import TargetDeviceError
     cfg = small_config()
     study = open_study(cfg, storage, evaluator=Injected(cfg))
     other = {"cpu": "Some Other CPU", "threads": 1, "torch": "0.0", "id": "0123456789ab"}
     study.set_user_attr("target_fingerprint", other)
-    with pytest.raises(WorkerError, match="0123456789ab"):
+    with pytest.raises(TargetDeviceError, match="0123456789ab"):
         launch(cfg, storage, evaluator=Injected(cfg))
     assert len(study.get_trials()) == 0  # refused before anything was measured
 
@@ -303,7 +304,7 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(TINY_TOML)
 
-    from nas.study._config import load_study_config
+    from nas.study import load_study_config
     from search_space import suggest
 
     config = load_study_config(study_file)
@@ -325,7 +326,7 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
 
 
 def test_storage_strings_are_normalised(tmp_path):
-    from nas.fleet._storage import StorageError, default_storage_path
+    from nas.fleet import StorageError, default_storage_path
 
     assert default_storage_path("studies/x.toml").name == "x.journal"
     db = tmp_path / "s.db"

@@ -8,9 +8,8 @@ import math
 import pytest
 from conftest import run_cli
 
-from nas.proxies._registry import ProxySettings
-from nas.proxies._validate import (ValidationError, ValidationProtocol, kendall_tau_b, plan_specs, spearman_rho, summarize,
-                           tau_standard_error)
+from nas.proxies import ProxySettings
+from nas.proxies import ValidationError, ValidationProtocol, kendall_tau_b, plan_specs, spearman_rho, summarize, tau_standard_error
 from search_space import SearchSpace
 
 TINY_STUDY = """
@@ -151,8 +150,8 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
     assert "3 of 3 architectures already done, 0 to run" in done.stderr
 
     # the results file is the reference population of the ensemble proxy
-    from nas.proxies._data import load_cifar10
-    from nas.proxies._registry import compute_proxies
+    from nas.proxies import load_cifar10
+    from nas.proxies import compute_proxies
     from search_space import ArchSpec
 
     settings = ProxySettings(naswot_batch_size=8, grad_batch_size=8, ensemble_of=("naswot", "params"),

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from pg import pg_server, pg_url  # noqa: F401 - fixtures
 
-from nas.cli._main import main
+from nas.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 LIGHT_WORKER = Path(__file__).with_name("pg_light_worker.py")
@@ -120,7 +120,7 @@ _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 def _load(url: str, name: str = "scale") -> optuna.Study:
     """The study, read through one plain RDBStorage per URL. Opening it takes the workers' schema
     lock: an RDBStorage that opens a fresh database creates its tables, and would race them."""
-    from nas.fleet._coord import open_schema_lock
+    from nas.fleet import open_schema_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url not in _STORAGES:
@@ -243,7 +243,8 @@ def test_three_workers_survive_a_kill_and_a_server_restart(pg_server, pg_url, st
     assert _counted_finished(_searched(study)) == TRIALS
     assert sum(t.state == TrialState.COMPLETE for t in _searched(study)) == TRIALS
     # The census the workers count in PostgreSQL (one grouped query) is the census of every trial.
-    from nas.fleet._coord import Census, ResilientRDBStorage
+    from nas.fleet import ResilientRDBStorage
+    from nas.study import Census
 
     counted_in_db = ResilientRDBStorage(pg_url).census(study._study_id, "baseline")
     every = Census.of(trials, "baseline")
@@ -294,7 +295,7 @@ def test_many_workers_starting_together_on_a_fresh_database(pg_url, study_file):
 # ------------------------------------------------------------------------------------------ devices
 
 def _foreign(fp: dict) -> dict:
-    from nas.measure._latency import fingerprint_id
+    from nas.measure import fingerprint_id
 
     other = {k: v for k, v in fp.items() if k != "id"}
     other["cpu"] = "Imaginary Neural Accelerator 9000"
@@ -316,7 +317,7 @@ def test_proxy_only_workers_and_latency_on_the_target_device(pg_url, study_file,
         assert "proxy_params" in t.user_attrs and "mflops" in t.user_attrs and "latency_ms" not in t.user_attrs
 
     # The study's target is another device: a latency worker here refuses, naming both.
-    from nas.measure._latency import device_fingerprint, fingerprint_id
+    from nas.measure import device_fingerprint, fingerprint_id
 
     fp = device_fingerprint(__import__("nas.study", fromlist=["x"]).load_study_config(study_file).latency)
     mine = {**fp, "id": fingerprint_id(fp)}

@@ -1,0 +1,163 @@
+"""Every trial and study attribute shufflenas writes, named once (README, "Trial and study attributes").
+
+Any Optuna tool can read a study without our code; every reader here (rows, Pareto, export,
+guidelines, the dashboards) takes the names from this module. Plain Python: no torch, no Optuna.
+
+Trial user attributes:
+
+=========================  ====================================================================
+key                        value
+=========================  ====================================================================
+``spec``                   the spec as a JSON object (``ArchSpec.to_dict()``)
+``spec_hash``              ``ArchSpec.content_hash()``
+``short``                  ``ArchSpec.short()``, a one-line display form (display only)
+``baseline``               canonical name (``v2_1.0x``), on baseline trials only
+``proxy_<name>``           every recorded proxy, e.g. ``proxy_naswot``, ``proxy_params``
+``params``                 parameter count (cost accounting at the latency's deployment settings)
+``mflops``, ``mmac``       multiply-adds / 1e6, memory access cost / 1e6 (elements)
+``fragments``              conv/linear ops on the critical path
+``kernel_launches``        data-moving ops in one forward
+``elementwise_ops``        ReLU + add + concat + shuffle ops; ``elementwise`` breaks them down
+``latency_ms``             median latency; ``latency_iqr_ms`` its IQR; ``latency_runs`` timed runs
+``latency_settings``       dict: device, runtime, threads, resolution, batch, ...
+``device_fingerprint``     dict: cpu/gpu model, threads, torch and runtime versions
+``fingerprint_id``         short hash of ``device_fingerprint``
+``latency_cached``         the latency came from the persistent cache
+``constraints``            one value per active ``[constraints]`` limit, ``(value - limit) / limit``;
+                           feasible when every value is <= 0 (absent: no constraints)
+``reused_from``            number of the trial whose measurement this one reuses (same spec and device)
+``time_proxies_s``, ...    seconds in the proxies, accounting, latency, the whole trial
+                           (``time_profile_s``, ``time_latency_s``, ``time_trial_s``;
+                           ``time_proxy_part_s`` on a trial handed off by a proxy-only worker)
+``fail_reason``            on FAIL trials: why (exception type and message, a NaN, a lost worker)
+``interrupted``            on a FAIL trial stopped by Ctrl-C / SIGTERM: not counted, re-run resumes
+=========================  ====================================================================
+
+Study user attributes: ``objective_names`` (``["proxy:params", "latency_ms"]``), ``proxy`` (the
+proxy objective 0 is built on), ``latency_settings``, ``target_fingerprint`` (the device every
+latency of the study is measured on), ``study_config`` (the study file as plain data).
+
+Trial system attributes: ``constraints:<limit>`` (Optuna's own constraint attributes, which its
+samplers read), ``failed_trial`` / ``retry_history`` (Optuna's retry attributes, on a re-queued
+trial), ``shufflenas:worker`` (``host:pid`` of the worker that ran it), ``shufflenas:retry_reason``,
+``shufflenas:latency_pending`` and ``shufflenas:proxy_by`` (a trial whose proxies a proxy-only
+worker computed, waiting for its latency).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+# ---- trial user attributes: identity ----------------------------------------------------------------
+ATTR_SPEC = "spec"
+ATTR_SPEC_HASH = "spec_hash"
+ATTR_SHORT = "short"
+ATTR_BASELINE = "baseline"
+IDENTITY_ATTRS = (ATTR_SPEC, ATTR_SPEC_HASH, ATTR_SHORT, ATTR_BASELINE)   # what a re-queued trial keeps
+
+# ---- proxies ------------------------------------------------------------------------------------------
+PROXY_PREFIX = "proxy_"
+
+# ---- cost accounting ----------------------------------------------------------------------------------
+ATTR_PARAMS = "params"
+ATTR_MFLOPS = "mflops"
+ATTR_MMAC = "mmac"
+ATTR_FRAGMENTS = "fragments"
+ATTR_KERNEL_LAUNCHES = "kernel_launches"
+ATTR_ELEMENTWISE_OPS = "elementwise_ops"
+ATTR_ELEMENTWISE = "elementwise"
+COST_ATTRS = (ATTR_PARAMS, ATTR_MFLOPS, ATTR_MMAC, ATTR_FRAGMENTS, ATTR_KERNEL_LAUNCHES, ATTR_ELEMENTWISE_OPS,
+              ATTR_ELEMENTWISE)
+
+# ---- latency ------------------------------------------------------------------------------------------
+ATTR_LATENCY_MS = "latency_ms"
+ATTR_LATENCY_IQR_MS = "latency_iqr_ms"
+ATTR_LATENCY_RUNS = "latency_runs"
+ATTR_LATENCY_SETTINGS = "latency_settings"
+ATTR_DEVICE_FINGERPRINT = "device_fingerprint"
+ATTR_FINGERPRINT_ID = "fingerprint_id"
+ATTR_LATENCY_CACHED = "latency_cached"
+LATENCY_ATTRS = (ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS, ATTR_LATENCY_SETTINGS,
+                 ATTR_DEVICE_FINGERPRINT, ATTR_FINGERPRINT_ID)
+
+# ---- outcome ------------------------------------------------------------------------------------------
+ATTR_CONSTRAINTS = "constraints"
+ATTR_REUSED_FROM = "reused_from"
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_INTERRUPTED = "interrupted"
+
+# ---- timings ------------------------------------------------------------------------------------------
+ATTR_TIME_PROXIES = "time_proxies_s"
+ATTR_TIME_PROFILE = "time_profile_s"
+ATTR_TIME_LATENCY = "time_latency_s"
+ATTR_TIME_TRIAL = "time_trial_s"
+ATTR_TIME_PROXY_PART = "time_proxy_part_s"
+TIMING_KEYS = (ATTR_TIME_PROXIES, ATTR_TIME_PROFILE, ATTR_TIME_LATENCY)
+
+# The numbers a row's ``metrics`` holds (README: dashboards, pareto).
+METRIC_KEYS = (ATTR_PARAMS, ATTR_MFLOPS, ATTR_MMAC, ATTR_FRAGMENTS, ATTR_KERNEL_LAUNCHES, ATTR_ELEMENTWISE_OPS,
+               ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS)
+
+# What a trial that reuses another's measurement does not copy: its own identity as a baseline, its
+# outcome, its timings and its constraint values (recomputed under this study's limits).
+NOT_REUSED = frozenset({ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM, ATTR_CONSTRAINTS,
+                        ATTR_TIME_TRIAL, ATTR_TIME_PROXY_PART, *TIMING_KEYS})
+
+# ---- study user attributes --------------------------------------------------------------------------
+STUDY_OBJECTIVE_NAMES = "objective_names"
+STUDY_PROXY = "proxy"
+STUDY_LATENCY_SETTINGS = "latency_settings"
+STUDY_TARGET_FINGERPRINT = "target_fingerprint"
+STUDY_CONFIG = "study_config"
+
+# ---- trial system attributes ------------------------------------------------------------------------
+SYS_CONSTRAINT_PREFIX = "constraints:"       # Optuna's: trial.set_constraint(name, value)
+SYS_FAILED_TRIAL = "failed_trial"            # Optuna's RetryFailedTrialCallback keys
+SYS_RETRY_HISTORY = "retry_history"
+SYS_WORKER = "shufflenas:worker"             # "host:pid" of the worker running / last running the trial
+SYS_RETRY_REASON = "shufflenas:retry_reason"
+SYS_LATENCY_PENDING = "shufflenas:latency_pending"   # WAITING trial: proxies done, latency not
+SYS_PROXY_BY = "shufflenas:proxy_by"         # worker that computed a handed-off trial's proxies
+SYS_OURS_PREFIX = "shufflenas:"
+
+
+def proxy_attr(name: str) -> str:
+    """The user attribute of proxy ``name``: ``proxy_<name>``."""
+    return PROXY_PREFIX + name
+
+
+def objective_name(proxy: str) -> str:
+    """Objective 0's name for a study on ``proxy``: ``proxy:<name>``."""
+    return f"proxy:{proxy}"
+
+
+def cost_attrs(cost: Any) -> dict[str, Any]:
+    """The accounting attributes of a ``nas.measure.Cost``."""
+    return {ATTR_PARAMS: cost.params, ATTR_MFLOPS: cost.mflops, ATTR_MMAC: cost.mmac,
+            ATTR_FRAGMENTS: cost.fragments, ATTR_KERNEL_LAUNCHES: cost.kernel_launches,
+            ATTR_ELEMENTWISE_OPS: cost.elementwise_ops, ATTR_ELEMENTWISE: dict(cost.elementwise)}
+
+
+def latency_attrs(result: Any) -> dict[str, Any]:
+    """The latency attributes of a ``nas.measure.LatencyResult`` (``latency_cached`` included)."""
+    return {ATTR_LATENCY_MS: result.median_ms, ATTR_LATENCY_IQR_MS: result.iqr_ms,
+            ATTR_LATENCY_RUNS: result.runs, ATTR_LATENCY_SETTINGS: dict(result.settings),
+            ATTR_DEVICE_FINGERPRINT: dict(result.fingerprint), ATTR_FINGERPRINT_ID: result.fingerprint_id,
+            ATTR_LATENCY_CACHED: bool(result.cached)}
+
+
+def constraint_values(attrs: Mapping[str, Any]) -> list[Any] | None:
+    """A trial's stored constraint values (``None``: no constraints)."""
+    values = attrs.get(ATTR_CONSTRAINTS)
+    return list(values) if isinstance(values, (list, tuple)) else values
+
+
+def is_feasible(constraints: Any) -> bool:
+    """The one feasibility rule: no constraint values, or every one a finite number <= 0."""
+    if not constraints:
+        return True
+    if not isinstance(constraints, (list, tuple)):
+        return False
+    return all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c <= 0
+               for c in constraints)
