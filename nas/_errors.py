@@ -4,7 +4,14 @@ line and exits non-zero."""
 
 
 class NasError(Exception):
-    """A user-facing error of the ``nas`` package (bad study file, data, storage, option...)."""
+    """A user-facing error of the ``nas`` package (bad study file, data, storage, option...).
+
+    ``param`` names the library parameter the message starts with (``archs: got 2; ...``), so the
+    CLI can say the flag instead (``--archs: got 2; ...``); a notebook user reads the parameter."""
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class StudyFileError(NasError):

@@ -47,12 +47,18 @@ def backend(storage: Any) -> Any:
 
 
 def journal_file(storage: Any) -> str | None:
-    """The file of a journal storage (``JournalStorage._backend._file_path``), else ``None``. Why:
-    the study lock is an OS file lock beside the journal file, and ``JournalStorage`` does not
-    expose its path."""
-    inner = getattr(backend(storage), "_backend", None)
-    path = getattr(inner, "_file_path", None)
-    return str(path) if path else None
+    """The file of a journal storage (``JournalFileBackend._file_path`` under ``JournalStorage._backend``),
+    else ``None``. Why: the study lock is an OS file lock beside the journal file, and
+    ``JournalStorage`` does not expose its path."""
+    obj = storage
+    for _ in range(3):   # JournalStorage -> JournalFileBackend (a study's storage may add a wrapper)
+        path = getattr(obj, "_file_path", None)
+        if path:
+            return str(path)
+        obj = getattr(obj, "_backend", None)
+        if obj is None:
+            return None
+    return None
 
 
 def heartbeat_of(storage: Any) -> tuple[int | None, int | None]:

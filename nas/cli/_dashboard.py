@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nas._errors import NasError
-from nas.cli._command import Command
+from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import load_existing_study
 from nas.study import study_data
 
@@ -84,5 +84,5 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("dashboard", "the Pareto dashboard of a study: one offline HTML file (--out) or live (--serve)",
-            _add_dashboard, _run_dashboard),
+            _add_dashboard, _run_dashboard, flags=STORAGE_FLAGS),
 ]

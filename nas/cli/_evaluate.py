@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from search_space import ArchSpec
-
-from nas._errors import DataError, NasError
+from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._spec_arg import load_spec_arg
 from nas.measure import DEVICES, RUNTIMES, LatencySettings
-from nas.proxies import BASELINES, NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, load_cifar10, resolve_data_dir
-from nas.study import Evaluator
-from nas.study._schema import ATTR_LATENCY_CACHED, COST_ATTRS, LATENCY_ATTRS, proxy_attr
+from nas.proxies import PROXY_NAMES
+from nas.study import evaluate_spec
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -33,39 +30,6 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help=f"input size for latency and accounting (default {d.resolution})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"latency batch size (default {d.batch})")
     p.add_argument("--json", action="store_true", help="print one JSON object (keys in README)")
-
-
-def evaluate_spec(spec: ArchSpec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
-                  latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224) -> dict:
-    """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
-    data, through :class:`nas.study.Evaluator`. Accounting uses the deployment settings: ``latency``'s
-    when given, else ``resolution``, 1,000 classes and the imagenet stem. Without ``proxies``: every
-    zero-cost proxy plus params and flops, the data-free ones only when no data folder is found."""
-    if proxies:
-        names = list(proxies)
-        data = load_cifar10(resolve_data_dir(data_dir)) if any(n in NEEDS_DATA for n in names) else None
-    else:
-        names = list(ZERO_COST) + list(BASELINES)
-        try:
-            data = load_cifar10(resolve_data_dir(data_dir))
-        except DataError:
-            if data_dir:  # a folder was given and is broken: say so
-                raise
-            data = None
-            names = [n for n in names if n not in NEEDS_DATA]
-    settings = latency if latency is not None else LatencySettings.from_dict({"resolution": resolution},
-                                                                             where="latency")
-    evaluator = Evaluator.for_spec(names, proxy_settings=ProxySettings(seed=seed), latency=settings, data=data,
-                                   latency_cache="default" if use_cache else None)
-    part = evaluator.proxy_phase(spec)
-    cost = {k: part.attrs[k] for k in COST_ATTRS}
-    doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(),
-           "proxies": {n: part.attrs[proxy_attr(n)] for n in names}, "proxy_seconds": part.proxy_seconds,
-           **cost, "resolution": settings.resolution, "num_classes": settings.num_classes, "stem": settings.stem}
-    if latency is not None:
-        done = evaluator.latency_phase(part)
-        doc.update({k: done.attrs[k] for k in (*LATENCY_ATTRS, ATTR_LATENCY_CACHED)})
-    return doc
 
 
 def _run(args: argparse.Namespace) -> int:

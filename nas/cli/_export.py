@@ -7,7 +7,7 @@ import argparse
 import json
 
 from nas._errors import NasError
-from nas.cli._command import Command
+from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._spec_arg import load_spec_arg
 from nas.export import FORMATS, export_spec, export_trial
 
@@ -87,5 +87,5 @@ def _or(value, default):
 
 COMMANDS = [
     Command("export", "export a study's trial, Pareto-front member or baseline (or a spec) as json, pytorch, "
-                      "torchscript or onnx, self-checked, with a model card", _add_export, _run_export),
+                      "torchscript or onnx, self-checked, with a model card", _add_export, _run_export, flags=STORAGE_FLAGS),
 ]

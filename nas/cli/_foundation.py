@@ -6,12 +6,10 @@ import argparse
 import json
 
 from search_space import load_space, sample_specs
-from shufflenet import CANONICAL
-
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._spec_arg import load_spec_arg
-from nas.measure import profile
+from nas.measure import canonical_costs, profile
 
 
 def _add_baselines(p: argparse.ArgumentParser) -> None:
@@ -19,24 +17,8 @@ def _add_baselines(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list (keys documented in README)")
 
 
-def baseline_rows(family: str | None = None) -> list[dict]:
-    """Every canonical config with its accounting at 224x224, 1,000 classes, and published numbers."""
-    rows = []
-    for name, c in CANONICAL.items():
-        if family and c.family != family:
-            continue
-        cost = profile(c.spec)
-        rows.append({
-            "name": name, "family": c.family, "groups": c.groups, "multiplier": c.multiplier,
-            "params": cost.params, "mflops": round(cost.mflops, 3), "mmac": round(cost.mmac, 3),
-            "paper_mflops": c.paper_mflops, "published_params": c.published_params,
-            "spec_hash": c.spec.content_hash(), "spec": c.spec.to_dict(),
-        })
-    return rows
-
-
 def _run_baselines(args: argparse.Namespace) -> int:
-    rows = baseline_rows(args.family)
+    rows = canonical_costs(args.family)
     if args.json:
         print(json.dumps(rows))
         return 0

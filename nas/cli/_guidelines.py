@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from nas.cli._command import Command
+from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import load_existing_study
 from nas.guidelines import GuidelineError, GuidelineSettings, format_report, format_study, measure, study_guidelines
 from nas.study import study_data
@@ -108,5 +108,8 @@ def _run(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("guidelines", "reproduce the ShuffleNet V2 guideline experiments (G1-G4, Table 8) on this device, or "
-                          "measure the guidelines inside a study (--storage URL --study NAME)", _add, _run),
+                          "measure the guidelines inside a study (--storage URL --study NAME)", _add, _run,
+            flags={**STORAGE_FLAGS, "device": "--device", "runtime": "--runtime", "threads": "--threads",
+                   "rounds": "--rounds", "batch": "--batch", "config_set": "--set", "scales": "--scales",
+                   "tables": "--tables"}),
 ]

@@ -44,8 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in _COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)
-        p.set_defaults(_run=cmd.run)
+        p.set_defaults(_run=cmd.run, _flags=cmd.flags)
     return parser
+
+
+def _message(exc: BaseException, flags: dict[str, str]) -> str:
+    """The error as the command line says it: a message about library parameter ``p`` names its flag."""
+    text, param = str(exc), getattr(exc, "param", None)
+    flag = flags.get(param) if param else None
+    return flag + text[len(param):] if flag and text.startswith(param) else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except _USER_ERRORS as exc:
-        print(f"shufflenas {args.command}: error: {exc}", file=sys.stderr)
+        print(f"shufflenas {args.command}: error: {_message(exc, args._flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"shufflenas {args.command}: interrupted", file=sys.stderr)

@@ -88,5 +88,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("validate-proxy", "check accuracy proxies against short training: Kendall tau / Spearman rho of every "
-            "proxy, the noise ceiling between seeds, the standard error of tau", _add_validate, _run_validate),
+            "proxy, the noise ceiling between seeds, the standard error of tau", _add_validate, _run_validate,
+            flags={"archs": "--archs", "seeds": "--seeds", "second_seed_fraction": "--second-seed-fraction",
+                   "sample_seed": "--sample-seed", "proxies": "--proxies", "ensemble": "--ensemble",
+                   "jobs": "--jobs"}),
 ]

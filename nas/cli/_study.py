@@ -8,7 +8,7 @@ import math
 import sys
 
 from nas._errors import NasError
-from nas.cli._command import Command
+from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
 from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
                        study_data)
@@ -36,8 +36,6 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
 
 def _run_launch(args: argparse.Namespace) -> int:
     if args.workers != 1:
-        if args.workers < 1 or args.workers > 256:
-            raise NasError(f"--workers: got {args.workers}; expected 1..256 worker processes")
         return launch_workers(args.study_file, args.workers, storage=args.storage, study_name=args.study_name,
                               trials=args.trials, data_dir=args.data_dir, threads=args.threads)
     config = load_study_config(args.study_file)
@@ -138,7 +136,8 @@ def _json_default(o: object) -> object:
 
 COMMANDS = [
     Command("launch", "create or resume a multi-objective study (proxy vs latency), canonical baselines first",
-            _add_launch, _run_launch),
+            _add_launch, _run_launch,
+            flags={**STORAGE_FLAGS, "study_name": "--study-name", "trials": "--trials", "workers": "--workers"}),
     Command("pareto", "the Pareto front of a study, the baselines it dominates and its hypervolume",
-            _add_pareto, _run_pareto),
+            _add_pareto, _run_pareto, flags=STORAGE_FLAGS),
 ]

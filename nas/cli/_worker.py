@@ -11,7 +11,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from nas._errors import NasError
-from nas.cli._command import Command
+from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker, worker_id
 from nas.fleet._retry import _first_line
 from nas.study import load_study_config, quiet_optuna, stop_on_sigterm
@@ -67,8 +67,6 @@ def _run_worker(args: argparse.Namespace) -> int:
                        f"expected an interval >= 1 s and a grace period longer than the interval")
     if args.threads is not None and args.threads < 1:
         raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
-    if args.until is not None and args.until < 1:
-        raise NasError(f"--until: got {args.until}; expected a positive number of finished searched trials")
     config = load_study_config(args.study_file)
     location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)
     me = worker_id()
@@ -115,5 +113,6 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("worker", "work on a shared study (join or create it) until it holds N finished trials; run many, "
-                      "on many hosts, against one PostgreSQL", _add_worker, _run_worker),
+                      "on many hosts, against one PostgreSQL", _add_worker, _run_worker,
+            flags={**STORAGE_FLAGS, "study_name": "--study-name", "until": "--until"}),
 ]

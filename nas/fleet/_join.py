@@ -19,7 +19,8 @@ from nas.fleet._retry import DEFAULT_RETRY_DEADLINE_S, retry_while_restarting
 from nas.fleet._storage import StorageError, StorageLocation, _one_line, as_location, open_storage
 
 
-def open_worker_storage(location: StorageLocation | str, *, heartbeat_interval: int | None = 60, grace_period: int | None = None,
+def open_worker_storage(location: StorageLocation | str, *, heartbeat_interval: int | None = 60,
+                        grace_period: int | None = None,
                         retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S) -> Any:
     """An Optuna storage for a worker. A database URL gives a :class:`~nas.fleet.ResilientRDBStorage`
     with heartbeats (``heartbeat_interval`` seconds; a trial whose heartbeat is older than

@@ -41,7 +41,7 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
     reported a user error)."""
     k = int(workers)
     if k < 1 or k > 256:
-        raise WorkerError(f"workers: got {k}; expected 1..256 worker processes")
+        raise WorkerError(f"workers: got {k}; expected 1..256 worker processes", param="workers")
     config = load_study_config(study_file)
     location = parse_storage(storage, study_file)
     name = study_name or config.name

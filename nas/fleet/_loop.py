@@ -108,7 +108,7 @@ class Worker:
                  wait_for_others: bool = True, on_trial: Callable[[FrozenTrial], None] | None = None,
                  uncounted: str | None = None):
         if until < 1:
-            raise WorkerError(f"until: got {until}; expected a positive number of finished trials")
+            raise WorkerError(f"until: got {until}; expected a positive number of finished trials", param="until")
         self.study = study
         self.evaluate = evaluate
         self.until = until

@@ -72,8 +72,8 @@ def parse_storage(value: str | None, study_file: str | Path | None = None) -> St
     """
     if value is None or value == "":
         if study_file is None:
-            raise StorageError("--storage: none given; give a journal file path, sqlite:///PATH or "
-                               "postgresql://USER@HOST/DB (or a study file, whose journal is the default)")
+            raise StorageError("storage: none given; give a journal file path, sqlite:///PATH or "
+                               "postgresql://USER@HOST/DB (or a study file, whose journal is the default)", param="storage")
         path = default_storage_path(study_file).resolve()
         return StorageLocation("journal", str(path), str(path))
     if "://" not in value:
@@ -98,13 +98,13 @@ def _parse_url(value: str) -> StorageLocation:
         path = Path(value.split("://", 1)[1]).expanduser().resolve()
         return StorageLocation("journal", str(path), str(path))
     if scheme.startswith("redis"):
-        raise StorageError(f"--storage {_mask_raw(value)}: Redis is not supported; use a journal file path, "
-                           f"sqlite:///PATH or postgresql://USER@HOST/DB")
+        raise StorageError(f"storage {_mask_raw(value)}: Redis is not supported; use a journal file path, "
+                           f"sqlite:///PATH or postgresql://USER@HOST/DB", param="storage")
     try:
         url = make_url(value)
     except ArgumentError:
-        raise StorageError(f"--storage {_mask_raw(value)}: not a valid database URL; expected a journal file path, "
-                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB") from None
+        raise StorageError(f"storage {_mask_raw(value)}: not a valid database URL; expected a journal file path, "
+                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB", param="storage") from None
     backend = url.get_backend_name()
     driver = url.get_driver_name() if "+" in url.drivername else None
     if url.drivername in ("postgres",) or url.drivername.startswith("postgres+"):
@@ -249,10 +249,10 @@ def load_existing_study(storage: str | None, study_name: str | None, study_file:
     listed = ", ".join(names) or "none"
     if study_name is None:
         if len(names) != 1:
-            raise StorageError(f"--study: storage {location} holds {len(names)} studies ({listed}); "
-                               f"name one with --study NAME")
+            raise StorageError(f"study_name: storage {location} holds {len(names)} studies ({listed}); "
+                               f"name one with --study NAME", param="study_name")
         study_name = names[0]
     if study_name not in names:
-        raise StorageError(f"--study: no study {study_name!r} in {location}; studies there: {listed}")
+        raise StorageError(f"study_name: no study {study_name!r} in {location}; studies there: {listed}", param="study_name")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=study_name, storage=opened), location

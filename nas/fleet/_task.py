@@ -143,7 +143,8 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     name = study_name or config.name
     until = config.trials if until is None else until
     if until < 1:
-        raise WorkerError(f"until: got {until}; expected a positive number of finished searched trials")
+        raise WorkerError(f"until: got {until}; expected a positive number of finished searched trials",
+                          param="until")
     with study_lock(storage, name):
         before = _study_attrs_of(storage, name)
         created = before is None

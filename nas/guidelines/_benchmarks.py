@@ -337,14 +337,14 @@ def benchmarks(config_set: str, scales: Sequence[int] = SCALES, tables: Sequence
     ``paper_widths``: build G1 with the widths the paper prints (times the scale) even where they
     miss equal FLOPs by more than 2% (the check then prints them as off)."""
     if config_set not in SETS:
-        raise GuidelineError(f"--set: got {config_set!r}; allowed: {', '.join(SETS)}")
+        raise GuidelineError(f"config_set: got {config_set!r}; allowed: {', '.join(SETS)}", param="config_set")
     bad = [t for t in tables if t not in TABLES]
     if bad:
         raise GuidelineError(f"tables: got {bad}; allowed: {', '.join(TABLES)}")
     bad_s = [s for s in scales if s not in SCALES]
     if bad_s or not scales:
-        raise GuidelineError(f"--scales: got {list(scales)}; allowed: a comma list of {', '.join(map(str, SCALES))} "
-                             f"(the paper's x1/x2/x4 columns)")
+        raise GuidelineError(f"scales: got {list(scales)}; allowed: a comma list of {', '.join(map(str, SCALES))} "
+                             f"(the paper's x1/x2/x4 columns)", param="scales")
     hw = INPUT_HW * INPUT_HW
     rows: list[Benchmark] = []
     for table in tables:
@@ -449,25 +449,25 @@ class GuidelineSettings:
 
     def resolved(self) -> "GuidelineSettings":
         if self.device not in ("cpu", "cuda"):
-            raise GuidelineError(f"--device: got {self.device!r}; allowed: cpu, cuda")
+            raise GuidelineError(f"device: got {self.device!r}; allowed: cpu, cuda", param="device")
         if self.runtime not in RUNTIMES:
-            raise GuidelineError(f"--runtime: got {self.runtime!r}; allowed: {', '.join(RUNTIMES)}")
-        for name, value, low in (("--threads", self.threads, 1), ("--rounds", self.rounds, 1)):
+            raise GuidelineError(f"runtime: got {self.runtime!r}; allowed: {', '.join(RUNTIMES)}", param="runtime")
+        for name, value, low in (("threads", self.threads, 1), ("rounds", self.rounds, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise GuidelineError(f"{name}: got {value!r}; expected an integer >= {low}")
+                raise GuidelineError(f"{name}: got {value!r}; expected an integer >= {low}", param=name)
         batch = self.batch if self.batch is not None else (8 if self.device == "cuda" else 1)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise GuidelineError(f"--batch: got {batch!r}; expected an integer >= 1")
+            raise GuidelineError(f"batch: got {batch!r}; expected an integer >= 1", param="batch")
         cs = self.config_set or ("gpu" if self.device == "cuda" else "arm")
         if cs not in SETS:
-            raise GuidelineError(f"--set: got {cs!r}; allowed: {', '.join(SETS)}")
+            raise GuidelineError(f"config_set: got {cs!r}; allowed: {', '.join(SETS)}", param="config_set")
         scales = tuple(self.scales)
         if not scales or any(s not in SCALES for s in scales) or len(set(scales)) != len(scales):
-            raise GuidelineError(f"--scales: got {','.join(map(str, scales)) or 'nothing'}; expected distinct values "
-                                 f"among {','.join(map(str, SCALES))} (the paper's x1/x2/x4 columns)")
+            raise GuidelineError(f"scales: got {','.join(map(str, scales)) or 'nothing'}; expected distinct values "
+                                 f"among {','.join(map(str, SCALES))} (the paper's x1/x2/x4 columns)", param="scales")
         tables = tuple(self.tables)
         if not tables or any(t not in TABLES for t in tables):
-            raise GuidelineError(f"--tables: got {','.join(tables) or 'nothing'}; allowed: {','.join(TABLES)}")
+            raise GuidelineError(f"tables: got {','.join(tables) or 'nothing'}; allowed: {','.join(TABLES)}", param="tables")
         protocol = {"warmup", "warmup_seconds", "min_runs", "max_runs", "max_seconds", "target_rel_iqr"}
         unknown = sorted(set(self.latency) - protocol)
         if unknown:

@@ -7,6 +7,7 @@ from nas._lazy import lazy_exports
 _EXPORTS = {
     "Cost": "nas.measure._cost",
     "analytic_macs": "nas.measure._cost",
+    "canonical_costs": "nas.measure._cost",
     "critical_path_fragments": "nas.measure._cost",
     "profile": "nas.measure._cost",
     "profile_module": "nas.measure._cost",

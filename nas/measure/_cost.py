@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from search_space import ArchSpec
-from shufflenet import build_model
+from shufflenet import CANONICAL, build_model
 
 ELEMENTWISE_KINDS = {
     "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "cat": "concat",
@@ -209,3 +209,19 @@ def profile(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem
         num_classes=num_classes,
         stem=stem,
     )
+
+
+def canonical_costs(family: str | None = None) -> list[dict]:
+    """Every canonical config with its accounting at 224x224, 1,000 classes, and published numbers."""
+    rows = []
+    for name, c in CANONICAL.items():
+        if family and c.family != family:
+            continue
+        cost = profile(c.spec)
+        rows.append({
+            "name": name, "family": c.family, "groups": c.groups, "multiplier": c.multiplier,
+            "params": cost.params, "mflops": round(cost.mflops, 3), "mmac": round(cost.mmac, 3),
+            "paper_mflops": c.paper_mflops, "published_params": c.published_params,
+            "spec_hash": c.spec.content_hash(), "spec": c.spec.to_dict(),
+        })
+    return rows

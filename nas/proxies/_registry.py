@@ -209,11 +209,11 @@ def check_proxy_names(names: Sequence[str] | str, where: str = "proxy") -> tuple
     out: list[str] = []
     for n in names:
         if n not in PROXY_NAMES:
-            raise ProxyError(f"{where}: unknown proxy {n!r}; allowed: {', '.join(PROXY_NAMES)}")
+            raise ProxyError(f"{where}: unknown proxy {n!r}; allowed: {', '.join(PROXY_NAMES)}", param=where)
         if n not in out:
             out.append(n)
     if not out:
-        raise ProxyError(f"{where}: no proxy named; allowed: {', '.join(PROXY_NAMES)}")
+        raise ProxyError(f"{where}: no proxy named; allowed: {', '.join(PROXY_NAMES)}", param=where)
     return tuple(out)
 
 

@@ -70,32 +70,32 @@ class ValidationProtocol:
 
     def __post_init__(self) -> None:
         if isinstance(self.archs, bool) or not isinstance(self.archs, int) or not 3 <= self.archs <= 10_000:
-            raise ValidationError(f"--archs: got {self.archs!r}; expected an integer in [3, 10000] (tau needs "
-                                  f"several architectures; the issue asks for at least 24 for evidence)")
+            raise ValidationError(f"archs: got {self.archs!r}; expected an integer in [3, 10000] (tau needs "
+                                  f"several architectures; the issue asks for at least 24 for evidence)", param="archs")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 10:
-            raise ValidationError(f"--seeds: got {self.seeds!r}; expected an integer in [1, 10] (2 measures the "
-                                  f"noise ceiling)")
+            raise ValidationError(f"seeds: got {self.seeds!r}; expected an integer in [1, 10] (2 measures the "
+                                  f"noise ceiling)", param="seeds")
         f = self.second_seed_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ValidationError(f"--second-seed-fraction: got {f!r}; expected a number in (0, 1] (at least "
-                                  f"1/3 keeps the noise ceiling meaningful)")
+            raise ValidationError(f"second_seed_fraction: got {f!r}; expected a number in (0, 1] (at least "
+                                  f"1/3 keeps the noise ceiling meaningful)", param="second_seed_fraction")
         if self.seeds >= 2 and math.ceil(f * self.archs) < 3:
-            raise ValidationError(f"--second-seed-fraction: {f} of {self.archs} architectures gives "
-                                  f"{math.ceil(f * self.archs)} with a second seed; the noise ceiling needs >= 3")
+            raise ValidationError(f"second_seed_fraction: {f} of {self.archs} architectures gives "
+                                  f"{math.ceil(f * self.archs)} with a second seed; the noise ceiling needs >= 3", param="second_seed_fraction")
         if isinstance(self.sample_seed, bool) or not isinstance(self.sample_seed, int) or self.sample_seed < 0:
-            raise ValidationError(f"--sample-seed: got {self.sample_seed!r}; expected an integer >= 0")
-        names = check_proxy_names(self.proxies, "--proxies")
+            raise ValidationError(f"sample_seed: got {self.sample_seed!r}; expected an integer >= 0", param="sample_seed")
+        names = check_proxy_names(self.proxies, "proxies")
         if "train" in names:
-            raise ValidationError("--proxies: 'train' is the truth being checked against, not a proxy to score")
+            raise ValidationError("proxies: 'train' is the truth being checked against, not a proxy to score", param="proxies")
         if "ensemble" in names:
-            raise ValidationError("--proxies: 'ensemble' is scored as ensemble_equal / ensemble_cv from its "
-                                  "components; name the components in --ensemble")
+            raise ValidationError("proxies: 'ensemble' is scored as ensemble_equal / ensemble_cv from its "
+                                  "components; name the components in --ensemble", param="proxies")
         object.__setattr__(self, "proxies", names)
-        ens = check_proxy_names(self.ensemble, "--ensemble") if self.ensemble else ()
+        ens = check_proxy_names(self.ensemble, "ensemble") if self.ensemble else ()
         missing = [n for n in ens if n not in names]
         if missing or ("train" in ens) or ("ensemble" in ens):
-            raise ValidationError(f"--ensemble: {', '.join(missing or ['train'])} not among the scored proxies "
-                                  f"({', '.join(names)})")
+            raise ValidationError(f"ensemble: {', '.join(missing or ['train'])} not among the scored proxies "
+                                  f"({', '.join(names)})", param="ensemble")
         object.__setattr__(self, "ensemble", ens)
 
     def seeds_for(self, index: int) -> list[int]:
@@ -137,7 +137,7 @@ def plan_specs(protocol: ValidationProtocol) -> list[ArchSpec]:
                 out.append(spec)
             if len(out) == n:
                 return out
-    raise ValidationError(f"--archs: the space holds fewer than {n} distinct specs; ask for fewer")
+    raise ValidationError(f"archs: the space holds fewer than {n} distinct specs; ask for fewer", param="archs")
 
 
 # ---- the results file ----------------------------------------------------------------------------
@@ -195,9 +195,9 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
     default: the CPU count divided by ``jobs``).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
-        raise ValidationError(f"--jobs: got {jobs!r}; expected an integer in [1, 64]")
+        raise ValidationError(f"jobs: got {jobs!r}; expected an integer in [1, 64]", param="jobs")
     if jobs > 1 and data_dir is None:
-        raise ValidationError("--jobs > 1 needs the data folder for the worker processes")
+        raise ValidationError("jobs > 1 needs the data folder for the worker processes", param="jobs")
     key = protocol.key()
     store = ResultsFile(results or default_results_path(protocol))
     specs = plan_specs(protocol)

@@ -69,6 +69,7 @@ _EXPORTS = {
     "finished_count": "nas.study._census",
     "Evaluation": "nas.study._evaluator",
     "Evaluator": "nas.study._evaluator",
+    "evaluate_spec": "nas.study._evaluator",
     "SAMPLERS": "nas.study._samplers",
     "BaselineBlindSampler": "nas.study._samplers",
     "is_baseline": "nas.study._samplers",

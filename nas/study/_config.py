@@ -121,7 +121,7 @@ class StudyConfig:
         if "trials" in changes:
             t = changes["trials"]
             if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-                raise StudyFileError(f"--trials: got {t!r}; expected an integer >= 0")
+                raise StudyFileError(f"trials: got {t!r}; expected an integer >= 0", param="trials")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

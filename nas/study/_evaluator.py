@@ -34,10 +34,12 @@ from optuna.trial import FrozenTrial, TrialState
 from search_space import ArchSpec, SearchSpace, suggest
 
 from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
-from nas.proxies import ProxySettings, compute_proxies_timed, load_cifar10, resolve_data_dir
+from nas._errors import DataError
+from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, load_cifar10,
+                          resolve_data_dir)
 from nas.study._config import StudyConfig
 from nas.study._open import new_study_attrs
-from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC,
+from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, COST_ATTRS, LATENCY_ATTRS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC,
                                ATTR_SPEC_HASH, ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL,
                                NOT_REUSED, SYS_CONSTRAINT_PREFIX, TIMING_KEYS, cost_attrs, latency_attrs, proxy_attr)
 
@@ -301,6 +303,39 @@ class Evaluator:
         evaluation = self.measure_trial(trial, suggest(trial, self.config.space))
         trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
         return evaluation.values
+
+
+def evaluate_spec(spec: ArchSpec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
+                  latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224) -> dict:
+    """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
+    data, through :class:`nas.study.Evaluator`. Accounting uses the deployment settings: ``latency``'s
+    when given, else ``resolution``, 1,000 classes and the imagenet stem. Without ``proxies``: every
+    zero-cost proxy plus params and flops, the data-free ones only when no data folder is found."""
+    if proxies:
+        names = list(proxies)
+        data = load_cifar10(resolve_data_dir(data_dir)) if any(n in NEEDS_DATA for n in names) else None
+    else:
+        names = list(ZERO_COST) + list(BASELINES)
+        try:
+            data = load_cifar10(resolve_data_dir(data_dir))
+        except DataError:
+            if data_dir:  # a folder was given and is broken: say so
+                raise
+            data = None
+            names = [n for n in names if n not in NEEDS_DATA]
+    settings = latency if latency is not None else LatencySettings.from_dict({"resolution": resolution},
+                                                                             where="latency")
+    evaluator = Evaluator.for_spec(names, proxy_settings=ProxySettings(seed=seed), latency=settings, data=data,
+                                   latency_cache="default" if use_cache else None)
+    part = evaluator.proxy_phase(spec)
+    cost = {k: part.attrs[k] for k in COST_ATTRS}
+    doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(),
+           "proxies": {n: part.attrs[proxy_attr(n)] for n in names}, "proxy_seconds": part.proxy_seconds,
+           **cost, "resolution": settings.resolution, "num_classes": settings.num_classes, "stem": settings.stem}
+    if latency is not None:
+        done = evaluator.latency_phase(part)
+        doc.update({k: done.attrs[k] for k in (*LATENCY_ATTRS, ATTR_LATENCY_CACHED)})
+    return doc
 
 
 @contextlib.contextmanager

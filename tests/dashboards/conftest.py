@@ -1,5 +1,5 @@
 """A small REAL study for the dashboard tests, written the way the study runner writes one (the user
-attribute contract of ``nas._results``): specs asked from an Optuna trial through
+attribute contract of ``nas.study._schema``): specs asked from an Optuna trial through
 ``search_space.suggest``, cost accounting by ``nas.profile``, the NASWOT proxy computed on a real
 CIFAR-10 batch, latency measured (median and IQR of timed eager forwards), the canonical baselines as
 trials of their own, one FAIL trial with its reason, one RUNNING trial, and beside it a study written
@@ -20,10 +20,11 @@ import optuna
 import pytest
 import torch
 
-from nas import profile
-from nas.study import study_data
 from search_space import SearchSpace, suggest
 from shufflenet import build_model, canonical_spec
+
+from nas import profile
+from nas.study import study_data
 
 STUDY = "dash-test"
 FOREIGN = "other-code"

@@ -21,8 +21,9 @@ import optuna
 import pytest
 
 from conftest import REPO
-from nas.cli import main
 from search_space import ArchSpec
+
+from nas.cli import main
 
 CHROMIUM = os.environ.get("SHUFFLENAS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -14,19 +14,9 @@ import sys
 import optuna
 import pytest
 
-from dashboards import (
-    DashboardError,
-    figures,
-    flops_latency_figure,
-    gather,
-    hypervolume_figure,
-    hypervolume_info,
-    page_payload,
-    pareto_figure,
-    pareto_info,
-    render_html,
-    write_html,
-)
+from dashboards import (DashboardError, figures, flops_latency_figure, gather, hypervolume_figure, hypervolume_info,
+                        page_payload, pareto_figure, pareto_info, render_html, write_html)
+
 from nas.study import study_data
 
 

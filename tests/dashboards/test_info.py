@@ -13,15 +13,8 @@ import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from dashboards import (
-    DashboardError,
-    flops_latency_info,
-    gather,
-    hypervolume_2d,
-    hypervolume_info,
-    pareto_front_2d,
-    pareto_info,
-)
+from dashboards import (DashboardError, flops_latency_info, gather, hypervolume_2d, hypervolume_info, pareto_front_2d,
+                        pareto_info)
 from dashboards._info import baseline_label, spearman
 
 METRICS = ("latency_ms", "mflops", "params", "mmac")

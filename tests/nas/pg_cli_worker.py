@@ -8,8 +8,9 @@ this a fault test's workers would not be at work together.
 
 import sys
 
-import nas  # noqa: F401 - the package and torch, before the start
 import shufflenet  # noqa: F401
+
+import nas  # noqa: F401 - the package and torch, before the start
 from nas.cli import main
 
 if __name__ == "__main__":

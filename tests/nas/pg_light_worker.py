@@ -15,10 +15,8 @@ import signal
 import sys
 import time
 
-from nas.study import load_study_config
-from nas.study import quiet_optuna
-from nas.fleet import parse_storage
-from nas.fleet import open_worker_storage, prepare_worker
+from nas.fleet import open_worker_storage, parse_storage, prepare_worker
+from nas.study import load_study_config, quiet_optuna
 
 
 def main() -> int:

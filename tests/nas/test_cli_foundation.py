@@ -51,6 +51,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 
 def test_every_subcommand_has_help(capsys):
     import pytest
+
     from nas.cli import build_parser, main
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -3,10 +3,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
+from shufflenet import CANONICAL, canonical_names
+
+from nas._errors import StudyFileError
 from nas.cli import main as cli_main
 from nas.study import config_from_dict, load_study_config
-from nas._errors import StudyFileError
-from shufflenet import CANONICAL, canonical_names
 
 STUDIES = sorted((REPO / "studies").glob("*.toml"))
 

@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy.exc as sa_exc
 from optuna.trial import TrialState
 
-from nas.fleet import _retry
-from nas.fleet import Backoff, is_transient, requeue_once, retry
+from nas.fleet import Backoff, _retry, is_transient, requeue_once, retry
 from nas.study import Census
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,8 +228,7 @@ def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(
     waits until it is done; a measurement at the turnstile keeps new computations from starting."""
     import threading
 
-    from nas.measure import computing_on_host, measuring_on_host
-    from nas.measure import LatencyError, latency_lock, lock_path
+    from nas.measure import LatencyError, computing_on_host, latency_lock, lock_path, measuring_on_host
 
     monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
     path = lock_path()

@@ -5,16 +5,21 @@ from search_space import ArchSpec, SearchSpace, StageSpec, UnitChoice, sample_sp
 from shufflenet import CANONICAL
 
 
+# README, "The model family": the tolerances it states, to the digits it states them.
+V2_MFLOPS_TOLERANCE = 0.0132   # V2 within 1.32% of the paper's 41/146/299/591 (2.0x: -1.31%)
+V1_MFLOPS_TOLERANCE = 0.0101   # V1 1.0x within 1.01% of the paper's per-g 143/140/137/133/137 (g=4: +1.007%)
+
+
 @pytest.mark.parametrize("name", [n for n, c in CANONICAL.items() if c.family == "v2"])
-def test_v2_mflops_within_3_percent_of_paper(name):
+def test_v2_mflops_within_the_readme_tolerance_of_the_paper(name):
     cost = profile(CANONICAL[name].spec)
-    assert abs(cost.mflops / CANONICAL[name].paper_mflops - 1) <= 0.03
+    assert abs(cost.mflops / CANONICAL[name].paper_mflops - 1) <= V2_MFLOPS_TOLERANCE
 
 
 @pytest.mark.parametrize("g", [1, 2, 3, 4, 8])
-def test_v1_1x_within_5_percent_of_140(g):
-    cost = profile(CANONICAL[f"v1_g{g}_1.0x"].spec)
-    assert abs(cost.mflops / 140 - 1) <= 0.05
+def test_v1_1x_within_the_readme_tolerance_of_the_papers_per_g_numbers(g):
+    c = CANONICAL[f"v1_g{g}_1.0x"]
+    assert abs(profile(c.spec).mflops / c.paper_mflops - 1) <= V1_MFLOPS_TOLERANCE
 
 
 @pytest.mark.parametrize("spec", sample_specs(SearchSpace(), 12, seed=21), ids=lambda s: s.content_hash())

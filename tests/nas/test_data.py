@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.proxies import ENV_VAR, load_cifar10, resolve_data_dir
 from nas._errors import DataError, NasError
+from nas.proxies import ENV_VAR, load_cifar10, resolve_data_dir
 
 
 def test_shared_binary_data_loads(cifar_dir):

@@ -14,14 +14,19 @@ import onnxruntime as ort
 import optuna
 import pytest
 import torch
-from conftest import run_cli
 from torch import nn
 
-import nas.export._export as ex
-from nas.export import ATOL, ExportError, export_spec, export_trial
-from nas.cli import main
+from conftest import run_cli
 from search_space import ArchSpec, SearchSpace, sample_specs
 from shufflenet import build_model, canonical_spec
+
+import nas.export._checks as checks_module
+import nas.export._formats as formats_module
+from nas.cli import main
+from nas.export import (ATOL, FORMATS, ExportError, calibrate_batchnorm, default_suffix, export_spec, export_trial,
+                        load_pytorch, read_metadata)
+from nas.measure import count_batchnorm
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -77,9 +82,9 @@ def _reload(fmt: str, path: Path):
 @pytest.mark.parametrize("case", list(CASES))
 def test_round_trip_every_format(case, tmp_path):
     spec, classes, res, stem = CASES[case]
-    reports = {fmt: export_spec(spec, fmt, tmp_path / f"m{ex.default_suffix(fmt)}", num_classes=classes,
+    reports = {fmt: export_spec(spec, fmt, tmp_path / f"m{default_suffix(fmt)}", num_classes=classes,
                                 resolution=res, stem=stem)
-               for fmt in ex.FORMATS}
+               for fmt in FORMATS}
     for fmt, rep in reports.items():
         assert rep.passed and rep.path.is_file() and rep.card_json.is_file() and rep.card_md.is_file()
         card = json.loads(rep.card_json.read_text())
@@ -101,7 +106,7 @@ def test_round_trip_every_format(case, tmp_path):
     # the pytorch artifact holds exactly the seeded, calibrated model the exporter describes
     ref_model = build_model(spec, classes, stem)
     torch.manual_seed(0)
-    ref_model = ex.calibrate_batchnorm(build_model(spec, classes, stem), res, seed=0)
+    ref_model = calibrate_batchnorm(build_model(spec, classes, stem), res, seed=0)
     run = {fmt: _reload(fmt, reports[fmt].path) for fmt in ("pytorch", "torchscript", "onnx")}
     x = torch.randn(3, 3, res, res, generator=torch.Generator().manual_seed(99))  # batch 3: the dynamic axis
     with torch.no_grad():
@@ -113,14 +118,14 @@ def test_round_trip_every_format(case, tmp_path):
         assert float((got - expected).abs().max()) <= ATOL, fmt
 
     # TorchScript is frozen with BN folded; ONNX is opset >= 17 with a symbolic batch axis
-    assert ex.count_batchnorm(torch.jit.load(str(reports["torchscript"].path))) == 0
+    assert count_batchnorm(torch.jit.load(str(reports["torchscript"].path))) == 0
     graph = onnx.load(str(reports["onnx"].path))
     onnx.checker.check_model(graph)
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     assert not [n for n in graph.graph.node if n.op_type == "BatchNormalization"]
     for fmt in ("pytorch", "torchscript", "onnx"):
-        meta = ex.read_metadata(reports[fmt].path, fmt)
+        meta = read_metadata(reports[fmt].path, fmt)
         assert ArchSpec.from_dict(meta["spec"]) == spec and meta["build"] == {"num_classes": classes, "stem": stem}
 
 
@@ -130,7 +135,7 @@ SPEC, CLASSES, RES, STEM = CASES["random"]
 
 
 def _export(fmt, tmp_path, **kw):
-    return export_spec(SPEC, fmt, tmp_path / f"m{ex.default_suffix(fmt)}", num_classes=CLASSES, resolution=RES,
+    return export_spec(SPEC, fmt, tmp_path / f"m{default_suffix(fmt)}", num_classes=CLASSES, resolution=RES,
                        stem=STEM, **kw)
 
 
@@ -143,26 +148,26 @@ def _perturb_first_conv(model: nn.Module) -> None:
 def _assert_rejected(tmp_path, fmt, match):
     with pytest.raises(ExportError, match=match) as info:
         _export(fmt, tmp_path)
-    out = tmp_path / f"m{ex.default_suffix(fmt)}"
+    out = tmp_path / f"m{default_suffix(fmt)}"
     assert not out.exists() and not Path(f"{out}.card.json").exists() and not list(tmp_path.glob(".*tmp*"))
     assert "\n" not in str(info.value)
     return str(info.value)
 
 
 def test_torchscript_with_a_changed_weight_is_rejected(tmp_path, monkeypatch):
-    real = ex.to_torchscript
+    real = formats_module.to_torchscript
 
     def broken(model, example=None):
         _perturb_first_conv(model)  # the exporter hands over a copy: the reference stays intact
         return real(model, example)
 
-    monkeypatch.setattr(ex, "to_torchscript", broken)
+    monkeypatch.setattr(formats_module, "to_torchscript", broken)
     msg = _assert_rejected(tmp_path, "torchscript", "parity_b1")
     assert "parity_b2" in msg and "max |diff|" in msg
 
 
 def test_onnx_with_a_tampered_initializer_is_rejected(tmp_path, monkeypatch):
-    real = ex.export_onnx
+    real = formats_module.export_onnx
 
     def tampered(model, example, path, **kw):
         real(model, example, path, **kw)
@@ -174,20 +179,20 @@ def test_onnx_with_a_tampered_initializer_is_rejected(tmp_path, monkeypatch):
         onnx.save(graph, str(path))
         return path
 
-    monkeypatch.setattr(ex, "export_onnx", tampered)
+    monkeypatch.setattr(formats_module, "export_onnx", tampered)
     _assert_rejected(tmp_path, "onnx", "parity_b")
 
 
 def test_onnx_without_dynamic_batch_is_rejected(tmp_path, monkeypatch):
-    real = ex.export_onnx
-    monkeypatch.setattr(ex, "export_onnx", lambda model, example, path, **kw: real(
+    real = formats_module.export_onnx
+    monkeypatch.setattr(formats_module, "export_onnx", lambda model, example, path, **kw: real(
         model, example, path, **{**kw, "dynamic_batch": False}))
     msg = _assert_rejected(tmp_path, "onnx", "dynamic_batch")
     assert "parity_b2" in msg and "parity_b1" not in msg.split("parity_b2")[0]  # batch 1 still matches
 
 
 def test_onnx_failing_the_checker_is_rejected(tmp_path, monkeypatch):
-    real = ex.export_onnx
+    real = formats_module.export_onnx
 
     def dangling(model, example, path, **kw):
         real(model, example, path, **kw)
@@ -196,7 +201,7 @@ def test_onnx_failing_the_checker_is_rejected(tmp_path, monkeypatch):
         onnx.save(graph, str(path))
         return path
 
-    monkeypatch.setattr(ex, "export_onnx", dangling)
+    monkeypatch.setattr(formats_module, "export_onnx", dangling)
     _assert_rejected(tmp_path, "onnx", "onnx_checker")
 
 
@@ -232,7 +237,7 @@ def test_degenerate_weights_fail_the_sensitivity_check(tmp_path):
 def test_trained_weights_are_exported_and_checked(tmp_path):
     """The deploy path: export pytorch, 'train' (change the weights), export those weights to ONNX."""
     first = _export("pytorch", tmp_path)
-    model = ex.load_pytorch(first.path)
+    model = load_pytorch(first.path)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -367,11 +372,11 @@ def test_tolerance_follows_the_models_own_rounding_error():
         def forward(self, x):
             return ((x + 1e4) - 1e4).flatten(1)[:, :10]
 
-    inputs = {b: ex._check_input(b, 8) for b in (1, 2)}
-    noisy = ex._Reference.of(Cancels(), inputs)
+    inputs = {b: checks_module._check_input(b, 8) for b in (1, 2)}
+    noisy = checks_module._Reference.of(Cancels(), inputs)
     assert 1e-4 < noisy.rounding < 1e-3 and noisy.tolerance == pytest.approx(4 * noisy.rounding)
     assert "rounding error" in noisy.bound()
-    exact = ex._Reference.of(nn.Flatten(), inputs)
+    exact = checks_module._Reference.of(nn.Flatten(), inputs)
     assert exact.rounding == 0 and exact.tolerance == ATOL and exact.bound() == "0.0001"
-    checks = ex._parity("x", lambda x: Cancels()(x) + 3 * noisy.tolerance, inputs, noisy, "test")
+    checks = checks_module._parity("x", lambda x: Cancels()(x) + 3 * noisy.tolerance, inputs, noisy, "test")
     assert not any(c.passed for c in checks)

@@ -15,13 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from nas.measure import profile_module
-from nas.guidelines import PAPER, GuidelineError, GuidelineSettings, reassemble
-from nas.guidelines._benchmarks import BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, Bottleneck, ParallelConvs, TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width
-from nas.guidelines import StudyGuidelinesError, study_guidelines, unit_knobs
-from nas.guidelines._study import _fit
-from nas.study import latency_attrs
 from tests.conftest import REPO, run_cli
+
+from nas.guidelines import (PAPER, GuidelineError, GuidelineSettings, StudyGuidelinesError, reassemble,
+                            study_guidelines, unit_knobs)
+from nas.guidelines._benchmarks import (BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, Bottleneck, ParallelConvs,
+                                        TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width)
+from nas.guidelines._study import _fit
+from nas.measure import profile_module
+from nas.study import latency_attrs
 
 ROW_KEYS = {"config", "scale", "mflops", "mmac", "median_ms", "iqr_ms", "paper_gpu", "paper_arm"}
 
@@ -291,8 +293,10 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["guidelines", "--device", "cuda", "--scales", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "latency.device: got 'cuda'" in err[0] and "torch.cuda.is_available() is False" in err[0]
-    with pytest.raises(GuidelineError, match="--batch"):
+    with pytest.raises(GuidelineError, match="^batch: got 0"):
         GuidelineSettings(batch=0).resolved()
+    assert main(["guidelines", "--batch", "0"]) == 2
+    assert "error: --batch: got 0" in capsys.readouterr().err
 
 
 def test_dashboards_guidelines_does_not_import_torch():
@@ -317,12 +321,12 @@ def test_fit_recovers_an_exact_linear_law():
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     """A real Optuna study (journal file) whose trials carry real specs, accounting and latency in
-    the user attributes of nas/_results.py."""
+    the user attributes of nas/study/_schema.py."""
     import optuna
 
-    from nas.measure import profile
-    from nas.measure import LatencySettings, measure_latency
     from search_space import SearchSpace, suggest
+
+    from nas.measure import LatencySettings, measure_latency, profile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = tmp_path_factory.mktemp("study") / "tiny.journal"

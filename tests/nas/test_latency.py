@@ -20,11 +20,13 @@ import pytest
 import torch
 from torch import nn
 
-from nas.measure import LatencyCache, LatencyError, LatencyResult, LatencySettings, default_cache, device_fingerprint, fingerprint_id, latency_lock, lock_path, measure_latency, prepare_runtime, stop_reason, time_module
-from nas.study import METRIC_KEYS, latency_attrs, trial_row
-from nas.measure import count_batchnorm
 from search_space import SearchSpace, sample_specs
 from shufflenet import build_model, canonical_spec
+
+from nas.measure import (LatencyCache, LatencyError, LatencyResult, LatencySettings, count_batchnorm, default_cache,
+                         device_fingerprint, fingerprint_id, latency_lock, lock_path, measure_latency, prepare_runtime,
+                         stop_reason, time_module)
+from nas.study import METRIC_KEYS, latency_attrs, trial_row
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = dict(resolution=64, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.2)

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from optuna.trial import TrialState
 
 from search_space import sample_specs

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from nas.proxies import load_cifar10
-from nas._errors import DataError, NasError
-from nas.proxies import NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, compute_proxies, compute_proxies_timed
 from search_space import ArchSpec, StageSpec, UnitChoice
+
+from nas._errors import DataError, NasError
+from nas.proxies import (NEEDS_DATA, PROXY_NAMES, ZERO_COST, ProxySettings, compute_proxies, compute_proxies_timed,
+                         load_cifar10)
 
 # small batches keep the test fast; the published sizes are the defaults
 FAST = ProxySettings(naswot_batch_size=16, grad_batch_size=16, zen_batch_size=4, zen_repeats=2,
@@ -57,8 +58,9 @@ def test_value_does_not_depend_on_what_else_was_asked(data):
 
 
 def test_baselines_match_cost_accounting():
-    from nas import profile
     from shufflenet import build_model
+
+    from nas import profile
 
     values = compute_proxies(LARGE, ["params", "flops", "synflow", "zen"], None, FAST)  # data-free: no data needed
     cost = profile(LARGE, 32, 10, "cifar")

@@ -10,16 +10,14 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import run_cli
-from nas.cli import main as cli_main
-from nas.study import SamplerConfig, config_from_dict
-from nas.measure import device_fingerprint, fingerprint_id
-from nas.study import Evaluation, Evaluator
-from nas.study import METRIC_KEYS
-from nas.study import StudyMismatchError, ensure_baselines, front_size, open_study, run_trials
-from nas.study import make_sampler
-from nas.study._samplers import _SearchedTrialsView
-from nas.fleet import open_storage, parse_storage
 from search_space import param_names
+
+from nas.cli import main as cli_main
+from nas.fleet import open_storage, parse_storage
+from nas.measure import device_fingerprint, fingerprint_id
+from nas.study import (METRIC_KEYS, Evaluation, Evaluator, SamplerConfig, StudyMismatchError, config_from_dict,
+                       ensure_baselines, front_size, make_sampler, open_study, run_trials)
+from nas.study._samplers import _SearchedTrialsView
 
 TINY_TOML = """
 name = "tiny"
@@ -257,8 +255,7 @@ def test_resuming_with_other_objectives_is_refused(storage):
 
 
 def test_launch_on_other_hardware_is_refused(storage):
-    from nas.study import launch
-    from nas.study import TargetDeviceError
+    from nas.study import TargetDeviceError, launch
     cfg = small_config()
     study = open_study(cfg, storage, evaluator=Injected(cfg))
     other = {"cpu": "Some Other CPU", "threads": 1, "torch": "0.0", "id": "0123456789ab"}
@@ -304,8 +301,9 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(TINY_TOML)
 
-    from nas.study import load_study_config
     from search_space import suggest
+
+    from nas.study import load_study_config
 
     config = load_study_config(study_file)
     evaluator = Evaluator(config, latency_cache=None)

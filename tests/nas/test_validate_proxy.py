@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
-from nas.proxies import ProxySettings
-from nas.proxies import ValidationError, ValidationProtocol, kendall_tau_b, plan_specs, spearman_rho, summarize, tau_standard_error
+from conftest import run_cli
 from search_space import SearchSpace
+
+from nas.proxies import (ProxySettings, ValidationError, ValidationProtocol, kendall_tau_b, plan_specs, spearman_rho,
+                         summarize, tau_standard_error)
+
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_STUDY = """
 [space]
@@ -100,15 +104,29 @@ def test_report_rules_on_known_rankings():
     assert "standard error" in report["recommendation"]["why"]
 
 
-def test_protocol_bad_input():
-    with pytest.raises(ValidationError, match=r"--archs: got 2"):
+def test_protocol_bad_input_names_the_parameter():
+    """The library names its own parameters (a notebook user passed ``archs=2``, not ``--archs``)."""
+    with pytest.raises(ValidationError, match=r"^archs: got 2"):
         ValidationProtocol(space=SearchSpace(), archs=2)
-    with pytest.raises(ValidationError, match=r"--second-seed-fraction: 0.05 of 24 architectures gives 2"):
+    with pytest.raises(ValidationError, match=r"^second_seed_fraction: 0.05 of 24 architectures gives 2"):
         ValidationProtocol(space=SearchSpace(), archs=24, second_seed_fraction=0.05)
-    with pytest.raises(ValidationError, match=r"--proxies: 'train' is the truth"):
+    with pytest.raises(ValidationError, match=r"^proxies: 'train' is the truth"):
         ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params", "train"))
-    with pytest.raises(Exception, match=r"--proxies: unknown proxy 'foo'"):
+    with pytest.raises(Exception, match=r"^proxies: unknown proxy 'foo'"):
         ValidationProtocol(space=SearchSpace(), archs=5, proxies=("foo",))
+
+
+def test_the_cli_says_the_flag(capsys):
+    from nas.cli import main
+
+    assert main(["validate-proxy", "--space", str(REPO / "studies" / "quickstart.toml"), "--archs", "2",
+                 "--epochs", "1"]) == 2
+    assert capsys.readouterr().err.strip() == ("shufflenas validate-proxy: error: --archs: got 2; expected an integer "
+                                               "in [3, 10000] (tau needs several architectures; the issue asks for "
+                                               "at least 24 for evidence)")
+    assert main(["validate-proxy", "--space", str(REPO / "studies" / "quickstart.toml"), "--archs", "24",
+                 "--epochs", "1", "--second-seed-fraction", "0.05"]) == 2
+    assert "error: --second-seed-fraction: 0.05 of 24" in capsys.readouterr().err
     p1 = ValidationProtocol(space=SearchSpace(), archs=5)
     assert p1.key() == ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params",), ensemble=()).key()
     assert p1.key() != ValidationProtocol(space=SearchSpace(), archs=5, settings=ProxySettings(train_epochs=3)).key()
@@ -150,9 +168,9 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
     assert "3 of 3 architectures already done, 0 to run" in done.stderr
 
     # the results file is the reference population of the ensemble proxy
-    from nas.proxies import load_cifar10
-    from nas.proxies import compute_proxies
     from search_space import ArchSpec
+
+    from nas.proxies import compute_proxies, load_cifar10
 
     settings = ProxySettings(naswot_batch_size=8, grad_batch_size=8, ensemble_of=("naswot", "params"),
                              ensemble_reference=str(tmp_path / "r.jsonl"))

@@ -1,0 +1,287 @@
+"""The export formats, as one table (:data:`TABLE`): each format's file suffix, whether it holds
+weights, how it is written, checked, loaded back and read for its metadata, and how a user loads it.
+
+- ``json``: the spec alone (``ArchSpec.to_json``), rebuildable with ``shufflenet.build_model``;
+  checks: it loads back, the spec round-trips (content hash and name), it rebuilds with the same
+  parameter count.
+- ``pytorch``: ``torch.save`` of a plain dict: ``spec`` (JSON object), ``build`` (the
+  ``build_model`` keyword arguments ``num_classes`` and ``stem``), ``resolution`` and
+  ``state_dict``. Loads with ``torch.load`` (``weights_only``) and two lines of ``shufflenet``.
+- ``torchscript``: scripted, frozen, BatchNorm folded into the convs (``nas.measure.to_torchscript``),
+  with the spec and build settings in the archive's extra file ``shufflenas.json``; checks add
+  ``batchnorm_folded``.
+- ``onnx``: opset 17, dynamic batch axis, constant-folded, BatchNorm folded, input ``input`` and
+  output ``output``, the spec and build settings in ``metadata_props``; checks add ``onnx_checker``,
+  ``opset``, ``dynamic_batch`` and ``batchnorm_folded``.
+
+A new format is one :class:`Format` row; nothing else branches on the format's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from search_space import ArchSpec
+from shufflenet import build_model
+
+from nas.export._checks import CHECK_BATCHES, Check, ExportError, _check_input, _loads, _no_grad, _parity, _Reference
+from nas.measure import ONNX_OPSET, count_batchnorm, export_onnx, onnx_session, to_torchscript
+from nas.measure._runtimes import require
+
+PYTORCH_FORMAT = "shufflenas.pytorch"
+PYTORCH_FORMAT_VERSION = 1
+METADATA_KEY = "shufflenas"  # TorchScript extra file "shufflenas.json" / ONNX metadata_props key
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format. ``write(model, spec, build, resolution, meta, example, path)`` writes the
+    artifact (``model`` and ``example`` are ``None`` for a format without weights);
+    ``check(path, spec, build, resolution, inputs, reference)`` returns its checks; ``load(path)`` a
+    function of a float32 NCHW batch; ``metadata(path)`` the embedded shufflenas metadata or
+    ``None``; ``snippet`` the user's load code (``{name}``: file name, ``{args}``: build keywords)."""
+
+    name: str
+    suffix: str
+    holds_weights: bool
+    runtime: str                 # what runs the reloaded artifact in the parity checks
+    write: Callable[..., None]
+    check: Callable[..., list[Check]]
+    load: Callable[[Path], Runner]
+    metadata: Callable[[Path], dict | None]
+    snippet: str
+    input_note: str = ""
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def load_pytorch(path: str | os.PathLike) -> nn.Module:
+    """The model of a ``pytorch`` export, in eval mode (what README's two lines do)."""
+    doc = _read_pytorch(Path(path))
+    model = build_model(doc["spec"], **doc["build"])
+    model.load_state_dict(doc["state_dict"])
+    return model.eval()
+
+
+def _read_pytorch(path: Path) -> dict:
+    doc = torch.load(str(path), map_location="cpu", weights_only=True)
+    return _check_pytorch_doc(doc, path)
+
+
+def _check_pytorch_doc(doc: Any, path: Path) -> dict:
+    if not isinstance(doc, Mapping) or doc.get("format") != PYTORCH_FORMAT:
+        raise ExportError(f"{path}: not a shufflenas pytorch export (no format={PYTORCH_FORMAT!r})")
+    if doc.get("format_version") != PYTORCH_FORMAT_VERSION:
+        raise ExportError(f"{path}: pytorch export format_version {doc.get('format_version')!r}; this version "
+                          f"reads {PYTORCH_FORMAT_VERSION}")
+    missing = [k for k in ("spec", "build", "state_dict") if k not in doc]
+    if missing:
+        raise ExportError(f"{path}: pytorch export lacks {', '.join(missing)}")
+    return dict(doc)
+
+
+def _check_json(path: Path, spec: ArchSpec, build: dict, resolution: int) -> list[Check]:
+    loaded, check = _loads("json", lambda: ArchSpec.from_json(path.read_text()))
+    checks = [check]
+    if loaded is None:
+        return checks
+    same = loaded.content_hash() == spec.content_hash() and loaded.name == spec.name
+    checks.append(Check("spec_round_trip", same, f"content hash {loaded.content_hash()} "
+                        f"{'==' if same else '!='} {spec.content_hash()}, name {loaded.name!r}",
+                        {"spec_hash": loaded.content_hash()}))
+    rebuilt = build_model(loaded, **build).eval()
+    want = sum(p.numel() for p in build_model(spec, **build).parameters())
+    got = sum(p.numel() for p in rebuilt.parameters())
+    with torch.no_grad():
+        shapes = [tuple(rebuilt(_check_input(b, resolution)).shape) for b in CHECK_BATCHES]
+    ok = got == want and all(s == (b, build["num_classes"]) for s, b in zip(shapes, CHECK_BATCHES))
+    checks.append(Check("rebuilds", ok, f"shufflenet.build_model rebuilds it: {got:,} parameters "
+                        f"(expected {want:,}), output shapes {shapes}", {"params": got}))
+    return checks
+
+
+def _save_pytorch(model: nn.Module, spec: ArchSpec, build: dict, resolution: int, path: Path) -> None:
+    doc = {"format": PYTORCH_FORMAT, "format_version": PYTORCH_FORMAT_VERSION, "spec": spec.to_dict(),
+           "build": dict(build), "resolution": resolution,
+           "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    torch.save(doc, str(path))
+
+
+def _check_loaded(fmt: str, path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
+    run, check = _loads(fmt, lambda: load_artifact(path, fmt))
+    if run is None:
+        return [check]
+    return [check] + _parity(fmt, run, inputs, reference, TABLE[fmt].runtime)
+
+
+def _save_torchscript(model: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+    with torch.no_grad():
+        scripted = to_torchscript(copy.deepcopy(model), example)
+    torch.jit.save(scripted, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+
+
+def _check_torchscript(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
+    checks = _check_loaded("torchscript", path, inputs, reference)
+    if not checks[0].passed:
+        return checks
+    module = torch.jit.load(str(path), map_location="cpu")
+    n = count_batchnorm(module)
+    checks.append(Check("batchnorm_folded", n == 0, f"{n} batch_norm op(s) left in the frozen graph"
+                        + ("" if n == 0 else " (expected 0: freezing folds BN into the convs)"), {"batchnorm_ops": n}))
+    return checks
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+    onnx = require("onnx")
+    export_onnx(copy.deepcopy(model), example, path, opset=ONNX_OPSET, dynamic_batch=True)
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
+    graph.producer_name = f"shufflenas (torch {torch.__version__})"
+    onnx.save(graph, str(path))
+
+
+def _check_onnx(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
+    onnx = require("onnx")
+    checks = []
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        checks.append(Check("onnx_checker", True, "onnx.checker.check_model(full_check=True) passes"))
+    except Exception as exc:  # noqa: BLE001 - onnx raises several checker error types
+        checks.append(Check("onnx_checker", False, f"onnx.checker.check_model: {' '.join(str(exc).split())[:200]}"))
+    graph = onnx.load(str(path))
+    opset = max((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    checks.append(Check("opset", opset >= ONNX_OPSET, f"opset {opset} ({'>=' if opset >= ONNX_OPSET else '<'} "
+                        f"{ONNX_OPSET})", {"opset": opset}))
+    dims = {}
+    for kind, values in (("input", graph.graph.input), ("output", graph.graph.output)):
+        first = values[0].type.tensor_type.shape.dim[0] if values else None
+        dims[kind] = (first.dim_param or None) if first is not None and not first.HasField("dim_value") else None
+    dynamic = all(dims.values())
+    checks.append(Check("dynamic_batch", dynamic, "batch axis of input and output is symbolic "
+                        f"({dims['input']!r}, {dims['output']!r})" if dynamic else
+                        f"batch axis is fixed (input {dims['input']!r}, output {dims['output']!r}); expected a "
+                        f"symbolic dimension", {"batch_dims": dims}))
+    ops: dict[str, int] = {}
+    for node in graph.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    n_bn = ops.get("BatchNormalization", 0)
+    checks.append(Check("batchnorm_folded", n_bn == 0, f"{n_bn} BatchNormalization node(s) "
+                        f"({'folded into the convs' if n_bn == 0 else 'expected 0: constant folding should fuse them'})",
+                        {"ops": dict(sorted(ops.items())), "nodes": len(graph.graph.node)}))
+    return checks + _check_loaded("onnx", path, inputs, reference)
+
+
+
+# ---- loading back and metadata ------------------------------------------------------------------------
+
+def _load_json(path: Path) -> Runner:
+    return _no_grad(build_model(ArchSpec.from_json(path.read_text())).eval())
+
+
+def _load_torchscript(path: Path) -> Runner:
+    return _no_grad(torch.jit.load(str(path), map_location="cpu"))
+
+
+def _load_onnx(path: Path) -> Runner:
+    session = onnx_session(path, threads=1)
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.detach().cpu().contiguous().numpy()})[0])
+
+    return run
+
+
+def _meta_pytorch(path: Path) -> dict:
+    doc = _read_pytorch(path)
+    return {"spec": doc["spec"], "build": doc["build"], "resolution": doc.get("resolution")}
+
+
+def _meta_torchscript(path: Path) -> dict | None:
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.endswith(f"extra/{METADATA_KEY}.json")]
+        return json.loads(z.read(names[0])) if names else None
+
+
+def _meta_onnx(path: Path) -> dict | None:
+    onnx = require("onnx")
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+
+
+# ---- the table ----------------------------------------------------------------------------------------
+
+TABLE: dict[str, Format] = {f.name: f for f in (
+    Format("json", ".json", False, "rebuilt model",
+           write=lambda model, spec, build, resolution, meta, example, path: _write_text(
+               path, spec.to_json(indent=2) + "\n"),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_json(path, spec, build, resolution),
+           load=_load_json, metadata=lambda path: None,
+           snippet="import json, shufflenet\nmodel = shufflenet.build_model(json.load(open({name!r})), {args})"),
+    Format("pytorch", ".pt", True, "reloaded PyTorch model",
+           write=lambda model, spec, build, resolution, meta, example, path: _save_pytorch(
+               model, spec, build, resolution, path),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_loaded("pytorch", path, inputs, ref),
+           load=lambda path: _no_grad(load_pytorch(path)), metadata=_meta_pytorch,
+           snippet="import torch, shufflenet\nckpt = torch.load({name!r})\n"
+                   "model = shufflenet.build_model(ckpt['spec'], **ckpt['build']); "
+                   "model.load_state_dict(ckpt['state_dict']); model.eval()"),
+    Format("torchscript", ".ts.pt", True, "TorchScript",
+           write=lambda model, spec, build, resolution, meta, example, path: _save_torchscript(
+               model, example, meta, path),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_torchscript(path, inputs, ref),
+           load=_load_torchscript, metadata=_meta_torchscript,
+           snippet="import torch\nmodel = torch.jit.load({name!r})"),
+    Format("onnx", ".onnx", True, "onnxruntime",
+           write=lambda model, spec, build, resolution, meta, example, path: _save_onnx(model, example, meta, path),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_onnx(path, inputs, ref),
+           load=_load_onnx, metadata=_meta_onnx,
+           snippet="import onnxruntime\nsession = onnxruntime.InferenceSession({name!r})\n"
+                   "logits = session.run(None, {{'input': batch_nchw_float32}})[0]",
+           input_note=" (symbolic axis 'batch')"),
+)}
+FORMATS = tuple(TABLE)
+SUFFIXES = {name: f.suffix for name, f in TABLE.items()}
+
+
+def format_of(fmt: str) -> Format:
+    """The :class:`Format` named ``fmt`` (an :class:`ExportError` naming the allowed ones otherwise)."""
+    if fmt not in TABLE:
+        raise ExportError(f"format: got {fmt!r}; allowed: {', '.join(FORMATS)}", param="fmt")
+    return TABLE[fmt]
+
+
+def default_suffix(fmt: str) -> str:
+    """The usual file suffix of a format (``.onnx``, ``.pt``, ...)."""
+    return format_of(fmt).suffix
+
+
+def load_artifact(path: str | os.PathLike, fmt: str) -> Runner:
+    """Load an exported artifact back as a function of a float32 NCHW batch (the way the checks do).
+    ``json`` rebuilds the architecture with fresh weights; the others run the exported weights."""
+    return format_of(fmt).load(Path(path))
+
+
+def read_metadata(path: str | os.PathLike, fmt: str) -> dict | None:
+    """The shufflenas metadata (spec, build, resolution, study, trial) embedded in a TorchScript or
+    ONNX export, or a pytorch export's spec/build; ``None`` for formats without it."""
+    return format_of(fmt).metadata(Path(path))
+
+
+def load_snippet(fmt: str, name: str, build: Mapping[str, Any]) -> str:
+    """How a user loads the artifact ``name`` of format ``fmt``."""
+    return format_of(fmt).snippet.format(name=name, args=f"num_classes={build['num_classes']}, stem={build['stem']!r}")
