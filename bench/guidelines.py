@@ -4,7 +4,7 @@
     python bench/guidelines.py --device cuda                   # GPU, batch 8, GPU configuration set
 
 Writes ``bench/results/guidelines_cpu.json`` (or ``_gpu``): the report of
-``nas.guidelines._benchmarks.run_guidelines`` (the same object ``shufflenas guidelines --json`` prints) plus
+``nas.run_guidelines`` (the same object ``shufflenas guidelines --json`` prints) plus
 how it was run (command, wall time, load average before and after: a shared host's noise shows
 there), and a plain-text rendering beside it (``.txt``).
 """

@@ -1,6 +1,8 @@
 """Plotly views of a shufflenas study, built from plain study rows (``nas.study_data(study)`` or any
 list of row dicts): the Pareto view, FLOPs against latency, hypervolume over trials; a
-self-contained HTML page and a live server; the guideline-reproduction figures and report. Never imports torch or ``nas``."""
+self-contained HTML page and a live server; the guideline-reproduction figures and report. Never imports torch;
+the Pareto front, hypervolume, schema names and rank correlation are ``nas.study`` / ``nas.proxies``' torch-free
+modules."""
 
 from ._errors import DashboardError
 from ._guidelines import (

@@ -17,10 +17,11 @@ import html
 import math
 from typing import Any, Mapping, NamedTuple, Sequence
 
+from search_space import ArchSpec, SpecError
+
 from nas.proxies import spearman_rho
 from nas.study import (ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS,
                        constraints_of, front_indices, hypervolume, is_feasible, reference_point)
-from search_space import ArchSpec, SpecError
 
 from ._errors import DashboardError
 

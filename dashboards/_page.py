@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from nas.study import (ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_FINGERPRINT_ID, ATTR_LATENCY_SETTINGS,
+                       IDENTITY_ATTRS, METRIC_KEYS, PROXY_PREFIX)
+
 from ._errors import DashboardError
 from ._figures import WEBGL_THRESHOLD, counts_text, figures
 from ._info import StudyInfo, _rows_and_meta, gather, latency_settings_text
 
-KNOWN_ATTRS = {"spec", "spec_hash", "short", "baseline", "fail_reason", "params", "mflops", "mmac",
-               "fragments", "kernel_launches", "elementwise_ops", "latency_ms", "latency_iqr_ms", "latency_runs",
-               "latency_settings", "device_fingerprint", "fingerprint_id"}
+# attributes the page shows in their own places; the rest are listed as "other attributes"
+KNOWN_ATTRS = {*IDENTITY_ATTRS, ATTR_FAIL_REASON, *METRIC_KEYS, ATTR_LATENCY_SETTINGS, ATTR_DEVICE_FINGERPRINT,
+               ATTR_FINGERPRINT_ID}
 
 
 # ---- storage URL shown on the page ---------------------------------------------------------------------
@@ -91,7 +94,7 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
     for t in info.trials:
         r = by_number[t.number]
         attrs = r.get("attrs") or {}
-        other = {k: v for k, v in attrs.items() if k not in KNOWN_ATTRS and not k.startswith("proxy_")}
+        other = {k: v for k, v in attrs.items() if k not in KNOWN_ATTRS and not k.startswith(PROXY_PREFIX)}
         trials[str(t.number)] = {
             "number": t.number, "baseline": t.baseline, "baseline_label": t.baseline_label, "family": t.family,
             "short": t.short, "spec_hash": t.spec_hash,

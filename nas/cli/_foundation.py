@@ -6,6 +6,7 @@ import argparse
 import json
 
 from search_space import load_space, sample_specs
+
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._spec_arg import load_spec_arg

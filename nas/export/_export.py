@@ -48,7 +48,7 @@ from nas.export._formats import (FORMATS, PYTORCH_FORMAT, SUFFIXES, _check_pytor
                                  load_artifact, load_pytorch, read_metadata)
 from nas.fleet import open_storage, parse_storage
 from nas.measure import profile
-from nas.study import pareto_front, study_data
+from nas.study import ATTR_FINGERPRINT_ID, pareto_front, study_data
 
 CALIBRATION_BATCHES = 2
 CALIBRATION_BATCH_SIZE = 8
@@ -380,7 +380,7 @@ def _provenance(display: str, meta: Mapping[str, Any], row: Mapping[str, Any], s
         "values": row.get("values"), "proxy": meta.get("proxy"), "proxies": dict(row.get("proxies") or {}),
         "metrics": dict(row.get("metrics") or {}), "latency_settings": row.get("latency_settings"),
         "device_fingerprint": row.get("device_fingerprint"),
-        "fingerprint_id": (row.get("attrs") or {}).get("fingerprint_id"),
+        "fingerprint_id": (row.get("attrs") or {}).get(ATTR_FINGERPRINT_ID),
         "datetime_complete": row.get("datetime_complete"),
     }
 

@@ -21,10 +21,10 @@ import optuna
 from optuna.trial import TrialState
 
 from nas import _optuna
+from nas.fleet._join import open_worker_storage
 from nas.fleet._loop import WorkerError
 from nas.fleet._lost import fail_trial, requeue_once, worker_id
 from nas.fleet._storage import parse_storage
-from nas.fleet._join import open_worker_storage
 from nas.study import load_study_config, quiet_optuna
 from nas.study._schema import SYS_WORKER
 

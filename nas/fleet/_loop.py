@@ -36,7 +36,8 @@ from nas.fleet._lost import fail_trial, requeue_once, sweep_dead_local_workers, 
 from nas.fleet._rdb import ResilientRDBStorage
 from nas.fleet._retry import DEFAULT_RETRY_DEADLINE_S
 from nas.study._census import Census
-from nas.study._schema import ATTR_BASELINE, ATTR_INTERRUPTED, SYS_LATENCY_PENDING, SYS_PROXY_BY, SYS_WORKER
+from nas.study._schema import (ATTR_BASELINE, ATTR_INTERRUPTED, SYS_LATENCY_PENDING, SYS_PROXY_BY, SYS_WORKER,
+                               failure_reason)
 
 _log = logging.getLogger("shufflenas.worker")
 
@@ -90,11 +91,6 @@ def _bad_values(values: Sequence[float], n_objectives: int) -> str | None:
         if not math.isfinite(f):
             return f"NaN/inf objective: objective {i} is {f}"
     return None
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
 
 
 class Worker:
@@ -227,7 +223,7 @@ class Worker:
                     failure = str(exc)
                     _log.warning("trial %d failed: %s", trial.number, failure)
                 except Exception as exc:  # a failing trial is a result, the study goes on
-                    failure = _reason(exc)
+                    failure = failure_reason(exc)
                     _log.warning("trial %d failed: %s", trial.number, failure)
         except KeyboardInterrupt:
             self._interrupted(trial_id)

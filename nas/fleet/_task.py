@@ -80,6 +80,7 @@ class StudyTask:
             trial, spec, reuse=name is None, proxy_only=self.proxy_only, pending=pending,
             computing=self._computing, measuring=self._measuring, write=write_user_attrs)
         if evaluation.fail_reason is not None:
+            trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
             raise TrialFailed(evaluation.fail_reason)
         if evaluation.phase != "complete":   # proxy-only: the latency is left to the target device
             trial.set_user_attr(ATTR_TIME_PROXY_PART, round(time.perf_counter() - t0, 6))

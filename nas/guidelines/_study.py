@@ -28,13 +28,15 @@ import numpy as np
 from search_space import ArchSpec
 
 from nas._errors import NasError
+from nas.study import (ATTR_ELEMENTWISE_OPS, ATTR_FINGERPRINT_ID, ATTR_FRAGMENTS, ATTR_LATENCY_MS, ATTR_MFLOPS,
+                       ATTR_MMAC)
 
 
 class StudyGuidelinesError(NasError):
     """The study has too little usable data for the analysis (the message says what is missing)."""
 
 
-FEATURES_FULL = ("mflops", "mmac", "fragments", "elementwise_ops")
+FEATURES_FULL = (ATTR_MFLOPS, ATTR_MMAC, ATTR_FRAGMENTS, ATTR_ELEMENTWISE_OPS)
 FIT_LABELS = {"flops": "latency ~ FLOPs", "full": "latency ~ FLOPs + MAC + fragments + element-wise ops"}
 MIN_TRIALS = 3
 KNOBS = ("groups", "split", "fragments", "kernel")
@@ -81,7 +83,7 @@ def _usable(row: Mapping[str, Any]) -> dict[str, Any] | None:
     if row.get("state") != "COMPLETE" or not isinstance(row.get("spec"), Mapping):
         return None
     m = row.get("metrics") or {}
-    vals = {k: _finite(m.get(k)) for k in ("latency_ms", *FEATURES_FULL)}
+    vals = {k: _finite(m.get(k)) for k in (ATTR_LATENCY_MS, *FEATURES_FULL)}
     if any(v is None for v in vals.values()) or vals["latency_ms"] <= 0 or vals["mflops"] <= 0:
         return None
     return vals
@@ -160,7 +162,7 @@ def study_guidelines(data: Any) -> dict[str, Any]:
     # one device fingerprint and one set of latency settings: the largest group
     def env_key(row: Mapping[str, Any]) -> str:
         attrs = row.get("attrs") or {}
-        return json.dumps({"fp": attrs.get("fingerprint_id") or row.get("device_fingerprint"),
+        return json.dumps({"fp": attrs.get(ATTR_FINGERPRINT_ID) or row.get("device_fingerprint"),
                            "settings": row.get("latency_settings")}, sort_keys=True, default=str)
     envs = Counter(env_key(r) for r, _ in usable)
     if not envs:

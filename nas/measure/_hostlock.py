@@ -1,7 +1,7 @@
-"""A quiet host for latency: workers computing on a host share a lock that a measurement takes alone.
+"""Host locks: the latency lock, and a quiet host for latency.
 
-The latency lock (``nas.measure.latency_lock``) is an exclusive ``flock`` of one file per host, so
-two measurements never overlap. Workers computing proxies or cost accounting hold the same file
+The latency lock (:func:`latency_lock`, an OS file lock in ``$SHUFFLENAS_LOCK_DIR``, default a
+per-user temp folder) is exclusive per host, so two measurements never overlap. Workers computing proxies or cost accounting hold the same file
 *shared* (:func:`computing_on_host`), so a measurement also waits until no worker on the host
 computes; a measurement waiting at the turnstile (:func:`measuring_on_host`) stops new computations
 from starting, so it is never starved.
@@ -11,8 +11,61 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import os
-from typing import Iterator
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
+
+from nas.measure._settings import LatencyError
+
+LOCK_ENV = "SHUFFLENAS_LOCK_DIR"
+LOCK_FILE = "latency.lock"
+_LOCKS: dict[str, Any] = {}
+
+
+def lock_path() -> Path:
+    """``$SHUFFLENAS_LOCK_DIR/latency.lock``, else a fixed per-user path in the temp folder."""
+    env = os.environ.get(LOCK_ENV)
+    if env:
+        return Path(env) / LOCK_FILE
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"shufflenas-{user}" / LOCK_FILE
+
+
+@contextlib.contextmanager
+def latency_lock(timeout: float | None = None) -> Iterator[Path]:
+    """Hold the per-host latency lock (an OS file lock, so it serialises processes, and is released
+    if a holder dies). ``timeout=None`` waits as long as needed; otherwise :class:`LatencyError`
+    after ``timeout`` seconds. Re-entrant within one thread. Yields the lock file's path."""
+
+    path = lock_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatencyError(f"latency lock: cannot create {path.parent} ({exc}); set {LOCK_ENV} to a writable "
+                           f"folder") from None
+    key = str(path)
+    lock = _LOCKS.get(key)
+    if lock is None:
+        lock = _LOCKS[key] = FileLock(key)
+    try:
+        lock.acquire(timeout=-1 if timeout is None else timeout)
+    except Timeout:
+        raise LatencyError(f"latency lock {path}: still held by another process after {timeout:g} s; wait for "
+                           f"the other measurement or raise the timeout") from None
+    except OSError as exc:
+        raise LatencyError(f"latency lock {path}: cannot lock ({exc}); set {LOCK_ENV} to a local writable "
+                           f"folder") from None
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
 def _flock(path: str, mode: int) -> int:

@@ -43,8 +43,8 @@ from shufflenet import build_model
 from nas._errors import DataError, NasError
 from nas.measure import analytic_macs
 from nas.proxies._data import Cifar10
-from nas.proxies._train import normalise, train_short
 from nas.proxies._results import load_reference
+from nas.proxies._train import normalise, train_short
 
 PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble")
 # ``ensemble`` is counted as a data proxy: its default components include naswot, grad_norm and snip

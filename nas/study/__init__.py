@@ -52,6 +52,7 @@ _EXPORTS = {
     "SYS_LATENCY_PENDING": "nas.study._schema",
     "SYS_PROXY_BY": "nas.study._schema",
     "SYS_OURS_PREFIX": "nas.study._schema",
+    "failure_reason": "nas.study._schema",
     "proxy_attr": "nas.study._schema",
     "objective_name": "nas.study._schema",
     "cost_attrs": "nas.study._schema",

@@ -33,15 +33,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_space import ArchSpec, SearchSpace, suggest
 
-from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
 from nas._errors import DataError
+from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, load_cifar10,
-                          resolve_data_dir)
+                         resolve_data_dir)
 from nas.study._config import StudyConfig
 from nas.study._open import new_study_attrs
-from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, COST_ATTRS, LATENCY_ATTRS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC,
-                               ATTR_SPEC_HASH, ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL,
-                               NOT_REUSED, SYS_CONSTRAINT_PREFIX, TIMING_KEYS, cost_attrs, latency_attrs, proxy_attr)
+from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, ATTR_REUSED_FROM, ATTR_SHORT,
+                               ATTR_SPEC, ATTR_SPEC_HASH, ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES,
+                               ATTR_TIME_TRIAL, COST_ATTRS, LATENCY_ATTRS, NOT_REUSED, SYS_CONSTRAINT_PREFIX,
+                               TIMING_KEYS, cost_attrs, latency_attrs, proxy_attr)
 
 PROXIES, COMPLETE = "proxies", "complete"   # Evaluation.phase
 

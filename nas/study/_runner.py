@@ -46,7 +46,7 @@ from nas.study._pareto import pareto_front
 from nas.study._rows import trial_row
 from nas.study._samplers import is_baseline
 from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
-                               ATTR_TIME_TRIAL)
+                               ATTR_TIME_TRIAL, failure_reason)
 
 MAX_CONSECUTIVE_FAILURES = 10
 
@@ -92,7 +92,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, evaluator: Evalua
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing baseline is recorded, not fatal
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = failure_reason(exc)
             attrs: dict[str, Any] = {ATTR_BASELINE: name}
             system_attrs: dict[str, Any] = {}
             if evaluation is not None:
@@ -172,7 +172,7 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
                 values, reason = list(evaluation.values), evaluation.fail_reason
                 reused = evaluation.reused_from is not None
             except Exception as exc:  # noqa: BLE001 - a failing trial is recorded and the study goes on
-                reason, reused = f"{type(exc).__name__}: {exc}", False
+                reason, reused = failure_reason(exc), False
             trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
             if reason is None:
                 study.tell(trial, values)

@@ -122,6 +122,12 @@ SYS_PROXY_BY = "shufflenas:proxy_by"         # worker that computed a handed-off
 SYS_OURS_PREFIX = "shufflenas:"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A ``fail_reason`` for an exception: its type and its message on one line (at most 500 characters)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
+
+
 def proxy_attr(name: str) -> str:
     """The user attribute of proxy ``name``: ``proxy_<name>``."""
     return PROXY_PREFIX + name

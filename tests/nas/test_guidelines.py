@@ -17,10 +17,9 @@ from torch import nn
 
 from tests.conftest import REPO, run_cli
 
-from nas.guidelines import (PAPER, GuidelineError, GuidelineSettings, StudyGuidelinesError, reassemble,
-                            study_guidelines, unit_knobs)
-from nas.guidelines._benchmarks import (BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, Bottleneck, ParallelConvs,
-                                        TwoConvBlock, assemble, benchmarks, g1_widths, g2_width, g3_width)
+from nas.guidelines import (BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, PAPER, Bottleneck, GuidelineError,
+                            GuidelineSettings, ParallelConvs, StudyGuidelinesError, TwoConvBlock, assemble, benchmarks,
+                            g1_widths, g2_width, g3_width, reassemble, study_guidelines, unit_knobs)
 from nas.guidelines._study import _fit
 from nas.measure import profile_module
 from nas.study import latency_attrs

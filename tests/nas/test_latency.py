@@ -232,7 +232,7 @@ def test_cache_keys_spec_and_fingerprint_and_survives_restart(tmp_path):
     assert LatencyCache(path).get(spec, s, fp) == hit and len(LatencyCache(path)) == 1  # a new object
     code = textwrap.dedent(f"""
         import json, sys
-        from nas.measure._latency import LatencyCache, LatencySettings
+        from nas.measure import LatencyCache, LatencySettings
         from shufflenet import canonical_spec
         s = LatencySettings.from_dict(json.loads(sys.argv[1]))
         fp = json.loads(sys.argv[2])
@@ -273,7 +273,7 @@ def test_broken_cache_file_is_named(tmp_path):
 
 _HOLDER = textwrap.dedent("""
     import json, sys, time
-    from nas.measure._latency import latency_lock
+    from nas.measure import latency_lock
     out, rounds, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     spans = []
     for _ in range(rounds):

@@ -27,8 +27,8 @@ import nas.study._evaluator as evaluator_module
 from nas import profile
 from nas.cli import main
 from nas.fleet import open_storage, prepare_worker
-from nas.study import config_from_dict, front_summary, load_study_config, open_study, run_trials, study_data
-from nas.study._schema import ATTR_CONSTRAINTS, ATTR_REUSED_FROM, ATTR_TIME_TRIAL, TIMING_KEYS
+from nas.study import (ATTR_CONSTRAINTS, ATTR_REUSED_FROM, ATTR_TIME_TRIAL, TIMING_KEYS, config_from_dict,
+                       front_summary, load_study_config, open_study, run_trials, study_data)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -310,14 +310,19 @@ def test_suggest_and_the_objective_in_a_users_own_optuna_code(tmp_path, monkeypa
 
     def objective(trial):
         spec = suggest(trial, config.space)
-        result = evaluator.evaluate(spec)
+        result = evaluator.measure_trial(trial, spec)
+        return result.values
+
+    def lower_level(trial):   # a spec measured outside the trial, its attributes written on it
+        result = evaluator.evaluate(suggest(trial, config.space))
         evaluator.record(trial, result)
         return result.values
 
     study = optuna.create_study(directions=evaluator.directions)
     study.optimize(objective, n_trials=2)
+    study.optimize(lower_level, n_trials=1)
     study.optimize(evaluator, n_trials=1)  # the evaluator is an objective itself
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     for t in study.trials:
         assert TRIAL_KEYS <= set(t.user_attrs)
         assert set(METRIC_KEYS) <= set(t.user_attrs)
@@ -343,3 +348,18 @@ def test_storage_strings_are_normalised(tmp_path):
         open_storage(parse_storage(str(tmp_path / "notes.txt")))
     with pytest.raises(StorageError, match="no such SQLite file"):
         open_storage(parse_storage(str(tmp_path / "none.db")), create=False)
+
+
+def test_open_storage_takes_what_a_user_has(tmp_path):
+    """A path or URL string works as well as a parsed location (``nas.open_storage("studies/x.journal")``)."""
+    import nas
+
+    journal = nas.open_storage(str(tmp_path / "x.journal"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    db = nas.open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    assert isinstance(db, optuna.storages.RDBStorage)
+    assert isinstance(nas.open_storage(tmp_path / "y.journal"), optuna.storages.JournalStorage)   # a Path too
+    with pytest.raises(nas.StorageError, match="no such journal file"):
+        nas.open_storage(str(tmp_path / "missing.journal"), create=False)
+    with pytest.raises(nas.StorageError, match="^storage: got 3"):
+        nas.open_storage(3)

@@ -1,0 +1,131 @@
+"""The persistent latency cache: ``$SHUFFLENAS_CACHE_DIR/latency.sqlite`` (default ``~/.cache/shufflenas/``),
+keyed by the spec hash, every setting, the protocol version and the device fingerprint."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from search_space import ArchSpec
+
+from nas.measure._fingerprint import fingerprint_id
+from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
+
+PROTOCOL_VERSION = 1  # bump when the timing protocol changes: old cached numbers then miss
+CACHE_ENV = "SHUFFLENAS_CACHE_DIR"
+CACHE_FILE = "latency.sqlite"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS latency (
+    key TEXT PRIMARY KEY,
+    spec_hash TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    fingerprint_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    protocol INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    iqr_ms REAL NOT NULL,
+    runs INTEGER NOT NULL,
+    input_shape TEXT NOT NULL,
+    stop TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def cache_key(spec: ArchSpec, settings: LatencySettings, fp_id: str) -> str:
+    """The cache key: spec content hash + every setting + fingerprint id + protocol version."""
+    doc = {"spec": spec.content_hash(), "settings": settings.to_dict(), "fingerprint_id": fp_id,
+           "protocol": PROTOCOL_VERSION}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class LatencyCache:
+    """Persistent measurements in one SQLite file, safe for several processes (SQLite's own file
+    locking; each call opens its own connection, so forked workers are fine)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise LatencyError(f"latency cache {self.path}: is a folder; give a file path such as "
+                               f"{self.path / CACHE_FILE}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LatencyError(f"latency cache {self.path}: cannot create its folder ({exc}); set {CACHE_ENV} "
+                               f"to a writable folder") from None
+        with self._connect() as con:
+            self._run(con, _SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LatencyError(f"latency cache {self.path}: cannot open ({exc}); set {CACHE_ENV} to a writable "
+                               f"folder") from None
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _run(self, con: sqlite3.Connection, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise LatencyError(f"latency cache {self.path}: not a usable SQLite cache ({exc}); delete the file "
+                               f"(it only holds measurements) or set {CACHE_ENV} elsewhere") from None
+
+    def get(self, spec: ArchSpec, settings: LatencySettings, fp: Mapping[str, Any]) -> LatencyResult | None:
+        fid = fingerprint_id(fp)
+        with self._connect() as con:
+            rows = self._run(con, "SELECT median_ms, iqr_ms, runs, settings, fingerprint, input_shape, stop "
+                                  "FROM latency WHERE key = ?", (cache_key(spec, settings, fid),))
+        if not rows:
+            return None
+        median, iqr, runs, settings_json, fp_json, shape_json, stop = rows[0]
+        return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=int(runs),
+                             settings=json.loads(settings_json), fingerprint=json.loads(fp_json),
+                             fingerprint_id=fid, cached=True, input_shape=tuple(json.loads(shape_json)),
+                             stop=stop)
+
+    def put(self, spec: ArchSpec, settings: LatencySettings, fp: Mapping[str, Any], result: LatencyResult) -> None:
+        fid = fingerprint_id(fp)
+        with self._connect() as con:
+            self._run(con, "INSERT OR REPLACE INTO latency VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+                cache_key(spec, settings, fid), spec.content_hash(),
+                json.dumps(settings.to_dict(), sort_keys=True), fid, json.dumps(dict(fp), sort_keys=True),
+                PROTOCOL_VERSION, float(result.median_ms), float(result.iqr_ms), int(result.runs),
+                json.dumps(list(result.input_shape)), result.stop, time.time()))
+
+    def __len__(self) -> int:
+        with self._connect() as con:
+            return int(self._run(con, "SELECT COUNT(*) FROM latency")[0][0])
+
+    def clear(self) -> None:
+        with self._connect() as con:
+            self._run(con, "DELETE FROM latency")
+
+    def __repr__(self) -> str:
+        return f"LatencyCache({str(self.path)!r})"
+
+
+def default_cache_path() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser() / CACHE_FILE
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shufflenas" / CACHE_FILE
+
+
+def default_cache() -> LatencyCache:
+    """The cache at ``$SHUFFLENAS_CACHE_DIR/latency.sqlite``, else ``~/.cache/shufflenas/latency.sqlite``."""
+    return LatencyCache(default_cache_path())
+

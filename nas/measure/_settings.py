@@ -1,0 +1,188 @@
+"""Latency settings (validated: every key of a study file's ``[latency]`` table) and the result of one measurement."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from shufflenet import STEMS
+
+from nas._errors import NasError
+from nas.measure._runtimes import RUNTIMES, require
+
+DEVICES = ("cpu", "cuda")
+
+
+class LatencyError(NasError):
+    """Bad latency settings, a device that is not there, a lock that cannot be had, a broken cache."""
+
+
+def _stems() -> tuple[str, ...]:
+    return tuple(STEMS)
+
+
+# key: (kind, low, high, allowed) ; kind in {"choice", "int", "float"}
+_INT_LIMITS = {
+    "threads": (1, 1024), "resolution": (16, 4096), "batch": (1, 4096), "num_classes": (1, 1_000_000),
+    "warmup": (0, 100_000), "min_runs": (1, 1_000_000), "max_runs": (1, 1_000_000),
+}
+
+
+_FLOAT_LIMITS = {  # (low, high, low inclusive)
+    "warmup_seconds": (0.0, 3600.0, True), "max_seconds": (0.0, 86400.0, False),
+    "target_rel_iqr": (0.0, 1.0, False),
+}
+
+
+def _check_value(where: str, key: str, value: Any) -> Any:
+    name = f"{where}.{key}" if where else key
+    if key == "device":
+        if value not in DEVICES:
+            raise LatencyError(f"{name}: got {value!r}; allowed: {', '.join(DEVICES)}")
+        return value
+    if key == "runtime":
+        if value not in RUNTIMES:
+            raise LatencyError(f"{name}: got {value!r}; allowed: {', '.join(RUNTIMES)}")
+        return value
+    if key == "stem":
+        stems = _stems()
+        if value not in stems:
+            raise LatencyError(f"{name}: got {value!r}; allowed: {', '.join(stems)}")
+        return value
+    if key in _INT_LIMITS:
+        low, high = _INT_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise LatencyError(f"{name}: got {value!r}; expected an integer in [{low}, {high}]")
+        return value
+    if key in _FLOAT_LIMITS:
+        low, high, inclusive = _FLOAT_LIMITS[key]
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+              and (value >= low if inclusive else value > low) and value <= high)
+        if not ok:
+            bracket = "[" if inclusive else "("
+            raise LatencyError(f"{name}: got {value!r}; expected a number in {bracket}{low:g}, {high:g}]")
+        return float(value)
+    raise LatencyError(f"{name}: unknown latency setting")  # pragma: no cover - guarded by from_dict
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """Where and how a latency is measured. Every field is part of the cache key.
+
+    Deployment settings: ``device`` (cpu | cuda), ``runtime`` (eager | torchscript | onnxruntime),
+    ``threads`` (intra-op threads), ``resolution`` (square input side), ``batch``, ``num_classes``
+    and ``stem`` (as ``shufflenet.build_model``). Protocol knobs: ``warmup`` runs and
+    ``warmup_seconds``, then timed runs until ``IQR / median <= target_rel_iqr`` once ``min_runs``
+    are in, or ``max_seconds`` of timed runs are spent, or ``max_runs``.
+    """
+
+    device: str = "cpu"
+    runtime: str = "eager"
+    threads: int = 1
+    resolution: int = 224
+    batch: int = 1
+    num_classes: int = 1000
+    stem: str = "imagenet"
+    warmup: int = 5
+    warmup_seconds: float = 0.3
+    min_runs: int = 15
+    max_runs: int = 500
+    max_seconds: float = 4.0
+    target_rel_iqr: float = 0.03
+
+    def __post_init__(self) -> None:
+        self._check_fields("latency")
+
+    def _check_fields(self, where: str) -> None:
+        for f in dataclasses.fields(self):
+            value = _check_value(where, f.name, getattr(self, f.name))
+            if value is not getattr(self, f.name):
+                object.__setattr__(self, f.name, value)  # ints given for floats become floats
+        if self.min_runs > self.max_runs:
+            raise LatencyError(f"{where}.min_runs: got {self.min_runs} > {where}.max_runs = {self.max_runs}; "
+                               f"min_runs must not exceed max_runs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "latency") -> "LatencySettings":
+        """Settings from a (partial) mapping; missing keys take the defaults. Errors name the key as
+        ``<where>.<key>`` with the value found and what is allowed."""
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise LatencyError(f"{where}: got {type(d).__name__}; expected a table of latency settings "
+                               f"({', '.join(cls.keys())})")
+        known = set(cls.keys())
+        for key in d:
+            if key not in known:
+                raise LatencyError(f"{where}.{key}: unknown latency setting; allowed: {', '.join(cls.keys())}")
+        values = {k: _check_value(where, k, v) for k, v in d.items()}
+        obj = cls.__new__(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            object.__setattr__(obj, f.name, values.get(f.name, getattr(defaults, f.name)))
+        obj._check_fields(where)
+        return obj
+
+    def replace(self, **changes: Any) -> "LatencySettings":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def validate(self) -> None:
+        """Host checks: the device and runtime are usable here (raises :class:`LatencyError`, or
+        ``RuntimeUnavailable`` for a runtime whose package is not installed)."""
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise LatencyError("latency.device: got 'cuda' but torch.cuda.is_available() is False on this host "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                               "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.device == "cpu" and self.threads > cpus:
+            raise LatencyError(f"latency.threads: got {self.threads} but this host has {cpus} logical CPUs; "
+                               f"use 1..{cpus} (oversubscribed threads make latency meaningless)")
+        if self.runtime == "onnxruntime":
+            require("onnx")
+            ort = require("onnxruntime")
+            if self.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise LatencyError("latency.runtime: onnxruntime on cuda needs onnxruntime-gpu "
+                                   f"(providers here: {', '.join(ort.get_available_providers())}); "
+                                   "use --runtime eager|torchscript on cuda, or install onnxruntime-gpu")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One measurement. ``settings`` is ``LatencySettings.to_dict()``; ``input_shape`` is the shape
+    that was timed; ``stop`` says why the protocol stopped (spread | budget | max_runs);
+    ``samples_ms`` holds the timed runs of a fresh measurement (empty when read from the cache)."""
+
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    settings: dict
+    fingerprint: dict
+    fingerprint_id: str
+    cached: bool = False
+    input_shape: tuple = ()
+    stop: str = ""
+    samples_ms: tuple = field(default=(), repr=False, compare=False)
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        """The measurement as plain data, in its own field names (a trial's latency attributes are
+        ``nas.study.latency_attrs(result)``)."""
+        return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "runs": self.runs, "settings": dict(self.settings),
+                "fingerprint": dict(self.fingerprint), "fingerprint_id": self.fingerprint_id, "cached": self.cached,
+                "input_shape": list(self.input_shape), "stop": self.stop}
+
