@@ -29,26 +29,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 import random
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
-
-import torch
 
 from search_space import ArchSpec, SearchSpace
 
 from nas._errors import NasError
-from nas.proxies._data import load_cifar10
 from nas.proxies._registry import ProxySettings
-from nas.proxies._train import train_short
 
 PLAN_FORMAT = "shufflenas-bank-plan"
 RESULTS_FORMAT = "shufflenas-bank"
@@ -391,6 +384,9 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 # ---- building ------------------------------------------------------------------------------------
 
 def versions() -> dict[str, str]:
+    import torch
+
+    from importlib import metadata
     try:
         ours = metadata.version("shufflenas")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -403,28 +399,37 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(data_dir: str, threads: int) -> None:
+    import torch
+
+    from nas.proxies._data import load_cifar10
     torch.set_num_threads(threads)
     _WORKER["data"] = load_cifar10(data_dir)
     _WORKER["threads"] = threads
 
 
 def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
+    from nas.proxies._train import train_short
     spec = ArchSpec.from_dict(spec_doc)
     settings = ProxySettings.from_dict(settings_doc)
     r = train_short(spec, _WORKER["data"], settings, device=device)
     return {"accuracy": r.accuracy, "train_loss": r.train_loss, "loss_last_half": r.loss_last_half,
             "loss_curve": list(r.loss_curve), "steps": r.steps, "images_seen": r.images_seen,
             "eval_images": r.eval_images, "seconds": r.seconds, "device": r.device,
-            "threads": _WORKER["threads"]}
+            "threads": _WORKER["threads"], "memory_format": r.memory_format}
 
 
-def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> list[tuple[dict, int]]:
-    """The plan's (arch entry, seed) runs that the results do not hold yet, in plan order."""
-    key = plan["protocol"]["key"]
+def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]], protocol: Protocol | None = None,
+                 seed_offsets: Iterable[int] | None = None) -> list[tuple[dict, int]]:
+    """The plan's (arch entry, seed) runs that the results do not hold yet under ``protocol`` (default:
+    the plan's), in plan order; ``seed_offsets`` keeps only those seeds (e.g. ``{0}``)."""
+    key = protocol.key() if protocol is not None else plan["protocol"]["key"]
     done = {(r["spec_hash"], r["seed"]) for r in results if r.get("protocol_key") == key}
     archs = plan["archs"]
+    keep = set(seed_offsets) if seed_offsets is not None else None
     out = []
     for index, seed_offset in plan["order"]:
+        if keep is not None and seed_offset not in keep:
+            continue
         entry = archs[index]
         seed = plan["protocol"].get("seed", 0) + seed_offset
         if (entry["spec_hash"], seed) not in done:
@@ -432,58 +437,87 @@ def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) 
     return out
 
 
-def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, data_dir: str | os.PathLike, *,
-               jobs: int = 1, threads: int = 1, device: str = "cpu", limit: int | None = None,
-               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
-    """Train every (architecture, seed) of the plan that the results file lacks; returns how many ran."""
-    plan = read_plan(plan_path)
-    proto = Protocol.from_dict(plan["protocol"], str(plan_path))
-    todo = pending_runs(plan, read_results(results_path))
-    if limit is not None:
-        todo = todo[:limit]
-    total = len(plan["order"])
-    log(f"bank {plan['name']}: {total - len(todo)} of {total} runs done, {len(todo)} to train "
-        f"({proto.describe()}); {jobs} job(s) x {threads} thread(s)")
-    if not todo:
+def run_trainings(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol, data_dir: str | os.PathLike, *,
+                  jobs: int = 1, threads: int = 1, device: str = "cpu",
+                  on_result: Callable[[Any, ArchSpec, int, dict[str, Any]], None],
+                  on_error: Callable[[Any, ArchSpec, int, BaseException], None] | None = None) -> int:
+    """Train each ``(tag, spec, seed)`` under ``protocol`` in ``jobs`` worker processes (``threads`` torch
+    threads each) and call ``on_result(tag, spec, seed, result)`` in this process the moment a run
+    finishes (so its caller can append it at once: a killed run loses only the runs in flight).
+    The one training loop behind ``bank build``, ``verify`` and the fidelity benchmarks."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing as mp
+
+    if not items:
         return 0
-    vers = versions()
-    cpu = _cpu_model()
     ctx = mp.get_context("spawn")
     finished = 0
-    t_start = time.time()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(data_dir), threads)) as pool:
-        queue = list(todo)
-        running: dict[Any, tuple[dict, int]] = {}
+        queue = list(items)
+        running: dict[Any, tuple[Any, ArchSpec, int]] = {}
 
         def submit() -> None:
             while queue and len(running) < jobs:
-                entry, seed = queue.pop(0)
-                settings = proto.settings.replace(seed=seed).to_dict()
-                running[pool.submit(_train_one, entry["spec"], settings, device)] = (entry, seed)
+                tag, spec, seed = queue.pop(0)
+                settings = protocol.settings.replace(seed=seed).to_dict()
+                running[pool.submit(_train_one, spec.to_dict(), settings, device)] = (tag, spec, seed)
 
         submit()
         while running:
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
-                entry, seed = running.pop(fut)
+                tag, spec, seed = running.pop(fut)
                 try:
                     out = fut.result()
-                except Exception as exc:  # noqa: BLE001 - one architecture failing must not stop the build
-                    log(f"  FAILED {entry['name']} seed {seed}: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - one architecture failing must not stop the others
+                    if on_error is None:
+                        raise
+                    on_error(tag, spec, seed, exc)
                     continue
-                record = {"format": RESULTS_FORMAT, "version": VERSION, "bank": plan["name"],
-                          "protocol": proto.name, "protocol_key": proto.key(), "spec_hash": entry["spec_hash"],
-                          "name": entry["name"], "spec": entry["spec"], "seed": seed, **out, "cpu": cpu,
-                          "versions": vers, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                append_result(results_path, record)
+                on_result(tag, spec, seed, out)
                 finished += 1
-                elapsed = time.time() - t_start
-                log(f"  [{total - len(todo) + finished}/{total}] {entry['name']} seed {seed}: "
-                    f"{out['accuracy']:.2f}% loss {out['train_loss']:.3f} in {out['seconds']:.0f} s "
-                    f"({elapsed / finished:.0f} s/run so far)")
             submit()
     return finished
+
+
+def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, data_dir: str | os.PathLike, *,
+               jobs: int = 1, threads: int = 1, device: str = "cpu", limit: int | None = None,
+               protocol: Protocol | None = None, seed_offsets: Iterable[int] | None = None,
+               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
+    """Train every (architecture, seed) of the plan that the results file lacks; returns how many ran.
+    ``protocol`` trains the plan's architectures under another protocol (a budgeted fidelity, say) into
+    ``results_path``; ``seed_offsets`` keeps only those seeds of the plan's order."""
+    plan = read_plan(plan_path)
+    proto = protocol or Protocol.from_dict(plan["protocol"], str(plan_path))
+    todo = pending_runs(plan, read_results(results_path), proto, seed_offsets)
+    if limit is not None:
+        todo = todo[:limit]
+    total = len(pending_runs(plan, [], proto, seed_offsets))
+    log(f"bank {plan['name']}: {total - len(todo)} of {total} runs done, {len(todo)} to train "
+        f"({proto.describe()}); {jobs} job(s) x {threads} thread(s)")
+    vers = versions()
+    cpu = _cpu_model()
+    t_start = time.time()
+    count = [0]
+
+    def on_result(entry: dict, spec: ArchSpec, seed: int, out: dict[str, Any]) -> None:
+        record = {"format": RESULTS_FORMAT, "version": VERSION, "bank": plan["name"], "protocol": proto.name,
+                  "protocol_key": proto.key(), "spec_hash": entry["spec_hash"], "name": entry["name"],
+                  "spec": entry["spec"], "seed": seed, **out, "cpu": cpu, "versions": vers,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        append_result(results_path, record)
+        count[0] += 1
+        elapsed = time.time() - t_start
+        log(f"  [{total - len(todo) + count[0]}/{total}] {entry['name']} seed {seed}: {out['accuracy']:.2f}% "
+            f"loss {out['train_loss']:.3f} in {out['seconds']:.0f} s ({elapsed / count[0]:.0f} s/run so far)")
+
+    def on_error(entry: dict, spec: ArchSpec, seed: int, exc: BaseException) -> None:
+        log(f"  FAILED {entry['name']} seed {seed}: {type(exc).__name__}: {exc}")
+
+    items = [(entry, ArchSpec.from_dict(entry["spec"]), seed) for entry, seed in todo]
+    return run_trainings(items, proto, data_dir, jobs=jobs, threads=threads, device=device, on_result=on_result,
+                         on_error=on_error)
 
 
 def _cpu_model() -> str:
@@ -494,3 +528,205 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# ---- a bank, loaded ------------------------------------------------------------------------------
+
+BANKS_DIR = Path(__file__).resolve().parent / "banks"
+
+
+@dataclass(frozen=True)
+class BankArch:
+    """One architecture of a bank with its reference accuracies (one per seed trained)."""
+
+    name: str
+    spec: ArchSpec
+    spec_hash: str
+    in_space: bool
+    latency_bin: int | None
+    pool_latency_ms: float | None
+    accuracies: dict[int, float]
+    final_losses: dict[int, float]
+    seconds: dict[int, float]
+
+    @property
+    def accuracy(self) -> float:
+        """Mean over the seeds trained (%)."""
+        return sum(self.accuracies.values()) / len(self.accuracies)
+
+
+@dataclass(frozen=True)
+class Bank:
+    """A bank's plan and its finished runs: ``archs`` holds every planned architecture with at least one
+    finished run under the plan's protocol, in plan order."""
+
+    name: str
+    path: Path
+    space: SearchSpace
+    protocol: Protocol
+    plan: dict
+    archs: tuple[BankArch, ...]
+    planned: int
+    runs: int
+    runs_planned: int
+
+    def seed_pairs(self) -> list[tuple[float, float]]:
+        """(first seed, second seed) accuracies of every architecture trained with two seeds."""
+        return [(a.accuracies[min(a.accuracies)], a.accuracies[sorted(a.accuracies)[1]])
+                for a in self.archs if len(a.accuracies) >= 2]
+
+    def noise_ceiling(self) -> dict[str, Any]:
+        """Kendall tau between the two seeds' accuracies, their mean absolute difference and the
+        standard deviation of one run's accuracy estimated from the pairs (sd of the difference / sqrt 2)."""
+        from ._validate import kendall_tau_b, tau_standard_error
+        pairs = self.seed_pairs()
+        if len(pairs) < 3:
+            return {"pairs": len(pairs), "tau": math.nan, "mean_abs_diff": math.nan, "run_sd": math.nan,
+                    "tau_se": math.nan}
+        a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+        diffs = [x - y for x, y in pairs]
+        md = sum(diffs) / len(diffs)
+        sd = math.sqrt(sum((d - md) ** 2 for d in diffs) / max(1, len(diffs) - 1))
+        return {"pairs": len(pairs), "tau": kendall_tau_b(a, b),
+                "mean_abs_diff": sum(abs(d) for d in diffs) / len(diffs), "run_sd": sd / math.sqrt(2),
+                "tau_se": tau_standard_error(len(pairs))}
+
+    def summary(self) -> dict[str, Any]:
+        accs = sorted(a.accuracy for a in self.archs)
+        secs = [s for a in self.archs for s in a.seconds.values()]
+        return {"bank": self.name, "path": str(self.path), "protocol": self.protocol.name,
+                "protocol_key": self.protocol.key(), "archs_planned": self.planned, "archs_trained": len(self.archs),
+                "runs": self.runs, "runs_planned": self.runs_planned,
+                "accuracy_min": accs[0] if accs else math.nan, "accuracy_max": accs[-1] if accs else math.nan,
+                "accuracy_median": accs[len(accs) // 2] if accs else math.nan,
+                "seconds_per_run_median": sorted(secs)[len(secs) // 2] if secs else math.nan,
+                "noise_ceiling": self.noise_ceiling()}
+
+
+def resolve_bank_path(name_or_path: str | os.PathLike) -> Path:
+    """A bank folder (``plan.json`` + ``results.jsonl``) from a shipped bank's name or a path (the folder
+    or its ``plan.json``)."""
+    text = os.fspath(name_or_path)
+    if not text:
+        raise BankError("bank: empty name; give a shipped bank's name (default) or the path of a bank folder")
+    p = Path(text)
+    if p.suffix == ".json" and p.name == "plan.json":
+        p = p.parent
+    if p.is_dir():
+        return p
+    if os.sep not in text and "/" not in text and (BANKS_DIR / text).is_dir():
+        return BANKS_DIR / text
+    shipped = sorted(d.name for d in BANKS_DIR.iterdir() if d.is_dir()) if BANKS_DIR.is_dir() else []
+    raise BankError(f"bank {text!r}: no such bank folder, and no shipped bank of that name (shipped: "
+                    f"{', '.join(shipped) or 'none'}); build one with `shufflenas bank plan` / `bank build`")
+
+
+def load_bank(name_or_path: str | os.PathLike = "default") -> Bank:
+    """Load a bank: its plan, and every finished run under the plan's protocol (records of another
+    protocol or architectures outside the plan are refused: a bank holds one protocol)."""
+    folder = resolve_bank_path(name_or_path)
+    plan = read_plan(folder / "plan.json")
+    where = str(folder / "plan.json")
+    try:
+        space = SearchSpace.from_dict(plan["space"])
+    except (KeyError, ValueError) as exc:
+        raise BankError(f"{where}: the plan's space is invalid ({exc})") from None
+    proto = Protocol.from_dict(plan.get("protocol"), where)
+    if plan.get("stem", "cifar") != "cifar" or plan.get("num_classes", 10) != 10:
+        raise BankError(f"{where}: stem {plan.get('stem')!r} / {plan.get('num_classes')!r} classes; this shufflenas "
+                        f"trains banks on the cifar stem with 10 classes")
+    entries = {}
+    for k, a in enumerate(plan.get("archs", [])):
+        try:
+            spec = ArchSpec.from_dict(a["spec"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BankError(f"{where}: archs[{k}] has an invalid spec ({exc})") from None
+        if spec.content_hash() != a.get("spec_hash"):
+            raise BankError(f"{where}: archs[{k}] ({a.get('name')}) spec_hash does not match its spec")
+        entries[a["spec_hash"]] = (a, spec)
+    accs: dict[str, dict[int, float]] = {}
+    losses: dict[str, dict[int, float]] = {}
+    secs: dict[str, dict[int, float]] = {}
+    results = folder / "results.jsonl"
+    runs = 0
+    for n, rec in enumerate(read_results(results), 1):
+        if rec.get("protocol_key") != proto.key():
+            raise BankError(f"{results}: line {n} was trained under protocol {rec.get('protocol')!r} "
+                            f"(key {rec.get('protocol_key')}), the plan says {proto.name!r} ({proto.key()}); a bank "
+                            f"holds one protocol: move that line to another bank")
+        h = rec.get("spec_hash")
+        if h not in entries:
+            raise BankError(f"{results}: line {n} ({rec.get('name')}) is not an architecture of the plan")
+        acc = rec.get("accuracy")
+        if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 100:
+            raise BankError(f"{results}: line {n} has accuracy {acc!r}; expected a percentage")
+        accs.setdefault(h, {})[int(rec["seed"])] = float(acc)
+        losses.setdefault(h, {})[int(rec["seed"])] = float(rec.get("train_loss", math.nan))
+        secs.setdefault(h, {})[int(rec["seed"])] = float(rec.get("seconds", math.nan))
+        runs += 1
+    archs = []
+    for h, (a, spec) in entries.items():
+        if h in accs:
+            archs.append(BankArch(a["name"], spec, h, bool(a.get("in_space", True)), a.get("latency_bin"),
+                                  a.get("pool_latency_ms"), accs[h], losses[h], secs[h]))
+    return Bank(plan.get("name", folder.name), folder, space, proto, plan, tuple(archs), len(entries), runs,
+                len(plan.get("order", [])))
+
+
+# ---- zero-cost proxies of a bank's architectures (features and baselines for its validation) -------
+
+PROXIES_FORMAT = "shufflenas-bank-proxies"
+
+
+def read_bank_proxies(path: str | os.PathLike, settings_key: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """``{spec_hash: {"values": {...}, "seconds": {...}}}`` from a bank's proxies file (JSON lines);
+    lines of other proxy settings are skipped when ``settings_key`` is given."""
+    p = Path(path)
+    out: dict[str, dict] = {}
+    if not p.exists():
+        return out
+    lines = p.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                continue
+            raise BankError(f"{p}: line {n} is not JSON; the proxies file is damaged (delete it to recompute)") from None
+        if not isinstance(rec, dict) or rec.get("format") != PROXIES_FORMAT:
+            raise BankError(f"{p}: line {n} is not a bank proxies record")
+        if settings_key is not None and rec.get("settings") != dict(settings_key):
+            continue
+        entry = out.setdefault(rec["spec_hash"], {"values": {}, "seconds": {}})
+        entry["values"].update(rec["values"])
+        entry["seconds"].update(rec["seconds"])
+    return out
+
+
+def compute_bank_proxies(plan_path: str | os.PathLike, out_path: str | os.PathLike, data_dir: str | os.PathLike,
+                         names: Sequence[str] = ("naswot", "synflow", "zen", "grad_norm", "snip"),
+                         settings: ProxySettings | None = None,
+                         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
+    """Compute the zero-cost proxies of every planned architecture that ``out_path`` lacks (resumable:
+    one line per architecture, appended as it finishes)."""
+    from ._data import load_cifar10
+    from ._proxies import compute_proxies_timed
+
+    settings = settings or ProxySettings()
+    plan = read_plan(plan_path)
+    have = read_bank_proxies(out_path, settings.key())
+    data = load_cifar10(data_dir)
+    done = 0
+    for a in plan["archs"]:
+        want = [n for n in names if n not in have.get(a["spec_hash"], {}).get("values", {})]
+        if not want:
+            continue
+        values, seconds = compute_proxies_timed(ArchSpec.from_dict(a["spec"]), want, data, settings)
+        append_result(out_path, {"format": PROXIES_FORMAT, "version": VERSION, "spec_hash": a["spec_hash"],
+                                 "name": a["name"], "settings": settings.key(), "values": values,
+                                 "seconds": seconds})
+        done += 1
+        log(f"  proxies {a['name']}: " + ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
+    return done

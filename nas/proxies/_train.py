@@ -47,6 +47,7 @@ class TrainResult:
     device: str
     loss_last_half: float = float("nan")   # mean loss over the second half of the steps (Ru et al. 2021)
     loss_curve: tuple[float, ...] = ()     # mean loss over each twentieth of the steps, in order
+    memory_format: str = "channels_last"   # of the model and its inputs while training and evaluating
 
 
 def normalise(images_uint8: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -103,7 +104,8 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
         steps = settings.train_steps or settings.train_epochs * per_epoch
 
         torch.manual_seed(settings.seed)
-        model = build_model(spec, num_classes=10, stem="cifar").to(dev).train()
+        # channels_last: 1.1-1.9x faster training on CPU for these nets (bench/results/train_throughput.json)
+        model = build_model(spec, num_classes=10, stem="cifar").to(dev, memory_format=torch.channels_last).train()
         opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True,
                               weight_decay=settings.weight_decay)
         warm = max(1, int(0.05 * steps))
@@ -129,7 +131,7 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
                 xb = _augment(xb, gen)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb.contiguous(memory_format=torch.channels_last)), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -150,7 +152,7 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
         with torch.no_grad():
             for start in range(0, len(eval_idx), 1000):
                 chunk = eval_idx[start:start + 1000]
-                xb = normalise(data.test_images[chunk], dev)
+                xb = normalise(data.test_images[chunk], dev).contiguous(memory_format=torch.channels_last)
                 yb = torch.as_tensor(data.test_labels[chunk], device=dev)
                 correct += int((model(xb).argmax(1) == yb).sum())
         if dev.type == "cuda":

@@ -1,0 +1,161 @@
+"""The bank of trained architectures: selection, training order, plan/results files, loading, and the
+predictor fitted on it (grouped cross-validation on synthetic banks with a known answer)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas import (REFERENCE, BankError, Candidate, Predictor, PredictorError, cifar_counts, cross_validate,
+                 grouped_folds, knob_groups, load_bank, select_bank, spec_features, training_order)
+from search_space import SearchSpace, iter_samples
+from shufflenet import build_model, canonical_spec
+
+SMALL = SearchSpace(groups=(1, 2, 4), bottleneck=(0.25, 1.0), split=(0.5,), kernel=(3, 5), fragments=(1, 2),
+                    depth=((1, 2), (1, 3), (1, 2)), first_width=(24, 96), growth=(1.5, 2.0),
+                    final_channels=(0, 256))
+
+
+def _pool(space: SearchSpace, n: int, seed: int = 0) -> list[Candidate]:
+    out = []
+    for params, spec in itertools.islice(iter_samples(space, seed), n):
+        # a latency stand-in that spreads like a real one: the 224x224 multiply-adds
+        out.append(Candidate(params, spec, 1.0 + cifar_counts(spec, 224, 1000, "imagenet")["macs"] / 1e7))
+    return out
+
+
+def test_reference_protocol_meets_the_issue_floor():
+    s = REFERENCE.settings
+    assert s.train_images >= 10_000 and REFERENCE.images_seen() >= 40_000 and s.eval_images >= 5_000
+    assert "40,064 images seen" in REFERENCE.describe()
+    assert REFERENCE.key() == REFERENCE.key() and len(REFERENCE.key()) == 16
+
+
+def test_selection_covers_every_knob_value_and_every_latency_bin():
+    pool = _pool(SMALL, 300)
+    picked, summary = select_bank(SMALL, pool, 40, bins=5, min_per_value=4, seed=0)
+    assert len(picked) == 40 and len({c.spec.content_hash() for c, _ in picked}) == 40
+    assert all(n > 0 for n in summary["picked_per_bin"])              # end to end
+    assert min(e["count"] for e in summary["least_covered"]) >= 4
+    again, _ = select_bank(SMALL, pool, 40, bins=5, min_per_value=4, seed=0)
+    assert [c.spec.content_hash() for c, _ in again] == [c.spec.content_hash() for c, _ in picked]
+
+
+def test_selection_refuses_what_it_cannot_cover():
+    with pytest.raises(BankError, match="fewer than 30 times"):
+        select_bank(SMALL, _pool(SMALL, 100), 20, bins=4, min_per_value=30)
+
+
+def test_training_order_spreads_bins_and_pairs_second_seeds():
+    bins = [None] * 2 + [i % 4 for i in range(12)]
+    order = training_order(len(bins), bins, second_seed_every=3, leading=2, seed=0)
+    first = [a for a, s in order if s == 0]
+    assert first[:2] == [0, 1] and sorted(first) == list(range(14))
+    assert {bins[a] for a in first[2:6]} == {0, 1, 2, 3}              # any prefix spans the latency range
+    seconds = [a for a, s in order if s == 1]
+    assert len(seconds) == math.ceil(14 / 3)
+    for a in seconds:                                               # a second seed never precedes the first
+        assert order.index((a, 0)) < order.index((a, 1))
+
+
+def test_cifar_counts_equal_the_built_model():
+    for spec in [s for _, s in itertools.islice(iter_samples(SearchSpace(), 3), 12)] + [canonical_spec("v2_1.0x")]:
+        model = build_model(spec, num_classes=10, stem="cifar")
+        assert cifar_counts(spec)["params"] == sum(p.numel() for p in model.parameters())
+
+
+def _synthetic(n: int, fn, seed: int = 0):
+    specs = [s for _, s in itertools.islice(iter_samples(SMALL, seed), n)]
+    return specs, [fn(s) for s in specs]
+
+
+def test_predictor_learns_a_known_function_and_is_deterministic():
+    specs, y = _synthetic(40, lambda s: 20 * math.log10(cifar_counts(s)["params"]))
+    rep = cross_validate(specs, y, models=("ridge",), feature_groups=("size",), repeats=1, knobs=["s0_groups"])
+    assert rep["models"]["ridge"]["random_tau"] > 0.9
+    a = Predictor.fit(specs, y, model="gbm").predict(specs[0])
+    b = Predictor.fit(specs, y, model="gbm").predict(specs[0])
+    assert a == b
+
+
+def test_grouped_folds_hold_out_a_knob_value_the_model_never_saw():
+    # accuracy set by stage 0's group count alone; the random folds see every value and rank well,
+    # the grouped folds hold a value out whole, so within each fold all held-out values tie
+    value = {1: 10.0, 2: 30.0, 4: 20.0}
+    specs, y = _synthetic(45, lambda s: value[s.stages[0].unit.groups] + 0.01 * s.stages[1].depth)
+    groups = knob_groups(specs)["s0_groups"]
+    folds = grouped_folds(groups)
+    assert sorted(len(f) for f in folds) == sorted(groups.count(g) for g in set(groups))
+    rep = cross_validate(specs, y, models=("ridge",), feature_groups=("encoding",), repeats=1,
+                         knobs=["s0_groups"])
+    m = rep["models"]["ridge"]
+    assert m["random_tau"] > 0.6
+    assert m["grouped_tau"]["s0_groups"] < m["random_tau"] - 0.3     # the honest number is lower
+
+
+def test_noise_gives_no_rank():
+    rng = random.Random(0)
+    specs, y = _synthetic(40, lambda s: rng.gauss(50, 5))
+    rep = cross_validate(specs, y, models=("ridge",), feature_groups=("size",), repeats=2, knobs=["s0_groups"])
+    assert abs(rep["models"]["ridge"]["random_tau"]) < 3 * rep["tau_se"]
+
+
+def test_predictor_input_errors():
+    with pytest.raises(PredictorError, match="at least 4"):
+        Predictor.fit([canonical_spec("v2_1.0x")], [50.0])
+    with pytest.raises(PredictorError, match="allowed"):
+        Predictor.fit(*_synthetic(8, lambda s: 1.0), model="svm")
+    assert set(spec_features(canonical_spec("v2_1.0x"))) >= {"log10_params", "s2_log2_width"}
+
+
+# ---- the shipped bank --------------------------------------------------------------------------
+
+def test_shipped_default_bank_loads_and_validates():
+    bank = load_bank("default")
+    assert bank.protocol.key() == REFERENCE.key()
+    assert bank.planned == 68 and bank.space == SearchSpace()
+    assert len(bank.archs) >= 1
+    for a in bank.archs:
+        assert all(0 <= v <= 100 for v in a.accuracies.values())
+    plan = bank.plan
+    assert {a["name"] for a in plan["archs"][:4]} == {"v2_0.5x", "v2_1.0x", "v1_g3_0.5x", "v1_g3_1.0x"}
+
+
+def _write_bank(tmp: Path, n: int = 3) -> Path:
+    bank = load_bank("default")
+    plan = dict(bank.plan)
+    folder = tmp / "mybank"
+    folder.mkdir()
+    (folder / "plan.json").write_text(json.dumps(plan))
+    lines = (bank.path / "results.jsonl").read_text().splitlines()[:n]
+    (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_bank_bad_inputs_are_one_line(tmp_path):
+    with pytest.raises(BankError, match="no shipped bank of that name"):
+        load_bank("nonesuch")
+    folder = _write_bank(tmp_path)
+    # a torn last line (a killed build) is skipped; a torn line in the middle is damage
+    text = (folder / "results.jsonl").read_text()
+    (folder / "results.jsonl").write_text(text + '{"format": "shufflenas-bank", "acc')
+    assert len(load_bank(folder).archs) >= 1
+    lines = text.splitlines()
+    (folder / "results.jsonl").write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    with pytest.raises(BankError, match="line 2 is not JSON"):
+        load_bank(folder)
+    other = json.loads(lines[0])
+    other["protocol_key"] = "0" * 16
+    (folder / "results.jsonl").write_text(json.dumps(other) + "\n")
+    with pytest.raises(BankError, match="holds one protocol"):
+        load_bank(folder)
+    (folder / "plan.json").write_text('{"format": "something-else"}')
+    with pytest.raises(BankError, match="not a bank plan"):
+        load_bank(folder)
