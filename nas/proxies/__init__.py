@@ -45,6 +45,23 @@ _EXPORTS = {
     "select_bank": "nas.proxies._bank",
     "training_order": "nas.proxies._bank",
     "write_plan": "nas.proxies._bank",
+    "Bank": "nas.proxies._bank",
+    "BankArch": "nas.proxies._bank",
+    "load_bank": "nas.proxies._bank",
+    "resolve_bank_path": "nas.proxies._bank",
+    "run_trainings": "nas.proxies._bank",
+    "compute_bank_proxies": "nas.proxies._bank",
+    "read_bank_proxies": "nas.proxies._bank",
+    "knob_values": "nas.proxies._bank",
+    "Predictor": "nas.proxies._predictor",
+    "PredictorError": "nas.proxies._predictor",
+    "cifar_counts": "nas.proxies._predictor",
+    "cross_validate": "nas.proxies._predictor",
+    "grouped_folds": "nas.proxies._predictor",
+    "knob_groups": "nas.proxies._predictor",
+    "random_folds": "nas.proxies._predictor",
+    "spec_features": "nas.proxies._predictor",
+    "validate_bank": "nas.proxies._predictor",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,20 +28,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import math
 import os
 import platform
 import random
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
 
 from search_space import ArchSpec, SearchSpace
 
 from nas._errors import NasError
-from nas.proxies._registry import ProxySettings
+from nas.proxies._data import load_cifar10
+from nas.proxies._registry import ProxySettings, compute_proxies_timed
+from nas.proxies._train import train_short
+from nas.proxies._validate import kendall_tau_b, tau_standard_error
 
 PLAN_FORMAT = "shufflenas-bank-plan"
 RESULTS_FORMAT = "shufflenas-bank"
@@ -384,9 +392,6 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 # ---- building ------------------------------------------------------------------------------------
 
 def versions() -> dict[str, str]:
-    import torch
-
-    from importlib import metadata
     try:
         ours = metadata.version("shufflenas")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -401,14 +406,12 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(data_dir: str, threads: int) -> None:
     import torch
 
-    from nas.proxies._data import load_cifar10
     torch.set_num_threads(threads)
     _WORKER["data"] = load_cifar10(data_dir)
     _WORKER["threads"] = threads
 
 
 def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
-    from nas.proxies._train import train_short
     spec = ArchSpec.from_dict(spec_doc)
     settings = ProxySettings.from_dict(settings_doc)
     r = train_short(spec, _WORKER["data"], settings, device=device)
@@ -445,9 +448,6 @@ def run_trainings(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol
     threads each) and call ``on_result(tag, spec, seed, result)`` in this process the moment a run
     finishes (so its caller can append it at once: a killed run loses only the runs in flight).
     The one training loop behind ``bank build``, ``verify`` and the fidelity benchmarks."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    import multiprocessing as mp
-
     if not items:
         return 0
     ctx = mp.get_context("spawn")
@@ -532,7 +532,7 @@ def _cpu_model() -> str:
 
 # ---- a bank, loaded ------------------------------------------------------------------------------
 
-BANKS_DIR = Path(__file__).resolve().parent / "banks"
+BANKS_DIR = Path(__file__).resolve().parent.parent / "banks"  # nas/banks/<name>/: shipped banks
 
 
 @dataclass(frozen=True)
@@ -578,7 +578,6 @@ class Bank:
     def noise_ceiling(self) -> dict[str, Any]:
         """Kendall tau between the two seeds' accuracies, their mean absolute difference and the
         standard deviation of one run's accuracy estimated from the pairs (sd of the difference / sqrt 2)."""
-        from ._validate import kendall_tau_b, tau_standard_error
         pairs = self.seed_pairs()
         if len(pairs) < 3:
             return {"pairs": len(pairs), "tau": math.nan, "mean_abs_diff": math.nan, "run_sd": math.nan,
@@ -711,9 +710,6 @@ def compute_bank_proxies(plan_path: str | os.PathLike, out_path: str | os.PathLi
                          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
     """Compute the zero-cost proxies of every planned architecture that ``out_path`` lacks (resumable:
     one line per architecture, appended as it finishes)."""
-    from ._data import load_cifar10
-    from ._proxies import compute_proxies_timed
-
     settings = settings or ProxySettings()
     plan = read_plan(plan_path)
     have = read_bank_proxies(out_path, settings.key())

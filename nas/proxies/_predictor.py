@@ -26,12 +26,16 @@ unfitted baselines (params, flops and zero-cost proxies) on the same architectur
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from search_space import ArchSpec, SearchSpace
 
-from ._errors import NasError
+from nas._errors import NasError
+from nas.proxies._validate import kendall_tau_b, spearman_rho, tau_standard_error
 
 
 class PredictorError(NasError):
@@ -119,6 +123,7 @@ def spec_features(spec: ArchSpec, groups: Sequence[str] = FEATURE_GROUPS) -> dic
 # ---- models --------------------------------------------------------------------------------------
 
 def _gp() -> Any:
+    # scikit-learn is optional (the [predictor] extra): imported where a model is made
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
     from sklearn.pipeline import make_pipeline
@@ -131,6 +136,7 @@ def _gp() -> Any:
 
 
 def _gp_ard(n_features: int) -> Any:
+    # scikit-learn is optional (the [predictor] extra): imported where a model is made
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
     from sklearn.pipeline import make_pipeline
@@ -144,18 +150,18 @@ def _gp_ard(n_features: int) -> Any:
 
 
 def _gbm() -> Any:
-    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.ensemble import GradientBoostingRegressor  # optional dependency
     return GradientBoostingRegressor(n_estimators=300, max_depth=2, learning_rate=0.03, subsample=0.8,
                                      min_samples_leaf=3, random_state=0)
 
 
 def _rf() -> Any:
-    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.ensemble import RandomForestRegressor  # optional dependency
     return RandomForestRegressor(n_estimators=400, min_samples_leaf=2, max_features=0.5, random_state=0, n_jobs=1)
 
 
 def _ridge() -> Any:
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import RidgeCV  # optional dependency
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     return make_pipeline(StandardScaler(), RidgeCV(alphas=[0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]))
@@ -195,8 +201,6 @@ class Predictor:
             feature_groups: Sequence[str] = FEATURE_GROUPS,
             extra: Sequence[Mapping[str, float]] | None = None) -> "Predictor":
         _require_sklearn()
-        import numpy as np
-
         if model not in MODELS:
             raise PredictorError(f"model: got {model!r}; allowed: {', '.join(MODELS)}")
         if len(specs) != len(accuracy) or len(specs) < 4:
@@ -211,8 +215,6 @@ class Predictor:
 
     def predict_many(self, specs: Sequence[ArchSpec],
                      extra: Sequence[Mapping[str, float]] | None = None) -> tuple[list[float], list[float] | None]:
-        import numpy as np
-
         rows = [_row(s, self.feature_groups, extra[i] if extra else None) for i, s in enumerate(specs)]
         missing = [n for n in self.feature_names if n not in rows[0]] if rows else []
         if missing:
@@ -239,19 +241,9 @@ def _row(spec: ArchSpec, groups: Sequence[str], extra: Mapping[str, float] | Non
 
 # ---- rank statistics (one implementation, shared with the validation report) ----------------------
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    from ._validate import kendall_tau_b
-    return kendall_tau_b(x, y)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    from ._validate import spearman_rho
-    return spearman_rho(x, y)
-
-
-def tau_se(n: int) -> float:
-    from ._validate import tau_standard_error
-    return tau_standard_error(n)
+kendall_tau = kendall_tau_b
+spearman = spearman_rho
+tau_se = tau_standard_error
 
 
 # ---- cross-validation ----------------------------------------------------------------------------
@@ -293,7 +285,6 @@ def _held_out_predictions(specs, y, folds, model, feature_groups, extra):
 
 
 def random_folds(n: int, k: int = 5, seed: int = 0) -> list[list[int]]:
-    import random
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     return [idx[f::k] for f in range(k)]
