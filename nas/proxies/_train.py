@@ -11,6 +11,8 @@ The protocol (every knob in :class:`nas.ProxySettings`):
   padding and random horizontal flip when ``augment``;
 - SGD, Nesterov momentum ``momentum``, weight decay ``weight_decay`` on every parameter, learning
   rate rising linearly from 0 to ``lr`` over the first 5% of steps then cosine-decayed to 0;
+- gradient norm clipped at ``grad_clip``; BatchNorm statistics re-estimated on the first
+  ``bn_recalibrate`` training images of the subset before evaluation;
 - top-1 accuracy (%) of the network in eval mode on the first ``eval_images`` of a fixed
   permutation of the 10,000 test images (never trained on).
 """
@@ -79,6 +81,24 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def recalibrate_batchnorm(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> None:
+    """Re-estimate every BatchNorm's running mean and variance as the plain average over ``images``
+    (train-mode forwards, no gradient, no augmentation), then restore each layer's momentum."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch):
+            model(images[start:start + batch].contiguous(memory_format=torch.channels_last))
+    for m, mom in zip(layers, momenta):
+        m.momentum = mom
+
+
 def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | str | None = None) -> TrainResult:
     """Train ``spec``'s CIFAR network briefly and return its held-out top-1 accuracy (%).
 
@@ -134,6 +154,10 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
             loss = F.cross_entropy(model(xb.contiguous(memory_format=torch.channels_last)), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.grad_clip > 0:
+                # some architectures of the space start with gradient norms of 1e4 (tiny BatchNorm'd
+                # channels amplify them); without a clip their first steps blow the weights up
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
             losses.append(loss.detach())
         all_losses = torch.stack(losses).double().cpu() if losses else torch.empty(0, dtype=torch.float64)
@@ -147,6 +171,8 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
             raise NasError(f"train proxy: the loss diverged ({train_loss}) for {spec.short()}; lower proxy.lr "
                            f"(now {settings.lr})")
 
+        if settings.bn_recalibrate:
+            recalibrate_batchnorm(model, x_train[:settings.bn_recalibrate])
         model.eval()
         correct = 0
         with torch.no_grad():
