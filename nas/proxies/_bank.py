@@ -30,6 +30,7 @@ every knob appears at least ``min_per_value`` times.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import math
@@ -46,9 +47,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from search_space import ArchSpec, SearchSpace
+from search_space import ArchSpec, SearchSpace, iter_samples
+from shufflenet import canonical_spec
 
 from nas._errors import NasError
+from nas.measure import LatencySettings, measure_latency
 from nas.proxies._data import load_cifar10
 from nas.proxies._registry import ProxySettings, compute_proxies_timed
 from nas.proxies._train import train_short
@@ -739,3 +742,57 @@ def compute_bank_proxies(plan_path: str | os.PathLike, out_path: str | os.PathLi
         done += 1
         log(f"  proxies {a['name']}: " + ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
     return done
+
+
+# ---- planning a bank -----------------------------------------------------------------------------
+
+POOL_LATENCY = dict(warmup=2, warmup_seconds=0.1, min_runs=5, max_runs=15, max_seconds=0.6, target_rel_iqr=0.05)
+
+
+def make_plan(space: SearchSpace, name: str, *, archs: int = 64, pool: int = 500, bins: int = 8,
+              min_per_value: int = 8, canonical: Sequence[str] = (), second_seed_every: int = 3, seed: int = 0,
+              latency: Any = None, protocol: Protocol = REFERENCE,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
+    """A bank plan for ``space``: ``pool`` uniform samples (``search_space.iter_samples(space, seed)``)
+    timed once in the deployment of ``latency`` (a :class:`nas.measure.LatencySettings`; default: eager
+    CPU, 1 thread, 224x224, batch 1) with a short protocol (:data:`POOL_LATENCY`), then
+    :func:`select_bank`, then :func:`training_order` with the ``canonical`` configs first."""
+    for key, value, low in (("archs", archs, 1), ("pool", pool, 1), ("bins", bins, 1),
+                            ("min_per_value", min_per_value, 0), ("second_seed_every", second_seed_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise BankError(f"{key}: got {value!r}; expected an integer >= {low}")
+    if pool < archs:
+        raise BankError(f"pool: {pool} is smaller than archs ({archs}); the pool must hold more candidates")
+    settings = LatencySettings.from_dict({**(latency or LatencySettings()).to_dict(), **POOL_LATENCY})
+    candidates = []
+    t0 = time.time()
+    for k, (params, spec) in enumerate(itertools.islice(iter_samples(space, seed), pool)):
+        r = measure_latency(spec, settings, cache=None)
+        candidates.append(Candidate(params, spec, r.median_ms))
+        if (k + 1) % 50 == 0 or k + 1 == pool:
+            log(f"  pool latency: {k + 1}/{pool} timed ({time.time() - t0:.0f} s)")
+    picked, summary = select_bank(space, candidates, archs, bins=bins, min_per_value=min_per_value, seed=seed)
+    entries = []
+    for cname in canonical:
+        s = canonical_spec(cname)
+        entries.append({"name": cname, "spec": s.to_dict(), "spec_hash": s.content_hash(), "params": None,
+                        "in_space": False, "latency_bin": None, "pool_latency_ms": None})
+    for k, (c, b) in enumerate(picked):
+        entries.append({"name": f"{name}-{k:03d}", "spec": c.spec.to_dict(), "spec_hash": c.spec.content_hash(),
+                        "params": c.params, "in_space": True, "latency_bin": b, "pool_latency_ms": c.latency_ms})
+    order = training_order(len(entries), [e["latency_bin"] for e in entries], second_seed_every=second_seed_every,
+                           leading=len(canonical), seed=seed)
+    lat = [c.latency_ms for c in candidates]
+    return {
+        "format": PLAN_FORMAT, "version": VERSION, "name": name,
+        "description": f"{archs} architectures of the space stratified by latency and knob coverage"
+                       + (f", plus {', '.join(canonical)}" if canonical else "")
+                       + f"; a second seed on every {second_seed_every}th in training order.",
+        "space": space.to_dict(), "stem": "cifar", "num_classes": 10,
+        "protocol": {**protocol.to_dict(), "seed": protocol.settings.seed},
+        "selection": {"method": "greedy coverage of latency bins and knob values",
+                      "pool": {"n": pool, "sampler": "search_space.iter_samples", "seed": seed,
+                               "latency_settings": settings.to_dict(), "cpu": _cpu_model(),
+                               "latency_ms_min": min(lat), "latency_ms_max": max(lat)}, **summary},
+        "archs": entries, "order": [list(o) for o in order],
+    }
