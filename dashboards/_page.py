@@ -24,6 +24,7 @@ from nas.study import (ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_FINGERPRI
 
 from ._errors import DashboardError
 from ._figures import WEBGL_THRESHOLD, counts_text, figures
+from ._verified import verified_figure
 from ._info import StudyInfo, _rows_and_meta, gather, latency_settings_text
 
 # attributes the page shows in their own places; the rest are listed as "other attributes"
@@ -117,6 +118,8 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
             "spec_filename": f"trial_{t.number}_{t.spec_hash or 'spec'}.json",
         }
     figs = figures(info, webgl_threshold=webgl_threshold)
+    if isinstance(data, Mapping) and "rows" in data:
+        figs["verified"] = verified_figure(data)  # reference accuracy (shufflenas verify) vs latency
     payload = {
         "version": data_version(data),
         "title": title or (f"shufflenas · {info.study_name}" if info.study_name else "shufflenas dashboard"),
@@ -227,6 +230,7 @@ _TEMPLATE = """<!DOCTYPE html>
     <div class="card"><div id="pareto" class="fig fig-pareto"></div></div>
     <div class="card"><div id="flops_latency" class="fig"></div></div>
     <div class="card"><div id="hypervolume" class="fig fig-small"></div></div>
+    <div class="card"><div id="verified" class="fig"></div></div>
     <div class="card meta-card" id="study-meta"></div>
     <details class="card failed" id="failed"></details>
   </section>
@@ -296,7 +300,7 @@ _APP_JS = r"""
 (function () {
   "use strict";
   const BOOT = window.SHUFFLENAS_BOOT;
-  const FIGS = ["pareto", "flops_latency", "hypervolume"];
+  const FIGS = ["pareto", "flops_latency", "hypervolume", "verified"];
   const CONFIG = {responsive: true, displaylogo: false, scrollZoom: false,
                   toImageButtonOptions: {format: "png", scale: 2}};
   let payload = null;
@@ -483,7 +487,7 @@ _APP_JS = r"""
   async function render(p) {
     payload = p;
     renderHeader(p);
-    for (const id of FIGS) await renderFigure(id, p.figures[id]);
+    for (const id of FIGS) if (p.figures[id]) await renderFigure(id, p.figures[id]);
     if (shown !== null && p.trials[String(shown)]) showTrial(shown);
     document.body.setAttribute("data-version", p.version);
     document.body.setAttribute("data-ready", "1");

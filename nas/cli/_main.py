@@ -15,7 +15,7 @@ from typing import Sequence
 from search_space import SpaceError, SpecError
 
 from nas._errors import NasError
-from nas.cli import _dashboard, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
+from nas.cli import _bank, _dashboard, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
 from nas.cli._command import Command
 
 _COMMANDS: tuple[Command, ...] = (
@@ -25,6 +25,7 @@ _COMMANDS: tuple[Command, ...] = (
     *_export.COMMANDS,          # export
     *_guidelines.COMMANDS,      # guidelines
     *_proxy.COMMANDS,           # validate-proxy
+    *_bank.COMMANDS,            # bank (plan, build, status, validate), verify
     *_study.COMMANDS,           # launch, pareto
     *_worker.COMMANDS,          # worker
 )

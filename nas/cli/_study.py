@@ -10,7 +10,7 @@ import sys
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
-from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
+from nas.study import (Evaluator, Progress, front_summary, verified_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
                        study_data)
 
 # ---- launch ---------------------------------------------------------------------------------------
@@ -100,7 +100,9 @@ def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: 
 
 
 def _run_pareto(args: argparse.Namespace) -> int:
-    summary = front_summary(load_study_data(args.storage, args.study, args.study_file))
+    data = load_study_data(args.storage, args.study, args.study_file)
+    summary = front_summary(data)
+    summary["verified"] = verified = verified_summary(data)
     if args.json:
         print(json.dumps(summary, default=_json_default))
         return 0
@@ -119,6 +121,15 @@ def _run_pareto(args: argparse.Namespace) -> int:
           f"{' (' + ', '.join(dominated) + ')' if dominated else ''}, hypervolume {_num(summary['hypervolume'])} "
           f"(baselines alone {_num(summary['baseline_hypervolume'])}; reference point "
           f"{[_num(v) for v in summary['reference_point'] or []]} from {summary['reference_from']})")
+    if verified["n_verified"]:
+        dom = verified["baselines_dominated"]
+        print(f"verified ({', '.join(verified['protocols'])}): {verified['n_verified']} trials trained under the "
+              f"reference protocol; the proxy ranks them with Kendall tau {_num(verified['proxy_tau'])}; verified "
+              f"front {verified['verified_front']} dominates {len(dom)} verified baseline(s)"
+              f"{' (' + ', '.join(d['baseline'] for d in dom) + ')' if dom else ''}")
+        for v in verified["verified_front_rows"]:
+            print(f"  #{v['number']}: {v['acc_reference']:.2f}% reference accuracy at {_num(v['latency_ms'])} ms "
+                  f"(seeds {', '.join(f'{a:.2f}' for a in v['acc_reference_seeds'])})")
     return 0
 
 

@@ -55,7 +55,7 @@ from nas.measure import LatencySettings, measure_latency
 from nas.proxies._data import load_cifar10
 from nas.proxies._registry import ProxySettings, compute_proxies_timed
 from nas.proxies._train import train_short
-from nas.proxies._validate import kendall_tau_b, tau_standard_error
+from nas.proxies._rank import kendall_tau_b, tau_standard_error
 
 PLAN_FORMAT = "shufflenas-bank-plan"
 RESULTS_FORMAT = "shufflenas-bank"

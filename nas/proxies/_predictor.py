@@ -35,7 +35,7 @@ import numpy as np
 from search_space import ArchSpec, SearchSpace
 
 from nas._errors import NasError
-from nas.proxies._validate import kendall_tau_b, spearman_rho, tau_standard_error
+from nas.proxies._rank import kendall_tau_b, spearman_rho, tau_standard_error
 
 
 class PredictorError(NasError):

@@ -16,6 +16,7 @@ from typing import Any
 
 from shufflenet import CANONICAL
 
+from nas.study._verified import merge_verified
 from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_SETTINGS,
                                ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, METRIC_KEYS, PROXY_PREFIX,
                                STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY, STUDY_TARGET_FINGERPRINT,
@@ -76,4 +77,6 @@ def study_data(study: Any) -> dict[str, Any]:
         "n_trials": len(trials),
         "user_attrs": attrs,
     }
-    return {"meta": meta, "rows": [trial_row(t) for t in trials]}
+    rows = [trial_row(t) for t in trials]
+    merge_verified(rows, attrs)  # what `verify` measured under the reference protocol, onto its trials' rows
+    return {"meta": meta, "rows": rows}
