@@ -44,7 +44,8 @@ from nas._errors import DataError, NasError
 from nas.measure import analytic_macs
 from nas.proxies._data import Cifar10
 from nas.proxies._results import load_reference
-from nas.proxies._train import normalise, train_short
+from nas.proxies._train import (TRAIN_FLOAT_LIMITS, TRAIN_INT_LIMITS, TrainSettings, normalise, resolve_device,
+                                train_short)
 
 PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble")
 # ``ensemble`` is counted as a data proxy: its default components include naswot, grad_norm and snip
@@ -113,14 +114,9 @@ class ProxySettings:
     ensemble_reference: str = ""
     ensemble_weights: str = "equal"
 
-    _INT_LIMITS = {
-        "seed": (0, 2**31 - 1), "naswot_batch_size": (2, 4096), "grad_batch_size": (1, 4096),
-        "zen_batch_size": (1, 4096), "zen_repeats": (1, 1024), "train_images": (1, 10_000_000),
-        "train_epochs": (0, 10_000), "train_steps": (0, 100_000_000), "train_batch_size": (1, 65_536),
-        "eval_images": (1, 10_000_000), "bn_recalibrate": (0, 10_000_000),
-    }
-    _FLOAT_LIMITS = {"zen_alpha": (0.0, 1.0), "lr": (0.0, 10.0), "momentum": (0.0, 1.0),
-                     "weight_decay": (0.0, 1.0), "grad_clip": (0.0, 1e6)}
+    _INT_LIMITS = {"naswot_batch_size": (2, 4096), "grad_batch_size": (1, 4096), "zen_batch_size": (1, 4096),
+                   "zen_repeats": (1, 1024), **TRAIN_INT_LIMITS}
+    _FLOAT_LIMITS = {"zen_alpha": (0.0, 1.0), **TRAIN_FLOAT_LIMITS}
 
     def __post_init__(self) -> None:
         self.validate("proxy")
@@ -195,15 +191,15 @@ class ProxySettings:
         return ProxySettings.from_dict({**self.to_dict(), **changes})
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dev = torch.device(self.device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ProxyError(f"proxy.device: {self.device!r} asked for, but this PyTorch sees no CUDA device; "
-                             f"use cpu (or auto)")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ProxyError("proxy.device: 'mps' asked for, but MPS is not available; use cpu (or auto)")
-        return dev
+        try:
+            return resolve_device(self.device)
+        except NasError as exc:
+            raise ProxyError(f"proxy.{exc}") from None
+
+    def training(self) -> TrainSettings:
+        """The training fields alone (what a training run under these settings depends on)."""
+        d = self.to_dict()
+        return TrainSettings(**{k: d[k] for k in TrainSettings.__dataclass_fields__})
 
 
 # ---- the public entry points ---------------------------------------------------------------------

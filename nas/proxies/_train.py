@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -36,6 +37,92 @@ from nas.proxies._data import Cifar10
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _SUBSET_SEED = 20240611  # fixes which images form the training subset and the held-out set
+
+
+TRAIN_INT_LIMITS = {"seed": (0, 2**31 - 1), "train_images": (1, 10_000_000), "train_epochs": (0, 10_000),
+                    "train_steps": (0, 100_000_000), "train_batch_size": (1, 65_536), "eval_images": (1, 10_000_000),
+                    "bn_recalibrate": (0, 10_000_000)}
+TRAIN_FLOAT_LIMITS = {"lr": (0.0, 10.0), "momentum": (0.0, 1.0), "weight_decay": (0.0, 1.0), "grad_clip": (0.0, 1e6)}
+_OPEN_LOW = ("lr",)  # (low, high]; the others [low, high)
+
+
+class TrainSettingsError(NasError):
+    """A training setting out of range."""
+
+
+def check_training_fields(obj: Any, where: str, error: type[Exception] = TrainSettingsError) -> None:
+    """The one range check of the training fields (of :class:`TrainSettings` or ``ProxySettings``)."""
+    for key, (low, high) in TRAIN_INT_LIMITS.items():
+        v = getattr(obj, key)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise error(f"{where}.{key}: got {v!r}; expected an integer in [{low}, {high}]")
+    for key, (low, high) in TRAIN_FLOAT_LIMITS.items():
+        v = getattr(obj, key)
+        ok = low < v <= high if key in _OPEN_LOW else low <= v < high
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok:
+            rng = f"({low}, {high}]" if key in _OPEN_LOW else f"[{low}, {high})"
+            raise error(f"{where}.{key}: got {v!r}; expected a number in {rng}")
+    if not isinstance(obj.augment, bool):
+        raise error(f"{where}.augment: got {obj.augment!r}; expected true or false")
+    if obj.train_epochs == 0 and obj.train_steps == 0:
+        raise error(f"{where}.train_epochs: 0 with train_steps 0; give epochs or steps to train for")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What one training run depends on (besides the spec, the data and the device): the training
+    fields of ``ProxySettings``, on their own, so a named protocol (``nas.proxies.Protocol``) carries
+    nothing else."""
+
+    seed: int = 0
+    train_images: int = 10_000
+    train_epochs: int = 4
+    train_steps: int = 0
+    train_batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    grad_clip: float = 5.0
+    bn_recalibrate: int = 2048
+    eval_images: int = 10_000
+
+    def __post_init__(self) -> None:
+        for key in TRAIN_FLOAT_LIMITS:  # ints given for floats become floats (so keys hash alike)
+            v = getattr(self, key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, key, float(v))
+        check_training_fields(self, "protocol")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(asdict(self))
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str = "protocol") -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise TrainSettingsError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+                                     f"{', '.join(sorted(known))}")
+        try:
+            return cls(**dict(doc))
+        except TrainSettingsError as exc:
+            raise TrainSettingsError(str(exc).replace("protocol.", f"{where}.", 1)) from None
+
+    def replace(self, **changes: Any) -> "TrainSettings":
+        return TrainSettings.from_dict({**self.to_dict(), **changes})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (cuda when available) as a torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainSettingsError(f"device: {name!r} asked for, but this PyTorch sees no CUDA device; use cpu (or auto)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise TrainSettingsError("device: 'mps' asked for, but MPS is not available; use cpu (or auto)")
+    return dev
 
 
 @dataclass(frozen=True)
@@ -109,7 +196,10 @@ def train_short(spec: ArchSpec, data: Cifar10, settings, device: torch.device | 
     if data is None:
         raise DataError("the train proxy needs CIFAR-10 images: give the data folder (--data-dir DIR, data_dir in "
                         "the study file, or SHUFFLENAS_DATA)")
-    dev = torch.device(device) if device is not None else settings.torch_device()
+    if device is not None:
+        dev = torch.device(device)
+    else:
+        dev = settings.torch_device() if hasattr(settings, "torch_device") else torch.device("cpu")
     t0 = time.perf_counter()
     prev_det = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
