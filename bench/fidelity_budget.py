@@ -24,15 +24,14 @@ import os
 import sys
 from pathlib import Path
 
-from nas._bank import Protocol, build_bank, load_bank, read_results
-from nas._proxies import ProxySettings
-from nas._validate import kendall_tau_b, spearman_rho, tau_standard_error
+from nas.proxies import Protocol, TrainSettings, build_bank, load_bank, read_results
+from nas.proxies._rank import kendall_tau_b, spearman_rho, tau_standard_error
 
 RUNS = Path("bench/results/fidelity_runs.jsonl")
 
 
 def protocol_for(steps: int) -> Protocol:
-    return Protocol(f"c10-mini-{steps}", ProxySettings(train_images=10_000, train_epochs=0, train_steps=steps,
+    return Protocol(f"c10-mini-{steps}", TrainSettings(train_images=10_000, train_epochs=0, train_steps=steps,
                                                        train_batch_size=128, eval_images=2_000))
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from nas import ProxySettings, load_cifar10, train_short
+from nas.proxies import ProxySettings, load_cifar10, normalise, train_short
 from search_space import SearchSpace, sample_specs
 from shufflenet import build_model, resolve_spec
 
@@ -122,7 +122,6 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     data = load_cifar10(args.data_dir)
-    from nas._proxies import normalise  # the project's own normalisation, so both loops see the same tensors
     x = normalise(data.train_images[:4096], torch.device("cpu"))
     y = torch.as_tensor(data.train_labels[:4096]).long()
     if args.worker:

@@ -53,8 +53,7 @@ from shufflenet import canonical_spec
 from nas._errors import NasError
 from nas.measure import LatencySettings, measure_latency
 from nas.proxies._data import load_cifar10
-from nas.proxies._registry import ProxySettings, compute_proxies_timed
-from nas.proxies._train import train_short
+from nas.proxies._train import TrainSettings, train_short
 from nas.proxies._rank import kendall_tau_b, tau_standard_error
 
 PLAN_FORMAT = "shufflenas-bank-plan"
@@ -74,11 +73,11 @@ _TRAINING_KEYS = ("seed", "train_images", "train_epochs", "train_steps", "train_
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named training protocol: the training fields of a :class:`ProxySettings`, on the ``cifar`` stem
-    with 10 classes. ``key()`` hashes exactly the fields the accuracy depends on."""
+    """A named training protocol (:class:`nas.proxies.TrainSettings`) on the ``cifar`` stem with 10
+    classes. ``key()`` hashes exactly the fields the accuracy depends on (not the seed)."""
 
     name: str
-    settings: ProxySettings
+    settings: TrainSettings
 
     def training_dict(self) -> dict[str, Any]:
         d = self.settings.to_dict()
@@ -113,7 +112,7 @@ class Protocol:
             raise BankError(f"{where}: the protocol must be an object with a name")
         fields = {k: doc[k] for k in _TRAINING_KEYS if k in doc and k != "seed"}
         try:
-            settings = ProxySettings.from_dict(fields, where=f"{where}.protocol")
+            settings = TrainSettings.from_dict(fields, where=f"{where}.protocol")
         except NasError as exc:
             raise BankError(str(exc)) from None
         proto = cls(doc["name"], settings)
@@ -123,7 +122,7 @@ class Protocol:
         return proto
 
 
-REFERENCE = Protocol("c10-ref-2", ProxySettings(train_images=20_000, train_epochs=0, train_steps=313,
+REFERENCE = Protocol("c10-ref-2", TrainSettings(train_images=20_000, train_epochs=0, train_steps=313,
                                                 train_batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
                                                 augment=True, grad_clip=5.0, bn_recalibrate=2048,
                                                 eval_images=10_000))
@@ -413,8 +412,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(data_dir: str, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
     _WORKER["data"] = load_cifar10(data_dir)
     _WORKER["threads"] = threads
@@ -422,7 +419,7 @@ def _init_worker(data_dir: str, threads: int) -> None:
 
 def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
     spec = ArchSpec.from_dict(spec_doc)
-    settings = ProxySettings.from_dict(settings_doc)
+    settings = TrainSettings.from_dict(settings_doc)
     r = train_short(spec, _WORKER["data"], settings, device=device)
     return {"accuracy": r.accuracy, "train_loss": r.train_loss, "loss_last_half": r.loss_last_half,
             "loss_curve": list(r.loss_curve), "steps": r.steps, "images_seen": r.images_seen,
@@ -687,7 +684,7 @@ PROXIES_FORMAT = "shufflenas-bank-proxies"
 _ZERO_COST_KEYS = ("seed", "naswot_batch_size", "grad_batch_size", "zen_batch_size", "zen_repeats", "zen_alpha")
 
 
-def zero_cost_key(settings: ProxySettings) -> dict[str, Any]:
+def zero_cost_key(settings: Any) -> dict[str, Any]:
     """The settings the zero-cost proxies depend on (not the training's)."""
     d = settings.to_dict()
     return {k: d[k] for k in _ZERO_COST_KEYS}
@@ -718,30 +715,6 @@ def read_bank_proxies(path: str | os.PathLike, settings_key: Mapping[str, Any] |
         entry["values"].update(rec["values"])
         entry["seconds"].update(rec["seconds"])
     return out
-
-
-def compute_bank_proxies(plan_path: str | os.PathLike, out_path: str | os.PathLike, data_dir: str | os.PathLike,
-                         names: Sequence[str] = ("naswot", "synflow", "zen", "grad_norm", "snip"),
-                         settings: ProxySettings | None = None,
-                         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
-    """Compute the zero-cost proxies of every planned architecture that ``out_path`` lacks (resumable:
-    one line per architecture, appended as it finishes)."""
-    settings = settings or ProxySettings()
-    plan = read_plan(plan_path)
-    have = read_bank_proxies(out_path, zero_cost_key(settings))
-    data = load_cifar10(data_dir)
-    done = 0
-    for a in plan["archs"]:
-        want = [n for n in names if n not in have.get(a["spec_hash"], {}).get("values", {})]
-        if not want:
-            continue
-        values, seconds = compute_proxies_timed(ArchSpec.from_dict(a["spec"]), want, data, settings)
-        append_result(out_path, {"format": PROXIES_FORMAT, "version": VERSION, "spec_hash": a["spec_hash"],
-                                 "name": a["name"], "settings": zero_cost_key(settings), "values": values,
-                                 "seconds": seconds})
-        done += 1
-        log(f"  proxies {a['name']}: " + ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
-    return done
 
 
 # ---- planning a bank -----------------------------------------------------------------------------

@@ -31,6 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from search_space import ArchSpec, SearchSpace
 
@@ -123,11 +129,6 @@ def spec_features(spec: ArchSpec, groups: Sequence[str] = FEATURE_GROUPS) -> dic
 # ---- models --------------------------------------------------------------------------------------
 
 def _gp() -> Any:
-    # scikit-learn is optional (the [predictor] extra): imported where a model is made
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=3.0, length_scale_bounds=(0.1, 100.0), nu=2.5) \
         + WhiteKernel(0.1, (1e-4, 1.0))
@@ -136,11 +137,6 @@ def _gp() -> Any:
 
 
 def _gp_ard(n_features: int) -> Any:
-    # scikit-learn is optional (the [predictor] extra): imported where a model is made
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=[3.0] * n_features,
                                                        length_scale_bounds=(0.1, 1000.0), nu=2.5) \
@@ -150,20 +146,15 @@ def _gp_ard(n_features: int) -> Any:
 
 
 def _gbm() -> Any:
-    from sklearn.ensemble import GradientBoostingRegressor  # optional dependency
     return GradientBoostingRegressor(n_estimators=300, max_depth=2, learning_rate=0.03, subsample=0.8,
                                      min_samples_leaf=3, random_state=0)
 
 
 def _rf() -> Any:
-    from sklearn.ensemble import RandomForestRegressor  # optional dependency
     return RandomForestRegressor(n_estimators=400, min_samples_leaf=2, max_features=0.5, random_state=0, n_jobs=1)
 
 
 def _ridge() -> Any:
-    from sklearn.linear_model import RidgeCV  # optional dependency
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     return make_pipeline(StandardScaler(), RidgeCV(alphas=[0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]))
 
 
@@ -174,14 +165,6 @@ MODELS: dict[str, Callable[[int], Any]] = {
     "rf": lambda d: _rf(),
     "ridge": lambda d: _ridge(),
 }
-
-
-def _require_sklearn() -> None:
-    try:
-        import sklearn  # noqa: F401  (optional dependency: only the predictor needs it)
-    except ImportError:
-        raise PredictorError("the predictor proxy needs scikit-learn: pip install 'shufflenas[predictor]' "
-                             "(or pip install scikit-learn)") from None
 
 
 # ---- one fitted predictor ------------------------------------------------------------------------
@@ -200,7 +183,6 @@ class Predictor:
     def fit(cls, specs: Sequence[ArchSpec], accuracy: Sequence[float], *, model: str = "gp",
             feature_groups: Sequence[str] = FEATURE_GROUPS,
             extra: Sequence[Mapping[str, float]] | None = None) -> "Predictor":
-        _require_sklearn()
         if model not in MODELS:
             raise PredictorError(f"model: got {model!r}; allowed: {', '.join(MODELS)}")
         if len(specs) != len(accuracy) or len(specs) < 4:
@@ -304,7 +286,6 @@ def cross_validate(specs: Sequence[ArchSpec], accuracy: Sequence[float], *, mode
     """Held-out rank quality of each model: random k-fold (``repeats`` shuffles; mean tau) and grouped
     folds per knob (pooled tau of each knob's leave-one-value-out predictions; mean and worst over
     knobs). Returns a JSON-able report."""
-    _require_sklearn()
     n = len(specs)
     if n < 8:
         raise PredictorError(f"cross-validation needs at least 8 architectures, got {n}")

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from search_space import ArchSpec, SearchSpace, sample_specs
 
+from nas.proxies._bank import PROXIES_FORMAT, VERSION, append_result, read_bank_proxies, read_plan, zero_cost_key
 from nas.proxies._data import load_cifar10
 from nas.proxies._rank import kendall_tau_b, ranks, spearman_rho, tau_standard_error
 from nas.proxies._registry import BASELINES, ZERO_COST, ProxySettings, check_proxy_names, compute_proxies_timed
@@ -449,3 +450,29 @@ def format_report(report: Mapping[str, Any]) -> str:
     rec = report["recommendation"]
     lines.append(f"default proxy: {rec['default']}: {rec['why']}")
     return "\n".join(lines)
+
+
+# ---- zero-cost proxies of a bank's architectures (features and baselines for its validation) -------
+
+def compute_bank_proxies(plan_path: str | os.PathLike, out_path: str | os.PathLike, data_dir: str | os.PathLike,
+                         names: Sequence[str] = ("naswot", "synflow", "zen", "grad_norm", "snip"),
+                         settings: ProxySettings | None = None,
+                         log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
+    """Compute the zero-cost proxies of every planned architecture that ``out_path`` lacks (resumable:
+    one line per architecture, appended as it finishes)."""
+    settings = settings or ProxySettings()
+    plan = read_plan(plan_path)
+    have = read_bank_proxies(out_path, zero_cost_key(settings))
+    data = load_cifar10(data_dir)
+    done = 0
+    for a in plan["archs"]:
+        want = [n for n in names if n not in have.get(a["spec_hash"], {}).get("values", {})]
+        if not want:
+            continue
+        values, seconds = compute_proxies_timed(ArchSpec.from_dict(a["spec"]), want, data, settings)
+        append_result(out_path, {"format": PROXIES_FORMAT, "version": VERSION, "spec_hash": a["spec_hash"],
+                                 "name": a["name"], "settings": zero_cost_key(settings), "values": values,
+                                 "seconds": seconds})
+        done += 1
+        log(f"  proxies {a['name']}: " + ", ".join(f"{k} {v:.3g}" for k, v in values.items()))
+    return done
