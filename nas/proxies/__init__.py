@@ -10,6 +10,9 @@ _EXPORTS = {
     "resolve_data_dir": "nas.proxies._data",
     "BASELINES": "nas.proxies._registry",
     "NEEDS_DATA": "nas.proxies._registry",
+    "NOT_OBJECTIVES": "nas.proxies._registry",
+    "TRAIN_SCORES": "nas.proxies._registry",
+    "fitted_predictor": "nas.proxies._registry",
     "PROXY_NAMES": "nas.proxies._registry",
     "ZERO_COST": "nas.proxies._registry",
     "ProxyError": "nas.proxies._registry",
@@ -65,6 +68,7 @@ _EXPORTS = {
     "knob_groups": "nas.proxies._predictor",
     "random_folds": "nas.proxies._predictor",
     "spec_features": "nas.proxies._predictor",
+    "space_within": "nas.proxies._predictor",
     "validate_bank": "nas.proxies._predictor",
 }
 

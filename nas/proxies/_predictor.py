@@ -404,3 +404,39 @@ def validate_bank(bank: Any, *, proxies: Mapping[str, Mapping[str, float]] | Non
                    "gap_to_noise_ceiling": (nc["tau"] - best[1]["grouped_tau_mean"]) if not math.isnan(nc["tau"])
                    else math.nan},
     }
+
+
+def space_within(inner: SearchSpace, outer: SearchSpace) -> list[str]:
+    """Where ``inner`` reaches outside ``outer`` (empty: every architecture of ``inner`` lies in ``outer``'s
+    knob ranges, so a predictor fitted on ``outer``'s bank interpolates rather than extrapolates)."""
+    problems = []
+
+    def sub(key: str, a: Sequence[Any], b: Sequence[Any]) -> None:
+        extra = [v for v in a if v not in b]
+        if extra:
+            problems.append(f"{key} {extra} not in the bank's {list(b)}")
+
+    sub("families", inner.families, outer.families)
+    sub("groups", inner.groups, outer.groups)
+    sub("bottleneck", inner.bottleneck, outer.bottleneck)
+    if "v2" in inner.families:
+        sub("split", inner.split, outer.split)
+    sub("kernel", inner.kernel, outer.kernel)
+    sub("fragments", inner.fragments, outer.fragments)
+    if any(f > 1 for f in inner.fragments):
+        sub("layouts", inner.layouts, outer.layouts)
+    if inner.num_stages > 1:
+        sub("growth", inner.growth, outer.growth)
+    sub("final_channels", inner.final_channels, outer.final_channels)
+    if inner.num_stages != outer.num_stages:
+        problems.append(f"{inner.num_stages} stages, the bank's space has {outer.num_stages}")
+    else:
+        for s, ((lo, hi), (olo, ohi)) in enumerate(zip(inner.depth, outer.depth)):
+            if lo < olo or hi > ohi:
+                problems.append(f"depth of stage {s} [{lo}, {hi}] outside the bank's [{olo}, {ohi}]")
+    (lo, hi), (olo, ohi) = inner.first_width, outer.first_width
+    if lo < olo or hi > ohi:
+        problems.append(f"first_width [{lo}, {hi}] outside the bank's [{olo}, {ohi}]")
+    if inner.stem_channels != outer.stem_channels:
+        problems.append(f"stem_channels {inner.stem_channels}, the bank's {outer.stem_channels}")
+    return problems

@@ -42,12 +42,19 @@ from shufflenet import build_model
 
 from nas._errors import DataError, NasError
 from nas.measure import analytic_macs
+from nas.proxies._bank import load_bank
 from nas.proxies._data import Cifar10
+from nas.proxies._predictor import DEFAULT_MODEL, MODELS, Predictor
 from nas.proxies._results import load_reference
 from nas.proxies._train import (TRAIN_FLOAT_LIMITS, TRAIN_INT_LIMITS, TrainSettings, normalise, resolve_device,
                                 train_short)
 
-PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble")
+PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble", "predictor",
+               "predictor_std")
+# ``predictor_std`` is the predictor's uncertainty (a Gaussian process's standard deviation, %), recorded beside
+# it; never an objective
+NOT_OBJECTIVES = frozenset({"predictor_std"})
+TRAIN_SCORES = ("accuracy", "loss")
 # ``ensemble`` is counted as a data proxy: its default components include naswot, grad_norm and snip
 NEEDS_DATA = frozenset({"naswot", "grad_norm", "snip", "train", "ensemble"})
 ENSEMBLE_WEIGHTS = ("equal", "fitted")
@@ -113,6 +120,9 @@ class ProxySettings:
     ensemble_of: tuple[str, ...] = ZERO_COST
     ensemble_reference: str = ""
     ensemble_weights: str = "equal"
+    train_score: str = "accuracy"
+    bank: str = "default"
+    predictor_model: str = DEFAULT_MODEL
 
     _INT_LIMITS = {"naswot_batch_size": (2, 4096), "grad_batch_size": (1, 4096), "zen_batch_size": (1, 4096),
                    "zen_repeats": (1, 1024), **TRAIN_INT_LIMITS}
@@ -147,6 +157,14 @@ class ProxySettings:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
             raise ProxyError(f"{where}.ensemble_weights: got {self.ensemble_weights!r}; allowed: "
                              f"{', '.join(ENSEMBLE_WEIGHTS)}")
+        if self.train_score not in TRAIN_SCORES:
+            raise ProxyError(f"{where}.train_score: got {self.train_score!r}; allowed: {', '.join(TRAIN_SCORES)} "
+                             f"(loss: minus the mean training loss over the last half of the steps)")
+        if not isinstance(self.bank, str) or not self.bank:
+            raise ProxyError(f"{where}.bank: got {self.bank!r}; expected a shipped bank's name (default) or the path "
+                             f"of a bank folder")
+        if self.predictor_model not in MODELS:
+            raise ProxyError(f"{where}.predictor_model: got {self.predictor_model!r}; allowed: {', '.join(MODELS)}")
         dev = self.device
         if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto", "mps") or
                                              (dev.startswith("cuda:") and dev[5:].isdigit())):
@@ -441,10 +459,46 @@ def flops(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device:
 
 
 def train(spec: ArchSpec, data: Cifar10, settings: ProxySettings, device: torch.device) -> float:
-    """The short-training fidelity: top-1 accuracy (%) on held-out CIFAR-10 test images after a
-    short SGD run (see :func:`nas.proxies._train.train_short` and :class:`ProxySettings`)."""
+    """The budgeted mini-training fidelity: a short SGD run with the learning-rate schedule compressed
+    into its ``train_steps`` (see :func:`nas.proxies._train.train_short`), scored by ``train_score``:
+    top-1 accuracy (%) on held-out CIFAR-10 test images, or minus the mean training loss over the last
+    half of the steps (Ru et al. 2021; higher is better)."""
+    r = train_short(spec, data, settings, device)
+    return r.accuracy if settings.train_score == "accuracy" else -r.loss_last_half
 
-    return train_short(spec, data, settings, device).accuracy
+
+_PREDICTORS: dict[tuple, Predictor] = {}
+
+
+def fitted_predictor(settings: ProxySettings) -> tuple[Predictor, Any]:
+    """The predictor of ``settings.bank`` and ``settings.predictor_model``, fitted once per process (and
+    again when the bank's results change), with the bank it was fitted on."""
+    bank = load_bank(settings.bank)
+    results = bank.path / "results.jsonl"
+    stamp = results.stat().st_mtime_ns if results.exists() else 0
+    key = (str(bank.path), stamp, bank.runs, settings.predictor_model)
+    if key not in _PREDICTORS:
+        if len(bank.archs) < 8:
+            raise ProxyError(f"proxy predictor: bank {bank.name!r} ({bank.path}) holds {len(bank.archs)} trained "
+                             f"architectures; the predictor needs at least 8 (build it: shufflenas bank build)")
+        _PREDICTORS[key] = Predictor.fit([a.spec for a in bank.archs], [a.accuracy for a in bank.archs],
+                                         model=settings.predictor_model)
+    return _PREDICTORS[key], bank
+
+
+def predictor(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
+    """Reference accuracy (%) predicted from the spec by a model fitted on a bank of architectures
+    trained under the reference protocol (:mod:`nas.proxies._predictor`): deterministic, well under a
+    second, no data needed."""
+    model, _ = fitted_predictor(settings)
+    return _finite("predictor", spec, model.predict(spec)[0])
+
+
+def predictor_std(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
+    """The predictor's standard deviation for ``spec`` (%; NaN when the model gives none)."""
+    model, _ = fitted_predictor(settings)
+    std = model.predict(spec)[1]
+    return float("nan") if std is None else float(std)
 
 
 def ensemble(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
@@ -466,6 +520,7 @@ def ensemble(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, devi
 
 _FUNCS: dict[str, Callable[[ArchSpec, Any, ProxySettings, torch.device], float]] = {
     "naswot": naswot, "synflow": synflow, "zen": zen, "grad_norm": grad_norm, "snip": snip,
-    "params": params, "flops": flops, "train": train, "ensemble": ensemble,
+    "params": params, "flops": flops, "train": train, "ensemble": ensemble, "predictor": predictor,
+    "predictor_std": predictor_std,
 }
 assert tuple(_FUNCS) == PROXY_NAMES

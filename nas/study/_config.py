@@ -33,7 +33,7 @@ from shufflenet import CANONICAL, canonical_names
 
 from nas._errors import NasError, StudyFileError
 from nas.measure import LatencySettings
-from nas.proxies import NEEDS_DATA, PROXY_NAMES, ProxySettings
+from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_NAMES, ProxySettings
 from nas.study._samplers import SAMPLERS
 
 TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "space", "proxy", "latency", "sampler",
@@ -192,7 +192,7 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
             data_dir = str((base_dir / Path(data_dir).expanduser()).resolve())
 
     space = _space(doc.get("space", {}), problems)
-    proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems)
+    proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems, base_dir)
     latency = _latency(doc.get("latency", {}), problems)
     sampler = _sampler(doc.get("sampler", {}), problems)
     constraints = _constraints(doc.get("constraints", {}), problems)
@@ -253,7 +253,7 @@ def _space(value: Any, problems: _Problems) -> SearchSpace:
         return SearchSpace()
 
 
-def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
+def _proxy(value: Any, problems: _Problems, base_dir: Path | None = None) -> tuple[str, tuple[str, ...], Any]:
     table = _table(value, "proxy", problems)
     table = dict(table or {})
     known = ("name", "record", *ProxySettings().to_dict())
@@ -262,8 +262,9 @@ def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
         table.pop(key)
     name = table.pop("name", DEFAULT_PROXY)
     record = table.pop("record", [])
-    if name not in PROXY_NAMES:
-        problems.add(f"proxy.name: got {name!r}; allowed: {', '.join(PROXY_NAMES)}")
+    if name not in PROXY_NAMES or name in NOT_OBJECTIVES:
+        allowed = [n for n in PROXY_NAMES if n not in NOT_OBJECTIVES]
+        problems.add(f"proxy.name: got {name!r}; allowed: {', '.join(allowed)}")
         name = DEFAULT_PROXY
     if not isinstance(record, list) or not all(isinstance(r, str) for r in record):
         problems.add(f"proxy.record: got {record!r}; expected a list of proxy names among {', '.join(PROXY_NAMES)}")
@@ -272,7 +273,13 @@ def _proxy(value: Any, problems: _Problems) -> tuple[str, tuple[str, ...], Any]:
     if bad:
         problems.add(f"proxy.record: {', '.join(map(repr, bad))} not proxy name(s); allowed: {', '.join(PROXY_NAMES)}")
         record = [r for r in record if r in PROXY_NAMES]
+    if name == "predictor":  # its uncertainty travels with it (the dashboard shows it, verify prefers it)
+        record = [*record, "predictor_std"]
     names = tuple(dict.fromkeys([name, *record]))
+    bank = table.get("bank")
+    if isinstance(bank, str) and bank and base_dir is not None and ("/" in bank or bank.startswith(".")):
+        # a bank folder given as a path is relative to the study file, as data_dir is
+        table["bank"] = str((base_dir / Path(bank).expanduser()).resolve())
     try:
         settings = ProxySettings.from_dict(table, where="proxy")
     except (NasError, ValueError) as exc:

@@ -33,9 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_space import ArchSpec, SearchSpace, suggest
 
-from nas._errors import DataError
+from nas._errors import DataError, NasError
 from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
-from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, load_cifar10,
+from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
+                         load_cifar10, space_within,
                          resolve_data_dir)
 from nas.study._config import StudyConfig
 from nas.study._open import new_study_attrs
@@ -138,6 +139,19 @@ class Evaluator:
         self.config.latency.validate()
         self.config.proxy_settings.torch_device()
         self.data()
+        if "predictor" in self.config.record_proxies:
+            self.check_predictor()
+
+    def check_predictor(self) -> None:
+        """The predictor's bank loads, fits, and covers the study's space (else one line: which knob lies
+        outside, and how to build a bank for this space)."""
+        _model, bank = fitted_predictor(self.config.proxy_settings)
+        outside = space_within(self.config.space, bank.space)
+        if outside:
+            raise NasError(f"proxy predictor: the study's space is not inside the space of bank {bank.name!r} "
+                           f"({'; '.join(outside)}); the predictor would extrapolate. Build a bank for this space "
+                           f"(shufflenas bank plan --space {self.config.path} --out DIR; shufflenas bank build DIR) "
+                           f"and set [proxy] bank = \"DIR\", or narrow the space", param="proxy.bank")
 
     def data(self) -> Any:
         """The CIFAR-10 data set when a recorded proxy needs data, else ``None``."""

@@ -16,8 +16,9 @@ import optuna
 from nas._errors import NasError
 from nas.measure import device_fingerprint, fingerprint_id
 from nas.study._config import StudyConfig
+from nas.study._objective_info import objective_info
 from nas.study._samplers import make_sampler
-from nas.study._schema import (STUDY_CONFIG, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
+from nas.study._schema import (STUDY_CONFIG, STUDY_OBJECTIVE_INFO, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
                                STUDY_TARGET_FINGERPRINT)
 
 
@@ -77,6 +78,7 @@ def new_study_attrs(config: StudyConfig) -> dict[str, Any]:
         STUDY_LATENCY_SETTINGS: config.latency.to_dict(),
         STUDY_TARGET_FINGERPRINT: {**fp, "id": fingerprint_id(fp)},
         STUDY_CONFIG: config.to_dict(),
+        STUDY_OBJECTIVE_INFO: objective_info(config.proxy, config.proxy_settings),
     }
 
 

@@ -110,6 +110,11 @@ STUDY_PROXY = "proxy"
 STUDY_LATENCY_SETTINGS = "latency_settings"
 STUDY_TARGET_FINGERPRINT = "target_fingerprint"
 STUDY_CONFIG = "study_config"
+STUDY_OBJECTIVE_INFO = "objective_info"   # what the accuracy objective is worth (nas.study._objective_info)
+ATTR_ACC_REFERENCE = "acc_reference"       # on rows: reference accuracy measured by `verify` (nas.study._verified)
+ATTR_ACC_REFERENCE_SEEDS = "acc_reference_seeds"
+ATTR_ACC_REFERENCE_PROTOCOL = "acc_reference_protocol"
+STUDY_VERIFIED_PREFIX = "shufflenas:verified:"  # study attr per verified trial number
 
 # ---- trial system attributes ------------------------------------------------------------------------
 SYS_CONSTRAINT_PREFIX = "constraints:"       # Optuna's: trial.set_constraint(name, value)

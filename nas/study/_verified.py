@@ -18,12 +18,11 @@ import math
 from typing import Any, Mapping, Sequence
 
 from nas.proxies._rank import kendall_tau_b
-from nas.study._pareto import dominates, front_indices, pareto_front, usable
+from nas.study._pareto import dominates, front_indices
+from nas.study._schema import (ATTR_ACC_REFERENCE, ATTR_ACC_REFERENCE_PROTOCOL, ATTR_ACC_REFERENCE_SEEDS,
+                               STUDY_VERIFIED_PREFIX)
 
-VERIFIED_PREFIX = "shufflenas:verified:"
-ATTR_ACC_REFERENCE = "acc_reference"
-ATTR_ACC_REFERENCE_SEEDS = "acc_reference_seeds"
-ATTR_ACC_REFERENCE_PROTOCOL = "acc_reference_protocol"
+VERIFIED_PREFIX = STUDY_VERIFIED_PREFIX
 
 
 def verified_key(number: int) -> str:
