@@ -185,7 +185,7 @@ def test_page_is_self_contained_and_carries_every_trial(dash_data, storage_url, 
         assert t["export_command"] == (f"shufflenas export --storage {storage_url} --study {facts['study']} "
                                        f"--trial {n} --format onnx --out trial_{n}.onnx")
     assert [f["number"] for f in payload["failed"]] == [n for n, r in rows.items() if r["state"] == "FAIL"]
-    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume"}
+    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume", "verified"}
     trials_trace = payload["figures"]["pareto"]["data"][0]  # hover texts are sent once, with the trials
     assert "hovertext" not in trials_trace and trials_trace["meta"] == {"hover_from_trials": True}
     assert all(f"trial {n}" in payload["trials"][str(n)]["hover"] for n in trials_trace["customdata"])
@@ -213,7 +213,7 @@ def test_dashboards_import_no_torch_and_only_torch_free_nas_modules(dash_data, t
         "html = dashboards.render_html(data, storage='sqlite:///x.db')\n"
         "assert len(html) > 1_000_000\n"
         "allowed = {'nas', 'nas._errors', 'nas._lazy', 'nas.study', 'nas.study._schema', 'nas.study._pareto',\n"
-        "           'nas.proxies', 'nas.proxies._rank'}\n"
+        "           'nas.proxies', 'nas.proxies._rank', 'nas.study._verified'}\n"
         "bad = sorted(m for m in sys.modules if m in ('torch', 'shufflenet', 'optuna')\n"
         "             or (m.split('.')[0] == 'nas' and m not in allowed))\n"
         "print('imported:', bad)\n"
