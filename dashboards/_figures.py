@@ -24,6 +24,7 @@ from ._info import (
     fmt_number,
     gather,
     hypervolume_info,
+    latency_error,
     pareto_info,
 )
 
@@ -119,14 +120,23 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
     def values(trials, key):
         return [axis_value(t, key) for t in trials]
 
-    # per (x, y): every trace's x, y and name, in trace order
-    def group_data(i: int, j: int) -> list[tuple[list, list, str]]:
+    def error_bars(trials, key) -> dict:
+        """Noisy latencies: the IQR as an error bar (median ± IQR/2) on the latency axis."""
+        arr = [latency_error(t, key) for t in trials]
+        return {"type": "data", "array": arr, "visible": any(arr), "thickness": 1, "width": 3,
+                "color": "rgba(90,90,90,0.7)"}
+
+    # per (x, y): every trace's x, y, name and x error bars, in trace order
+    def group_data(i: int, j: int) -> list[tuple[list, list, str, dict]]:
         ax, ay, p = xs_axes[i], ys_axes[j], grid[i][j]
-        out = [(values(search, ax.key), values(search, ay.key), f"trials ({len(p.trials.numbers)})"),
-               (list(p.front.xs), list(p.front.ys), f"Pareto front ({len(p.front.numbers)})"),
-               (list(p.baseline_front.xs), list(p.baseline_front.ys), "baselines' front")]
+        none = {"visible": False}
+        out = [(values(search, ax.key), values(search, ay.key), f"trials ({len(p.trials.numbers)})",
+                error_bars(search, ax.key)),
+               (list(p.front.xs), list(p.front.ys), f"Pareto front ({len(p.front.numbers)})", none),
+               (list(p.baseline_front.xs), list(p.baseline_front.ys), "baselines' front", none)]
         for f in base_fams:
-            out.append((values(by_fam[f], ax.key), values(by_fam[f], ay.key), BASELINE_NAMES[f]))
+            out.append((values(by_fam[f], ax.key), values(by_fam[f], ay.key), BASELINE_NAMES[f],
+                        error_bars(by_fam[f], ax.key)))
         return out
 
     per_group = 3 + len(base_fams)
@@ -135,12 +145,12 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
         p = grid[xi0][j]
         data_j = group_data(xi0, j)
         visible = j == yj0
-        (x0, y0, n0), (x1, y1, n1), (x2, y2, n2) = data_j[:3]
+        (x0, y0, n0, e0), (x1, y1, n1, _), (x2, y2, n2, _) = data_j[:3]
         fig.add_trace(scatter(
-            x=x0, y=y0, name=n0, mode="markers", visible=visible, legendgroup="trials",
+            x=x0, y=y0, name=n0, mode="markers", visible=visible, legendgroup="trials", error_x=e0,
             customdata=[t.number for t in search], hovertext=[hover[t.number] for t in search], hoverinfo="text",
             marker={"color": COLORS["trials"], "size": 8, "opacity": 0.5, "line": {"width": 0},
-                    "symbol": [("circle" if t.feasible else "x") for t in search]},
+                    "symbol": [_open(("circle" if t.feasible else "x"), t) for t in search]},
         ))
         fig.add_trace(scatter(
             x=x1, y=y1, name=n1, mode="lines+markers", visible=visible, legendgroup="front", hoverinfo="skip",
@@ -151,14 +161,14 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
             x=x2, y=y2, name=n2, mode="lines", visible=visible, legendgroup="bfront", hoverinfo="skip",
             line={"color": COLORS["baseline_front"], "width": 1.5, "dash": "dash", "shape": p.line_shape},
         ))
-        for f, (bx, by, bn) in zip(base_fams, data_j[3:]):
+        for f, (bx, by, bn, be) in zip(base_fams, data_j[3:]):
             ts = by_fam[f]
             fig.add_trace(scatter(
-                x=bx, y=by, name=bn, mode="markers+text", visible=visible, legendgroup=f"base-{f}",
+                x=bx, y=by, name=bn, mode="markers+text", visible=visible, legendgroup=f"base-{f}", error_x=be,
                 text=[t.baseline_label or t.baseline for t in ts], textposition="top center",
                 textfont={"size": 11, "color": COLORS[f]},
                 customdata=[t.number for t in ts], hovertext=[hover[t.number] for t in ts], hoverinfo="text",
-                marker={"color": COLORS[f], "symbol": BASELINE_SYMBOLS[f], "size": 12,
+                marker={"color": COLORS[f], "symbol": [_open(BASELINE_SYMBOLS[f], t) for t in ts], "size": 12,
                         "line": {"color": "black", "width": 1}},
             ))
     n_traces = per_group * len(ys_axes)
@@ -166,14 +176,16 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
 
     x_buttons = []
     for i, ax in enumerate(xs_axes):
-        xs, ys, names = [], [], []
+        xs, ys, names, errs = [], [], [], []
         for j in range(len(ys_axes)):
-            for tx, ty, tn in group_data(i, j):
+            for tx, ty, tn, te in group_data(i, j):
                 xs.append(tx)
                 ys.append(ty)
                 names.append(tn)
+                errs.append(te)
         x_buttons.append({"label": ax.label, "method": "update",
-                          "args": [{"x": xs, "y": ys, "name": names, "line.shape": grid[i][0].line_shape},
+                          "args": [{"x": xs, "y": ys, "name": names, "error_x": errs,
+                                    "line.shape": grid[i][0].line_shape},
                                    {"xaxis.title.text": axis_title(ax), "xaxis.autorange": True}, indices]})
     y_buttons = []
     for j, ay in enumerate(ys_axes):
@@ -198,6 +210,11 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
     if not info.trials:
         _notice(fig, "No completed trials yet.")
     return fig
+
+
+def _open(symbol: str, t: Any) -> str:
+    """A noisy latency (quality ``noisy`` or ``drift``) is drawn as an open marker."""
+    return f"{symbol}-open" if t.noisy else symbol
 
 
 def _bfam(t) -> str | None:

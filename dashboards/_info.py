@@ -20,8 +20,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from search_space import ArchSpec, SpecError
 
 from nas.proxies import spearman_rho
-from nas.study import (ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS,
-                       constraints_of, front_indices, hypervolume, is_feasible, reference_point)
+from nas.study import (ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_REF_DRIFT,
+                       ATTR_LATENCY_RUNS, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS, constraints_of, front_indices, hypervolume,
+                       is_feasible, is_noisy, latency_quality, reference_point)
 
 from ._errors import DashboardError
 
@@ -64,6 +65,11 @@ class TrialInfo(NamedTuple):
     latency_settings: dict | None
     hover: str                    # plotly hover text (HTML-escaped)
     feasible: bool = True         # every stored constraint value <= 0 (user attr ``constraints``)
+    latency_quality: str | None = None  # "ok" | "noisy" | "drift" (drawn open, IQR as an error bar) | None
+
+    @property
+    def noisy(self) -> bool:
+        return is_noisy(self.latency_quality)
 
 
 class StudyInfo(NamedTuple):
@@ -258,7 +264,8 @@ def _arch_lines(spec: Any) -> list[str] | None:
 
 def _hover(number: int, baseline: str | None, label: str | None, arch: Sequence[str] | None, metrics: Mapping,
            proxies: Mapping, values: Sequence | None, objective_names: Sequence[str],
-           settings: Mapping | None, params: Mapping | None = None, constraints: Sequence | None = None) -> str:
+           settings: Mapping | None, params: Mapping | None = None, constraints: Sequence | None = None,
+           quality: str | None = None, attrs: Mapping | None = None, remeasured: Mapping | None = None) -> str:
     e = html.escape
     head = f"<b>trial {number}</b>"
     if baseline:
@@ -287,6 +294,11 @@ def _hover(number: int, baseline: str | None, label: str | None, arch: Sequence[
         if extra:
             lat += f" ({', '.join(extra)})"
         lines.append(lat)
+        if is_noisy(quality):
+            lines.append("<i>" + e(quality_text(quality, metrics, attrs or {})) + "</i>")
+        if isinstance(remeasured, Mapping) and _finite(remeasured.get("ms")) is not None:
+            lines.append(f"re-measured at the end of a launch: {fmt_number(remeasured['ms'])} ms "
+                         f"({e(str(remeasured.get('quality') or '?'))})")
         text = latency_settings_text(settings, HOVER_LATENCY_KEYS)
         if text:
             lines.append(f"  {e(text)}")
@@ -300,6 +312,29 @@ def _hover(number: int, baseline: str | None, label: str | None, arch: Sequence[
             lines.append(" · ".join(f"{e(str(k))} = {e(fmt_number(v))}" for k, v in shown)
                          + (f" · … ({len(params) - len(shown)} more)" if len(params) > len(shown) else ""))
     return "<br>".join(lines)
+
+
+def quality_text(quality: str | None, metrics: Mapping, attrs: Mapping) -> str:
+    """``noisy: IQR 7.9 ms = 31% of the median (error bar: median ± IQR/2), 3 attempts`` or
+    ``drift: reference network +18% from the study start, 3 attempts``."""
+    med, iqr = _finite(metrics.get(ATTR_LATENCY_MS)), _finite(metrics.get(ATTR_LATENCY_IQR_MS))
+    n = attrs.get(ATTR_LATENCY_ATTEMPTS)
+    tries = f", {n} attempts" if isinstance(n, int) and n > 1 else ""
+    if quality == "drift":
+        drift = _finite(attrs.get(ATTR_LATENCY_REF_DRIFT))
+        return f"drift: reference network {drift:+.0%} from the study start{tries}" if drift is not None else \
+            f"drift: the reference network ran away from the study start{tries}"
+    if med and iqr is not None:
+        return (f"{quality}: IQR {fmt_number(iqr)} ms = {iqr / med:.0%} of the median "
+                f"(error bar: median ± IQR/2){tries}")
+    return f"{quality}{tries}"
+
+
+def latency_error(t: "TrialInfo", key: str) -> float:
+    """Half the IQR of a noisy trial's latency when ``key`` is the latency axis (its error bar), else 0."""
+    if key != ATTR_LATENCY_MS or not t.noisy:
+        return 0.0
+    return float(_finite(t.metrics.get(ATTR_LATENCY_IQR_MS)) or 0.0) / 2
 
 
 # ---- gather -----------------------------------------------------------------------------------------
@@ -365,14 +400,16 @@ def gather(data: Any) -> StudyInfo:
         family = spec_family(spec) or bfam
         settings = r.get("latency_settings") if isinstance(r.get("latency_settings"), Mapping) else study_settings
         constraints = constraints_of(r)
+        attrs = r.get("attrs") if isinstance(r.get("attrs"), Mapping) else {}
+        quality = r.get("latency_quality") if "latency_quality" in r else latency_quality({**attrs, **metrics})
         trials.append(TrialInfo(
             number=int(r["number"]), baseline=baseline, baseline_label=label, family=family, short=short,
             spec=dict(spec) if spec else None, spec_hash=r.get("spec_hash"), metrics=metrics, proxies=proxies,
             values=values, latency_settings=settings,
             hover=_hover(int(r["number"]), baseline, label, arch, metrics, proxies, values, objective_names,
                          settings, r.get("params") if isinstance(r.get("params"), Mapping) else None,
-                         constraints),
-            feasible=is_feasible(constraints),
+                         constraints, quality, attrs, r.get("latency_remeasured")),
+            feasible=is_feasible(constraints), latency_quality=quality,
         ))
 
     counts = {"total": len(rows), "complete": len(complete),

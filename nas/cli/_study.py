@@ -29,6 +29,9 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for the proxies and the cost accounting (default: the latency threads)")
     p.add_argument("--no-progress", action="store_true", help="one line per trial instead of a progress bar")
+    p.add_argument("--no-remeasure", action="store_true",
+                   help="skip the end-of-launch re-measurement of the baselines and the front (then "
+                        "'baselines dominated' rests on each architecture's first measurement)")
     p.add_argument("--workers", type=int, default=1, metavar="K",
                    help="run K worker processes on this host on the same storage: the journal file, SQLite or "
                         "PostgreSQL (default 1: this process)")
@@ -55,15 +58,21 @@ def _run_launch(args: argparse.Namespace) -> int:
           f"{config.latency.resolution}px {config.latency.device}/{config.latency.runtime}/"
           f"{config.latency.threads} thread(s)", file=sys.stderr)
     with quiet_optuna(), stop_on_sigterm():
-        summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress)
+        summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress,
+                         remeasure_end=not args.no_remeasure)
     b = summary.baselines
     print(f"baselines: {len(b.added)} evaluated, {len(b.present)} already in the study"
           + (f", {len(b.failed)} failed ({'; '.join(f'{k}: {v}' for k, v in b.failed.items())})" if b.failed else ""),
           file=sys.stderr)
-    print(f"trials: {summary.ran} run ({summary.completed} complete, {summary.failed} failed, {summary.reused} "
-          f"reused) in {summary.seconds:.1f} s ({summary.rate_per_min:.1f} trials/min); study holds "
+    print(f"trials: {summary.ran} run ({summary.completed} complete: {summary.measured} measured"
+          f"{f' at {summary.measured_rate_per_min:.1f}/min' if summary.measured else ''}, {summary.cached} cached, "
+          f"{summary.reused} reused{f' at {summary.cached_rate_per_min:.1f}/min' if summary.cached + summary.reused else ''}"
+          f"; {summary.failed} failed; {summary.noisy} noisy) in {summary.seconds:.1f} s; study holds "
           f"{summary.finished}/{summary.target} finished searched trials; front size {summary.front_size}",
           file=sys.stderr)
+    if summary.remeasure is not None and summary.remeasure.summary:
+        for line in verdict_lines(summary.remeasure.summary, summary.remeasure):
+            print(line, file=sys.stderr)
     if summary.stale_running:
         print(f"note: {summary.stale_running} trial(s) left RUNNING by an earlier process are not counted",
               file=sys.stderr)
@@ -107,20 +116,33 @@ def _run_pareto(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=_json_default))
         return 0
     names = summary["objective_names"]
-    print(f"{'rank':>4s} {'trial':>5s} {names[0]:>16s} {names[1]:>12s} {'params':>10s} {'MFLOPs':>8s} "
+    print(f"{'rank':>4s} {'trial':>5s} {names[0]:>16s} {names[1]:>13s} {'again':>9s} {'params':>10s} {'MFLOPs':>8s} "
           f"{'beats':>5s}  architecture")
     for r in summary["front"]:
         m = r.get("metrics") or {}
-        print(f"{r['rank']:4d} {r['number']:5d} {_num(r['values'][0]):>16s} {_num(r['values'][1]):>12s} "
-              f"{m.get('params', 0):10,d} {m.get('mflops', math.nan):8.1f} {len(r['dominates_baselines']):5d}  "
-              f"{r.get('short') or ''}")
+        again = r.get("latency_remeasured_ms")
+        again_s = f"{_num(again)}{_quality_mark(r.get('latency_remeasured_quality'))}" if again is not None else "-"
+        print(f"{r['rank']:4d} {r['number']:5d} {_num(r['values'][0]):>16s} {_num(r['values'][1]):>12s}"
+              f"{_quality_mark(r.get('latency_quality'))} {again_s:>9s} {m.get('params', 0):10,d} "
+              f"{m.get('mflops', math.nan):8.1f} {len(r['dominates_baselines']):5d}  {r.get('short') or ''}")
     dominated = summary["baselines_dominated"]
     states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(summary["states"].items()))
+    noise = ""
+    if summary["n_noisy"] or summary["n_cached"]:
+        noise = (f"; latency: {summary['n_noisy']} of {summary['n_complete']} noisy ({summary['n_noisy_front']} on "
+                 f"the front, {summary['n_noisy_baselines']} baselines), {summary['n_cached']} cached")
+    on_noise = summary["baselines_dominated_on_noise"]
     print(f"study {summary['study_name']}: {summary['n_trials']} trials ({states or 'none'}), front size "
           f"{summary['front_size']}, baselines dominated {len(dominated)}/{summary['n_baselines']}"
-          f"{' (' + ', '.join(dominated) + ')' if dominated else ''}, hypervolume {_num(summary['hypervolume'])} "
-          f"(baselines alone {_num(summary['baseline_hypervolume'])}; reference point "
-          f"{[_num(v) for v in summary['reference_point'] or []]} from {summary['reference_from']})")
+          f"{' (' + ', '.join(dominated) + ')' if dominated else ''} on {summary['verdict_on']} latencies"
+          f"{f', {len(on_noise)} of them only on noisy measurements' if on_noise else ''}{noise}, hypervolume "
+          f"{_num(summary['hypervolume'])} (baselines alone {_num(summary['baseline_hypervolume'])}; reference "
+          f"point {[_num(v) for v in summary['reference_point'] or []]} from {summary['reference_from']})")
+    for line in verdict_lines(summary)[1:]:
+        print(line)
+    if summary["n_noisy"]:
+        print("~ noisy: spread above target_rel_iqr after every retry; ! drift: the reference network ran more "
+              "than drift_tolerance from the study's start value; 'again': the end-of-launch re-measurement")
     if verified["n_verified"]:
         dom = verified["baselines_dominated"]
         print(f"verified ({', '.join(verified['protocols'])}): {verified['n_verified']} trials trained under the "
@@ -131,6 +153,34 @@ def _run_pareto(args: argparse.Namespace) -> int:
             print(f"  #{v['number']}: {v['acc_reference']:.2f}% reference accuracy at {_num(v['latency_ms'])} ms "
                   f"(seeds {', '.join(f'{a:.2f}' for a in v['acc_reference_seeds'])})")
     return 0
+
+
+def verdict_lines(summary: dict, report=None) -> list[str]:
+    """What the baselines-dominated verdict rests on, in words: the re-measurement (how far the
+    values moved), the count on first values beside it, and each domination that rests on a noisy
+    measurement ("trial 12 dominates v2_1.0x, but v2_1.0x was noisy")."""
+    lines = []
+    dom, first, n = summary["baselines_dominated"], summary["baselines_dominated_first"], summary["n_baselines"]
+    if report is not None:
+        moved = report.moved_max
+        big = f"; most: {moved['label']} {moved['moved']:+.0%}" if moved else ""
+        med = summary.get("remeasured_moved_median")
+        lines.append(f"re-measured {len(report.entries)} baselines and front members in {report.seconds:.0f} s"
+                     + (f": median |change| {med:.1%}{big}" if med is not None else "")
+                     + (f"; {len(report.failed)} could not be re-measured" if report.failed else ""))
+    on = summary["verdict_on"]
+    lines.append(f"baselines dominated: {len(dom)}/{n} on {on} latencies" + (f" ({', '.join(dom)})" if dom else "")
+                 + (f"; {len(first)}/{n} on the first measurements" if on != "first measurement" else ""))
+    for r in summary["front"]:
+        for d in r.get("dominations_on_noise") or []:
+            who = " and ".join(f"trial {r['number']}" if w == "trial" else d["baseline"] for w in d["noisy"])
+            lines.append(f"  trial {r['number']} dominates {d['baseline']}, but {who} "
+                         f"{'were' if len(d['noisy']) > 1 else 'was'} noisy")
+    return lines
+
+
+def _quality_mark(quality: object) -> str:
+    return {"noisy": "~", "drift": "!"}.get(quality, " ") if isinstance(quality, str) else " "
 
 
 def _num(v: float) -> str:

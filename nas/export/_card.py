@@ -18,7 +18,8 @@ from search_space import ArchSpec
 
 from nas.export._checks import Check
 from nas.export._formats import format_of, load_snippet
-from nas.study import ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS
+from nas.study import (ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS,
+                       ATTR_LATENCY_SPREAD, is_noisy)
 
 CARD_VERSION = 1
 
@@ -43,6 +44,9 @@ def _latency_section(provenance: Mapping[str, Any] | None) -> dict:
         return {"measured": False, "note": f"no latency: {why}; measure one with `shufflenas evaluate --latency`"}
     return {"measured": True, "latency_ms": metrics.get(ATTR_LATENCY_MS),
             "latency_iqr_ms": metrics.get(ATTR_LATENCY_IQR_MS), "latency_runs": metrics.get(ATTR_LATENCY_RUNS),
+            "quality": provenance.get("latency_quality"), "spread": metrics.get(ATTR_LATENCY_SPREAD),
+            "attempts": metrics.get(ATTR_LATENCY_ATTEMPTS), "measured_at": provenance.get("latency_measured_at"),
+            "cached": provenance.get("latency_cached", False), "remeasured": provenance.get("latency_remeasured"),
             "settings": provenance.get("latency_settings"),
             "device_fingerprint": provenance.get("device_fingerprint"),
             "fingerprint_id": provenance.get("fingerprint_id")}
@@ -128,6 +132,17 @@ def render_card_md(card: Mapping[str, Any]) -> str:
     if lat["measured"]:
         lines += [f"Median {lat['latency_ms']:.3f} ms, IQR {_fmt_num(lat.get('latency_iqr_ms'))} ms over "
                   f"{_fmt_num(lat.get('latency_runs'))} runs (device fingerprint `{lat.get('fingerprint_id')}`).", ""]
+        quality = lat.get("quality")
+        if quality:
+            when = f", measured {lat['measured_at']}" if lat.get("measured_at") else ""
+            tries = f", {lat['attempts']} attempts" if isinstance(lat.get("attempts"), int) and lat["attempts"] > 1 else ""
+            warn = (" **Noisy: the host was not quiet while this was measured; re-measure before relying on it.**"
+                    if is_noisy(quality) else "")
+            lines += [f"Quality: {quality}{when}{tries}.{warn}", ""]
+        again = lat.get("remeasured")
+        if isinstance(again, dict) and again.get("ms") is not None:
+            lines += [f"Re-measured at the end of a launch ({again.get('at')}): {again['ms']:.3f} ms "
+                      f"({again.get('quality')}).", ""]
         settings = lat.get("settings") or {}
         if settings:
             lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), ""]

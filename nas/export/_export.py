@@ -48,7 +48,7 @@ from nas.export._formats import (FORMATS, PYTORCH_FORMAT, SUFFIXES, _check_pytor
                                  load_artifact, load_pytorch, read_metadata)
 from nas.fleet import open_storage, parse_storage
 from nas.measure import profile
-from nas.study import ATTR_FINGERPRINT_ID, pareto_front, study_data
+from nas.study import ATTR_FINGERPRINT_ID, ATTR_LATENCY_MEASURED_AT, pareto_front, study_data
 
 CALIBRATION_BATCHES = 2
 CALIBRATION_BATCH_SIZE = 8
@@ -382,6 +382,10 @@ def _provenance(display: str, meta: Mapping[str, Any], row: Mapping[str, Any], s
         "device_fingerprint": row.get("device_fingerprint"),
         "fingerprint_id": (row.get("attrs") or {}).get(ATTR_FINGERPRINT_ID),
         "datetime_complete": row.get("datetime_complete"),
+        "latency_quality": row.get("latency_quality"),
+        "latency_measured_at": (row.get("attrs") or {}).get(ATTR_LATENCY_MEASURED_AT),
+        "latency_cached": row.get("latency_cached", False),
+        "latency_remeasured": row.get("latency_remeasured"),
     }
 
 

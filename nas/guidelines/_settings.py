@@ -68,7 +68,9 @@ class GuidelineSettings:
 
 
 def _latency_settings(gs: GuidelineSettings, resolution: int) -> Any:
+    # The guideline benchmarks interleave their blocks in rounds themselves: no retries, no reference.
     return LatencySettings.from_dict({"device": gs.device, "runtime": gs.runtime, "threads": gs.threads,
-                                      "resolution": resolution, "batch": gs.batch, **gs.latency},
+                                      "resolution": resolution, "batch": gs.batch, "retries": 0,
+                                      "drift_control": False, **gs.latency},
                                      where="latency")
 

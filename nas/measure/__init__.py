@@ -1,6 +1,6 @@
 """Measuring a spec on a device, knowing no Optuna: cost accounting (params, MFLOPs, MAC, fragments),
 deployment runtimes (eager, TorchScript, onnxruntime), the latency protocol with its device
-fingerprint, per-host lock and cache."""
+fingerprint, per-host lock and cache; its quality (retries while noisy, drift control with a reference network)."""
 
 from nas._lazy import lazy_exports
 
@@ -32,6 +32,13 @@ _EXPORTS = {
     "prepare_runtime": "nas.measure._latency",
     "stop_reason": "nas.measure._latency",
     "time_module": "nas.measure._latency",
+    "time_with_retries": "nas.measure._latency",
+    "reference_latency": "nas.measure._latency",
+    "reference_settings": "nas.measure._latency",
+    "REFERENCE_SPEC": "nas.measure._latency",
+    "QUALITIES": "nas.measure._quality",
+    "verdict": "nas.measure._quality",
+    "drift_of": "nas.measure._quality",
     "cache_key": "nas.measure._cache",
     "default_cache_path": "nas.measure._cache",
     "computing_on_host": "nas.measure._hostlock",

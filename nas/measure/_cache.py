@@ -17,7 +17,8 @@ from search_space import ArchSpec
 from nas.measure._fingerprint import fingerprint_id
 from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
 
-PROTOCOL_VERSION = 1  # bump when the timing protocol changes: old cached numbers then miss
+PROTOCOL_VERSION = 2  # bump when the timing protocol changes: old cached numbers then miss
+# 2: retries while noisy, the reference network timed in alternation (drift control), quality kept
 CACHE_ENV = "SHUFFLENAS_CACHE_DIR"
 CACHE_FILE = "latency.sqlite"
 
@@ -38,6 +39,11 @@ CREATE TABLE IF NOT EXISTS latency (
     created REAL NOT NULL
 )
 """
+# Columns added with protocol 2 (older files get them by ALTER TABLE; their rows miss anyway).
+_QUALITY_COLUMNS = (("quality", "TEXT NOT NULL DEFAULT 'ok'"), ("attempts", "INTEGER NOT NULL DEFAULT 1"),
+                    ("ref_ms", "REAL"), ("ref_iqr_ms", "REAL"), ("ref_drift", "REAL"), ("measured_at", "REAL"))
+_COLUMNS = ("key, spec_hash, settings, fingerprint_id, fingerprint, protocol, median_ms, iqr_ms, runs, input_shape, "
+            "stop, created, " + ", ".join(name for name, _ in _QUALITY_COLUMNS))
 
 
 def cache_key(spec: ArchSpec, settings: LatencySettings, fp_id: str) -> str:
@@ -63,6 +69,10 @@ class LatencyCache:
                                f"to a writable folder") from None
         with self._connect() as con:
             self._run(con, _SCHEMA)
+            have = {row[1] for row in self._run(con, "PRAGMA table_info(latency)")}
+            for name, decl in _QUALITY_COLUMNS:
+                if name not in have:
+                    self._run(con, f"ALTER TABLE latency ADD COLUMN {name} {decl}")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -86,24 +96,28 @@ class LatencyCache:
     def get(self, spec: ArchSpec, settings: LatencySettings, fp: Mapping[str, Any]) -> LatencyResult | None:
         fid = fingerprint_id(fp)
         with self._connect() as con:
-            rows = self._run(con, "SELECT median_ms, iqr_ms, runs, settings, fingerprint, input_shape, stop "
+            rows = self._run(con, "SELECT median_ms, iqr_ms, runs, settings, fingerprint, input_shape, stop, "
+                                  "quality, attempts, ref_ms, ref_iqr_ms, ref_drift, measured_at, created "
                                   "FROM latency WHERE key = ?", (cache_key(spec, settings, fid),))
         if not rows:
             return None
-        median, iqr, runs, settings_json, fp_json, shape_json, stop = rows[0]
+        (median, iqr, runs, settings_json, fp_json, shape_json, stop, quality, attempts, ref_ms, ref_iqr, ref_drift,
+         measured_at, created) = rows[0]
         return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=int(runs),
                              settings=json.loads(settings_json), fingerprint=json.loads(fp_json),
                              fingerprint_id=fid, cached=True, input_shape=tuple(json.loads(shape_json)),
-                             stop=stop)
+                             stop=stop, quality=quality, attempts=int(attempts), ref_ms=ref_ms, ref_iqr_ms=ref_iqr,
+                             ref_drift=ref_drift, measured_at=float(measured_at if measured_at is not None else created))
 
     def put(self, spec: ArchSpec, settings: LatencySettings, fp: Mapping[str, Any], result: LatencyResult) -> None:
         fid = fingerprint_id(fp)
         with self._connect() as con:
-            self._run(con, "INSERT OR REPLACE INTO latency VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+            self._run(con, f"INSERT OR REPLACE INTO latency ({_COLUMNS}) VALUES ({','.join('?' * 18)})", (
                 cache_key(spec, settings, fid), spec.content_hash(),
                 json.dumps(settings.to_dict(), sort_keys=True), fid, json.dumps(dict(fp), sort_keys=True),
                 PROTOCOL_VERSION, float(result.median_ms), float(result.iqr_ms), int(result.runs),
-                json.dumps(list(result.input_shape)), result.stop, time.time()))
+                json.dumps(list(result.input_shape)), result.stop, time.time(), result.quality, int(result.attempts),
+                result.ref_ms, result.ref_iqr_ms, result.ref_drift, result.measured_at or time.time()))
 
     def __len__(self) -> int:
         with self._connect() as con:

@@ -30,7 +30,9 @@ stale number.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import gc
 import os
 import statistics
@@ -42,12 +44,13 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from search_space import ArchSpec
+from search_space import ArchSpec, StageSpec, UnitChoice
 from shufflenet import build_model, resolve_spec
 
 from nas.measure._cache import LatencyCache, default_cache
 from nas.measure._fingerprint import device_fingerprint, fingerprint_id
 from nas.measure._hostlock import latency_lock
+from nas.measure._quality import drift_of, verdict, with_retries
 from nas.measure._runtimes import export_onnx, onnx_session, to_torchscript
 from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
 
@@ -148,53 +151,73 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettings) -> tuple[list[float], str]:
-    """Warm-up, then adaptive timed runs. Returns the samples (ms) and why it stopped."""
+def _timed_call(runner: Runner, example: torch.Tensor, settings: LatencySettings) -> tuple[Callable[[], float],
+                                                                                       Callable[[], None]]:
+    """``(timed, untimed)``: one forward of ``runner`` returning its milliseconds (perf_counter on
+    the CPU, CUDA events on cuda; onnxruntime is synchronous, perf_counter on either device), and
+    one forward for the warm-up (synchronised on cuda)."""
     use_events = settings.device == "cuda" and runner.runtime != "onnxruntime"
-    if use_events:
-        def sync() -> None:
-            torch.cuda.synchronize()
-    else:
-        def sync() -> None:
-            return None
     x = example.to(settings.device) if runner.runtime != "onnxruntime" else example.cpu()
     fn = runner._fn
+    if use_events:
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
+        def timed() -> float:
+            begin.record()
+            fn(x)
+            end.record()
+            end.synchronize()
+            return float(begin.elapsed_time(end))
+
+        def untimed() -> None:
+            fn(x)
+            torch.cuda.synchronize()
+    else:
+        def timed() -> float:
+            t0 = time.perf_counter()
+            fn(x)
+            return (time.perf_counter() - t0) * 1e3
+
+        def untimed() -> None:
+            fn(x)
+    return timed, untimed
+
+
+def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettings,
+                  reference: tuple[Runner, torch.Tensor] | None = None) -> tuple[list[float], str, list[float]]:
+    """Warm-up, then adaptive timed runs. Returns the samples (ms), why it stopped, and the
+    reference's samples: with ``reference`` (drift control) one reference run is timed after every
+    timed run of the architecture (and warmed up beside it); its time does not count towards
+    ``max_seconds``."""
+    timed, untimed = _timed_call(runner, example, settings)
+    ref_timed, ref_untimed = _timed_call(*reference, settings) if reference is not None else (None, None)
     with torch.no_grad():
         start = time.perf_counter()
         done = 0
         while done < settings.warmup or time.perf_counter() - start < settings.warmup_seconds:
-            fn(x)
-            sync()
+            untimed()
+            if ref_untimed is not None:
+                ref_untimed()
             done += 1
         samples: list[float] = []
+        ref_samples: list[float] = []
         stop = ""
-        if use_events:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             t_begin = time.perf_counter()
+            ref_seconds = 0.0
             while not stop:
-                if use_events:
-                    begin.record()
-                    fn(x)
-                    end.record()
-                    end.synchronize()
-                    samples.append(float(begin.elapsed_time(end)))
-                else:
-                    t0 = time.perf_counter()
-                    fn(x)
-                    t1 = time.perf_counter()
-                    samples.append((t1 - t0) * 1e3)
-                why = stop_reason(samples, time.perf_counter() - t_begin, settings)
-                if why is not None:
-                    stop = why
-                    break
+                samples.append(timed())
+                if ref_timed is not None:
+                    t_ref = time.perf_counter()
+                    ref_samples.append(ref_timed())
+                    ref_seconds += time.perf_counter() - t_ref
+                stop = stop_reason(samples, time.perf_counter() - t_begin - ref_seconds, settings) or ""
         finally:
             if gc_was_enabled:
                 gc.enable()
-    return samples, stop
+    return samples, stop, ref_samples
 
 
 def _example(settings: LatencySettings) -> torch.Tensor:
@@ -202,11 +225,55 @@ def _example(settings: LatencySettings) -> torch.Tensor:
     return torch.randn(settings.batch, 3, settings.resolution, settings.resolution, generator=gen)
 
 
+# ---- the reference network (drift control) ------------------------------------------------------------
+
+#: The fixed small reference network timed in alternation with every architecture (drift control):
+#: a ShuffleNet V2 0.5x with one unit per stage and a 256-channel final conv, 1,000 classes, imagenet
+#: stem, at 96x96, batch 1, whatever the study's deployment settings (only device, runtime and
+#: threads are the study's). About a tenth of a V2 1.0x forward at 224 on a CPU.
+REFERENCE_RESOLUTION = 96
+REFERENCE_SPEC = ArchSpec(
+    stages=tuple(StageSpec(width=w, depth=1, unit=UnitChoice(family="v2", groups=1, bottleneck=1.0, split=0.5))
+                 for w in (48, 96, 192)),
+    stem_channels=24, final_channels=256, name="reference")
+_REFERENCES: dict[tuple, tuple[Runner, torch.Tensor]] = {}
+
+
+def reference_settings(settings: LatencySettings) -> LatencySettings:
+    """The settings the reference network is timed with: ``settings``' device, runtime, threads and
+    protocol knobs, the reference's own input (96x96, batch 1, 1,000 classes, imagenet stem), no
+    drift control of its own."""
+    return settings.replace(resolution=REFERENCE_RESOLUTION, batch=1, num_classes=1000, stem="imagenet",
+                            drift_control=False)
+
+
+def _reference(settings: LatencySettings) -> tuple[Runner, torch.Tensor]:
+    """The reference network converted to ``settings``' runtime (one per device, runtime and thread
+    count in this process; they live as long as it)."""
+    key = (settings.device, settings.runtime, settings.threads)
+    if key not in _REFERENCES:
+        ref = reference_settings(settings)
+        torch.manual_seed(0)
+        model = build_model(REFERENCE_SPEC, ref.num_classes, ref.stem).eval()
+        example = _example(ref)
+        runner = prepare_runtime(model, example, ref)
+        atexit.register(runner.close)
+        _REFERENCES[key] = (runner, example)
+    return _REFERENCES[key]
+
+
+def _judge(result: LatencyResult, settings: LatencySettings) -> tuple[str, float]:
+    return verdict(result.rel_iqr, result.ref_drift, settings)
+
+
 def time_module(module: nn.Module, example: torch.Tensor, settings: LatencySettings = LatencySettings(), *,
-                fingerprint: Mapping[str, Any] | None = None) -> LatencyResult:
+                fingerprint: Mapping[str, Any] | None = None, reference_ms: float | None = None) -> LatencyResult:
     """Time any module on ``example`` (whose shape is what is timed; ``settings.resolution`` and
-    ``batch`` are recorded, not used) with the protocol above: runtime conversion, then the
-    thread setting, warm-up and timed runs under the per-host lock. Not cached."""
+    ``batch`` are recorded, not used) with the protocol above, once: runtime conversion, then the
+    thread setting, warm-up and timed runs under the per-host lock; with ``settings.drift_control``
+    the reference network is timed in alternation (``ref_ms``) and, given ``reference_ms`` (its
+    value at the start of the study), judged against it (``ref_drift``). The result's ``quality``
+    is this one attempt's verdict (no retries: :func:`measure_latency` retries). Not cached."""
     if not isinstance(settings, LatencySettings):
         raise LatencyError(f"settings: got {type(settings).__name__}; expected LatencySettings "
                            f"(LatencySettings.from_dict(...) for a mapping)")
@@ -217,23 +284,70 @@ def time_module(module: nn.Module, example: torch.Tensor, settings: LatencySetti
     with _threads(settings.threads):
         runner = prepare_runtime(module, example, settings)
         try:
+            reference = _reference(settings) if settings.drift_control else None
             with latency_lock():
-                samples, stop = _run_protocol(runner, example, settings)
+                samples, stop, ref_samples = _run_protocol(runner, example, settings, reference)
         finally:
             runner.close()
     q1, med, q3 = _quartiles(samples)
-    return LatencyResult(median_ms=med, iqr_ms=q3 - q1, runs=len(samples), settings=settings.to_dict(),
-                         fingerprint=fp, fingerprint_id=fingerprint_id(fp), cached=False,
-                         input_shape=tuple(example.shape), stop=stop, samples_ms=tuple(samples))
+    ref_ms = ref_iqr = None
+    if ref_samples:
+        r1, ref_ms, r3 = _quartiles(ref_samples)
+        ref_iqr = r3 - r1
+    result = LatencyResult(median_ms=med, iqr_ms=q3 - q1, runs=len(samples), settings=settings.to_dict(),
+                           fingerprint=fp, fingerprint_id=fingerprint_id(fp), cached=False,
+                           input_shape=tuple(example.shape), stop=stop, samples_ms=tuple(samples),
+                           ref_ms=ref_ms, ref_iqr_ms=ref_iqr, ref_drift=drift_of(ref_ms, reference_ms),
+                           measured_at=time.time())
+    return dataclasses.replace(result, quality=_judge(result, settings)[0])
+
+
+def time_with_retries(module: nn.Module, example: torch.Tensor, settings: LatencySettings, *,
+                      fingerprint: Mapping[str, Any] | None = None, reference_ms: float | None = None,
+                      sleep: Callable[[float], None] = time.sleep) -> LatencyResult:
+    """:func:`time_module` until an attempt is ``"ok"``, at most ``1 + settings.retries`` attempts
+    ``settings.retry_wait_s`` apart (:func:`nas.measure._quality.with_retries`); the kept attempt
+    carries the quality and the number of attempts."""
+    def attempt() -> LatencyResult:
+        return time_module(module, example, settings, fingerprint=fingerprint, reference_ms=reference_ms)
+
+    result, quality, n = with_retries(attempt, lambda r: _judge(r, settings), settings, sleep=sleep)
+    return dataclasses.replace(result, quality=quality, attempts=n)
+
+
+def reference_latency(settings: LatencySettings = LatencySettings(), *, repeats: int = 1,
+                      sleep: Callable[[float], None] = time.sleep) -> LatencyResult:
+    """The reference network alone, timed with ``settings``' device, runtime, threads and protocol
+    (with its retries on spread): a study's start value for drift control, and ``shufflenas
+    doctor``'s probe. With ``repeats`` > 1, that many measurements ``retry_wait_s`` apart and the
+    fastest kept (a competing load only ever slows a run down, so the fastest median is the closest
+    to the host's own speed; ``attempts`` then counts every measurement). Not cached (it is the
+    host's state now that matters)."""
+    ref = reference_settings(settings)
+    ref.validate()
+    torch.manual_seed(0)
+    model = build_model(REFERENCE_SPEC, ref.num_classes, ref.stem).eval()
+    example = _example(ref)
+    results = []
+    for i in range(max(1, int(repeats))):
+        if i and ref.retry_wait_s > 0:
+            sleep(ref.retry_wait_s)
+        results.append(time_with_retries(model, example, ref, sleep=sleep))
+    best = min(results, key=lambda r: r.median_ms)
+    return dataclasses.replace(best, attempts=sum(r.attempts for r in results))
 
 
 def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencySettings = LatencySettings(), *,
-                    cache: "LatencyCache | None | str | os.PathLike" = "default") -> LatencyResult:
+                    cache: "LatencyCache | None | str | os.PathLike" = "default",
+                    reference_ms: float | None = None) -> LatencyResult:
     """Latency of ``spec`` built with the deployment settings (``shufflenet.build_model(spec,
     settings.num_classes, settings.stem)``, eval mode, input ``batch x 3 x resolution x
-    resolution``) in ``settings.runtime`` on ``settings.device``. ``cache``: ``"default"`` uses
-    :func:`default_cache`, ``None`` measures afresh and stores nothing, a :class:`LatencyCache` or a
-    path uses that file. A hit returns with ``cached=True`` without building the model."""
+    resolution``) in ``settings.runtime`` on ``settings.device``, retried while noisy or drifting
+    (:func:`time_with_retries`; ``reference_ms``: the reference network's value at the start of the
+    study, for the drift check). ``cache``: ``"default"`` uses :func:`default_cache`, ``None``
+    measures afresh and stores nothing, a :class:`LatencyCache` or a path uses that file. A hit
+    returns with ``cached=True`` without building the model, with the quality and time it was
+    measured with."""
 
     spec = resolve_spec(spec)
     if not isinstance(settings, LatencySettings):
@@ -242,14 +356,7 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
         else:
             raise LatencyError(f"settings: got {type(settings).__name__}; expected LatencySettings")
     settings.validate()
-    if isinstance(cache, str) and cache == "default":
-        cache_obj: LatencyCache | None = default_cache()
-    elif cache is None or isinstance(cache, LatencyCache):
-        cache_obj = cache
-    elif isinstance(cache, (str, os.PathLike)):
-        cache_obj = LatencyCache(cache)
-    else:
-        raise LatencyError(f"cache: got {type(cache).__name__}; expected 'default', None, a LatencyCache or a path")
+    cache_obj = _cache_of(cache)
     fp = device_fingerprint(settings)
     if cache_obj is not None:
         hit = cache_obj.get(spec, settings, fp)
@@ -257,8 +364,17 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
             return hit
     torch.manual_seed(0)
     model = build_model(spec, settings.num_classes, settings.stem).eval()
-    result = time_module(model, _example(settings), settings, fingerprint=fp)
+    result = time_with_retries(model, _example(settings), settings, fingerprint=fp, reference_ms=reference_ms)
     if cache_obj is not None:
         cache_obj.put(spec, settings, fp, result)
     return result
 
+
+def _cache_of(cache: Any) -> LatencyCache | None:
+    if isinstance(cache, str) and cache == "default":
+        return default_cache()
+    if cache is None or isinstance(cache, LatencyCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return LatencyCache(cache)
+    raise LatencyError(f"cache: got {type(cache).__name__}; expected 'default', None, a LatencyCache or a path")

@@ -30,13 +30,16 @@ def _stems() -> tuple[str, ...]:
 _INT_LIMITS = {
     "threads": (1, 1024), "resolution": (16, 4096), "batch": (1, 4096), "num_classes": (1, 1_000_000),
     "warmup": (0, 100_000), "min_runs": (1, 1_000_000), "max_runs": (1, 1_000_000),
+    "retries": (0, 100),
 }
 
 
 _FLOAT_LIMITS = {  # (low, high, low inclusive)
     "warmup_seconds": (0.0, 3600.0, True), "max_seconds": (0.0, 86400.0, False),
-    "target_rel_iqr": (0.0, 1.0, False),
+    "target_rel_iqr": (0.0, 1.0, False), "retry_wait_s": (0.0, 3600.0, True), "drift_tolerance": (0.0, 10.0, False),
 }
+
+_BOOL_KEYS = ("drift_control",)
 
 
 def _check_value(where: str, key: str, value: Any) -> Any:
@@ -53,6 +56,10 @@ def _check_value(where: str, key: str, value: Any) -> Any:
         stems = _stems()
         if value not in stems:
             raise LatencyError(f"{name}: got {value!r}; allowed: {', '.join(stems)}")
+        return value
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise LatencyError(f"{name}: got {value!r}; expected true or false")
         return value
     if key in _INT_LIMITS:
         low, high = _INT_LIMITS[key]
@@ -79,6 +86,15 @@ class LatencySettings:
     and ``stem`` (as ``shufflenet.build_model``). Protocol knobs: ``warmup`` runs and
     ``warmup_seconds``, then timed runs until ``IQR / median <= target_rel_iqr`` once ``min_runs``
     are in, or ``max_seconds`` of timed runs are spent, or ``max_runs``.
+
+    Quality knobs (issue 17): a measurement whose spread ``IQR / median`` is still above
+    ``target_rel_iqr`` when it stops is measured again, up to ``retries`` more times, each after
+    ``retry_wait_s`` seconds (a load spike passes); if every attempt is noisy the quietest is kept
+    and flagged ``"noisy"``. With ``drift_control`` a small fixed reference network is timed in
+    alternation with the architecture (one reference run after every timed run, same runtime,
+    threads and protocol) and its median recorded; when a study gives the reference's value at its
+    start, an attempt whose reference is more than ``drift_tolerance`` (relative) away from it is
+    repeated the same way and, if it stays away, flagged ``"drift"``.
     """
 
     device: str = "cpu"
@@ -94,6 +110,10 @@ class LatencySettings:
     max_runs: int = 500
     max_seconds: float = 4.0
     target_rel_iqr: float = 0.03
+    retries: int = 2
+    retry_wait_s: float = 2.0
+    drift_control: bool = True
+    drift_tolerance: float = 0.10
 
     def __post_init__(self) -> None:
         self._check_fields("latency")
@@ -158,11 +178,22 @@ class LatencySettings:
                                    "use --runtime eager|torchscript on cuda, or install onnxruntime-gpu")
 
 
+QUALITIES = ("ok", "noisy", "drift")   # LatencyResult.quality
+
+
 @dataclass(frozen=True)
 class LatencyResult:
     """One measurement. ``settings`` is ``LatencySettings.to_dict()``; ``input_shape`` is the shape
     that was timed; ``stop`` says why the protocol stopped (spread | budget | max_runs);
-    ``samples_ms`` holds the timed runs of a fresh measurement (empty when read from the cache)."""
+    ``samples_ms`` holds the timed runs of a fresh measurement (empty when read from the cache).
+
+    Quality: ``quality`` is ``"ok"``, ``"noisy"`` (the spread stayed above ``target_rel_iqr`` in
+    every attempt) or ``"drift"`` (the reference network ran more than ``drift_tolerance`` away
+    from the study's start value in every attempt); ``attempts`` how many measurements it took
+    (1: no retry); ``ref_ms`` / ``ref_iqr_ms`` the reference network's median and IQR timed in
+    alternation (``None`` without drift control), ``ref_drift`` its relative distance to the start
+    value it was judged against (``None``: none given); ``measured_at`` when (Unix time; a cached
+    result keeps its original time and quality)."""
 
     median_ms: float
     iqr_ms: float
@@ -174,15 +205,27 @@ class LatencyResult:
     input_shape: tuple = ()
     stop: str = ""
     samples_ms: tuple = field(default=(), repr=False, compare=False)
+    quality: str = "ok"
+    attempts: int = 1
+    ref_ms: float | None = None
+    ref_iqr_ms: float | None = None
+    ref_drift: float | None = None
+    measured_at: float = 0.0
 
     @property
     def rel_iqr(self) -> float:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+    @property
+    def ref_ratio(self) -> float | None:
+        """The architecture's median over the reference's (``None`` without drift control)."""
+        return self.median_ms / self.ref_ms if self.ref_ms else None
 
     def to_dict(self) -> dict[str, Any]:
         """The measurement as plain data, in its own field names (a trial's latency attributes are
         ``nas.study.latency_attrs(result)``)."""
         return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "runs": self.runs, "settings": dict(self.settings),
                 "fingerprint": dict(self.fingerprint), "fingerprint_id": self.fingerprint_id, "cached": self.cached,
-                "input_shape": list(self.input_shape), "stop": self.stop}
-
+                "input_shape": list(self.input_shape), "stop": self.stop, "quality": self.quality,
+                "attempts": self.attempts, "rel_iqr": self.rel_iqr, "ref_ms": self.ref_ms, "ref_iqr_ms": self.ref_iqr_ms,
+                "ref_ratio": self.ref_ratio, "ref_drift": self.ref_drift, "measured_at": self.measured_at}

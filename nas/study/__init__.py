@@ -1,6 +1,6 @@
 """A study: the study file, the trial attribute schema and plain rows, the Evaluator (one trial's
 measurement and the reuse rule), samplers that ignore the baselines, the Pareto front, opening
-and running a study."""
+and running a study, the end-of-launch re-measurement."""
 
 from nas._lazy import lazy_exports
 
@@ -27,6 +27,24 @@ _EXPORTS = {
     "ATTR_FINGERPRINT_ID": "nas.study._schema",
     "ATTR_LATENCY_CACHED": "nas.study._schema",
     "LATENCY_ATTRS": "nas.study._schema",
+    "ATTR_LATENCY_QUALITY": "nas.study._schema",
+    "ATTR_LATENCY_SPREAD": "nas.study._schema",
+    "ATTR_LATENCY_ATTEMPTS": "nas.study._schema",
+    "ATTR_LATENCY_MEASURED_AT": "nas.study._schema",
+    "ATTR_LATENCY_REF_MS": "nas.study._schema",
+    "ATTR_LATENCY_REF_RATIO": "nas.study._schema",
+    "ATTR_LATENCY_REF_DRIFT": "nas.study._schema",
+    "QUALITY_ATTRS": "nas.study._schema",
+    "QUALITY_OK": "nas.study._schema",
+    "QUALITY_NOISY": "nas.study._schema",
+    "QUALITY_DRIFT": "nas.study._schema",
+    "STUDY_LATENCY_REFERENCE": "nas.study._schema",
+    "STUDY_LATENCY_REFERENCE_SERIES": "nas.study._schema",
+    "STUDY_LATENCY_REMEASURED": "nas.study._schema",
+    "REFERENCE_SERIES_CAP": "nas.study._schema",
+    "latency_quality": "nas.study._schema",
+    "is_noisy": "nas.study._schema",
+    "iso_utc": "nas.study._schema",
     "ATTR_CONSTRAINTS": "nas.study._schema",
     "ATTR_REUSED_FROM": "nas.study._schema",
     "ATTR_FAIL_REASON": "nas.study._schema",
@@ -111,6 +129,8 @@ _EXPORTS = {
     "launch": "nas.study._runner",
     "quiet_optuna": "nas.study._runner",
     "run_trials": "nas.study._runner",
+    "RemeasureReport": "nas.study._remeasure",
+    "remeasure": "nas.study._remeasure",
     "stop_on_sigterm": "nas.study._runner",
 }
 

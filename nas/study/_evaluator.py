@@ -33,19 +33,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search_space import ArchSpec, SearchSpace, suggest
 
+from nas import _optuna
 from nas._errors import DataError, NasError
-from nas.measure import LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile
+from nas.measure import (REFERENCE_SPEC, LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile,
+                         reference_latency)
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
                          load_cifar10, space_within,
                          resolve_data_dir)
 from nas.study._config import StudyConfig
 from nas.study._open import new_study_attrs
-from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, ATTR_REUSED_FROM, ATTR_SHORT,
-                               ATTR_SPEC, ATTR_SPEC_HASH, ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES,
-                               ATTR_TIME_TRIAL, COST_ATTRS, LATENCY_ATTRS, NOT_REUSED, SYS_CONSTRAINT_PREFIX,
-                               TIMING_KEYS, cost_attrs, latency_attrs, proxy_attr)
+from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, ATTR_LATENCY_REF_MS,
+                               ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, ATTR_TIME_LATENCY,
+                               ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL, COST_ATTRS, LATENCY_ATTRS,
+                               NOT_REUSED, REFERENCE_SERIES_CAP, STUDY_LATENCY_REFERENCE,
+                               STUDY_LATENCY_REFERENCE_SERIES, SYS_CONSTRAINT_PREFIX, TIMING_KEYS, cost_attrs, iso_utc,
+                               latency_attrs, proxy_attr)
 
 PROXIES, COMPLETE = "proxies", "complete"   # Evaluation.phase
+REFERENCE_REPEATS = 3   # the study's start value of the reference network: the fastest of 3 measurements
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,10 @@ class Evaluator:
         self.cross_check = cross_check    # the accounting's thop cross-check (slow; the cost tests run it)
         self._memo: dict[str, Evaluation] = {}
         self._fp_id: str | None = None
+        # Drift control: the reference network's value at the start of the study this evaluator
+        # measures for (bind() reads it from the study, or measures and records it).
+        self.reference_ms: float | None = None
+        self._bound: Any = None
 
     @classmethod
     def for_spec(cls, proxies: Sequence[str], *, proxy_settings: ProxySettings | None = None,
@@ -132,6 +141,42 @@ class Evaluator:
         """Study user attributes: objective_names, proxy, latency_settings, target_fingerprint,
         study_config."""
         return new_study_attrs(self.config)
+
+    def bind(self, study: optuna.Study,
+             measuring: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> float | None:
+        """Drift control for ``study``: the reference network's value at the start of the study
+        (study attribute ``latency_reference``), measured now (inside ``measuring()``) and recorded
+        when the study has none yet. Returns it (``None`` without drift control). Once per study."""
+        if not self.config.latency.drift_control:
+            return None
+        key = (study.study_name, id(_optuna.storage_of(study)))
+        if self._bound == key:
+            return self.reference_ms
+        start = study.user_attrs.get(STUDY_LATENCY_REFERENCE)
+        if not (isinstance(start, Mapping) and isinstance(start.get("ms"), (int, float)) and start["ms"] > 0):
+            with measuring():
+                ref = reference_latency(self.config.latency.replace(retries=0), repeats=REFERENCE_REPEATS)
+            start = {"ms": ref.median_ms, "iqr_ms": ref.iqr_ms, "quality": ref.quality, "at": iso_utc(ref.measured_at),
+                     "spec_hash": REFERENCE_SPEC.content_hash(), "tolerance": self.config.latency.drift_tolerance}
+            study.set_user_attr(STUDY_LATENCY_REFERENCE, start)
+        self.reference_ms = float(start["ms"])
+        self._bound = key
+        return self.reference_ms
+
+    def note_reference(self, study: optuna.Study, evaluation: "Evaluation", number: int | None) -> None:
+        """Add a freshly measured evaluation's reference time to the study's series (study
+        attribute ``latency_reference_series``: ``[unix_s, trial number, ref_ms]`` per measured
+        trial; at :data:`REFERENCE_SERIES_CAP` points every other one is dropped). Cached and reused
+        measurements add nothing. Concurrent workers may lose a point to each other; the trial's
+        own ``latency_ref_ms`` is the complete record."""
+        ref = evaluation.attrs.get(ATTR_LATENCY_REF_MS)
+        if not ref or evaluation.attrs.get(ATTR_LATENCY_CACHED) or evaluation.reused_from is not None:
+            return
+        series = list(study.user_attrs.get(STUDY_LATENCY_REFERENCE_SERIES) or [])
+        series.append([int(time.time()), number, round(float(ref), 5)])
+        if len(series) > REFERENCE_SERIES_CAP:
+            series = series[::2] if len(series) % 2 else [*series[:-1:2], series[-1]]
+        study.set_user_attr(STUDY_LATENCY_REFERENCE_SERIES, series)
 
     def check_host(self) -> None:
         """Fail early: the latency device/runtime and the proxies' device are usable here and the
@@ -185,7 +230,8 @@ class Evaluator:
         if not isinstance(part, Evaluation):
             part = self.from_attrs(part)
         t0 = time.perf_counter()
-        latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache)
+        latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache,
+                                  reference_ms=self.reference_ms)
         attrs = {**part.attrs, **latency_attrs(latency)}
         self._set_constraints(attrs)
         return replace(part, values=(part.values[0], float(latency.median_ms)), attrs=attrs,
@@ -295,11 +341,14 @@ class Evaluator:
         the end (``write(trial, attrs)``: many at once, as a worker's one transaction). Returns the
         :class:`Evaluation` (``phase`` says how far it got; ``fail_reason`` whether its values can
         be told)."""
+        if not proxy_only:
+            self.bind(trial.study, measuring)
         if pending is not None:
             part = self.from_attrs(pending)
             with measuring():
                 result = self.latency_phase(part)
             self.record(trial, result, since=part, write=write)
+            self.note_reference(trial.study, result, trial.number)
             return result
         if reuse and not proxy_only:
             reused = self.reuse(trial.study, spec)
@@ -308,6 +357,7 @@ class Evaluator:
                 return reused
         result = self.evaluate(spec, proxy_only=proxy_only, memo=False, computing=computing, measuring=measuring)
         self.record(trial, result, write=write)
+        self.note_reference(trial.study, result, trial.number)
         return result
 
     # ---- Optuna objective ----------------------------------------------------------------------

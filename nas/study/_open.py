@@ -34,7 +34,14 @@ def _comparable(study_config: dict[str, Any]) -> dict[str, Any]:
     proxy = dict(study_config.get("proxy", {}))
     proxy.pop("record", None)
     proxy.pop("device", None)  # where proxies run changes no value's meaning
-    return {"proxy": proxy, "latency": study_config.get("latency"), "space": study_config.get("space")}
+    latency = dict(study_config.get("latency") or {})
+    for key in QUALITY_KNOBS:  # how hard a measurement tries to be quiet changes no value's meaning
+        latency.pop(key, None)
+    return {"proxy": proxy, "latency": latency, "space": study_config.get("space")}
+
+
+# Latency settings that a resumed study may change: the retries while noisy and drift control.
+QUALITY_KNOBS = ("retries", "retry_wait_s", "drift_control", "drift_tolerance")
 
 
 def open_study(config: StudyConfig, storage: Any, study_name: str | None = None, *,

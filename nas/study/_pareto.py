@@ -9,7 +9,10 @@ the rows of :func:`nas.study.study_data`: no torch, no Optuna.
 - :func:`front_summary`: the front with the baselines each row dominates, the baselines dominated
   by the search, and the hypervolume of the front against a reference point taken from the
   baselines (per objective, the worst baseline value); the baselines' own hypervolume against the
-  same point is given beside it.
+  same point is given beside it. The verdict "baseline dominated" rests on the end-of-launch
+  re-measured latencies where the study has them (row key ``latency_remeasured``; the first values'
+  verdict is given beside it), and a domination that depends on a noisy measurement (quality
+  ``noisy`` or ``drift``, of either side) is reported as such.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from nas.study._schema import ATTR_CONSTRAINTS, is_feasible
+from nas.study._schema import ATTR_CONSTRAINTS, ATTR_LATENCY_MS, is_feasible, is_noisy
 
 
 def _signs(directions: Sequence[str]) -> list[float]:
@@ -154,11 +157,38 @@ def reference_point(rows: Sequence[Mapping[str, Any]], directions: Sequence[str]
     return [s * max(s * r["values"][i] for r in rows) for i, s in enumerate(signs)]
 
 
+def _verdict_values(row: Mapping[str, Any], latency_index: int | None) -> list[float]:
+    """A row's values with its latency replaced by its re-measured one, where it has one."""
+    values = list(row["values"])
+    again = row.get("latency_remeasured")
+    if latency_index is not None and isinstance(again, Mapping) and isinstance(again.get("ms"), (int, float)) \
+            and math.isfinite(again["ms"]):
+        values[latency_index] = float(again["ms"])
+    return values
+
+
+def _verdict_quality(row: Mapping[str, Any]) -> Any:
+    """The quality of the latency the verdict uses: the re-measured one's, else the first's."""
+    again = row.get("latency_remeasured")
+    if isinstance(again, Mapping) and again.get("quality"):
+        return again["quality"]
+    return row.get("latency_quality")
+
+
+def _moved(row: Mapping[str, Any]) -> float | None:
+    again, first = row.get("latency_remeasured"), (row.get("metrics") or {}).get(ATTR_LATENCY_MS)
+    if isinstance(again, Mapping) and isinstance(again.get("ms"), (int, float)) and isinstance(first, (int, float)) \
+            and first > 0:
+        return again["ms"] / first - 1.0
+    return None
+
+
 def front_summary(data: Mapping[str, Any]) -> dict[str, Any]:
     """Everything ``shufflenas pareto`` shows, as plain JSON data, from ``study_data(study)``."""
     meta, rows = data["meta"], list(data["rows"])
     directions = list(meta["directions"])
     names = list(meta.get("objective_names") or [f"objective {i}" for i in range(len(directions))])
+    lat = names.index(ATTR_LATENCY_MS) if ATTR_LATENCY_MS in names else None
     n = len(directions)
     baselines: dict[str, Mapping[str, Any]] = {}
     for r in sorted(rows, key=lambda r: r.get("number", 0)):
@@ -174,27 +204,58 @@ def front_summary(data: Mapping[str, Any]) -> dict[str, Any]:
 
     front_rows = []
     dominated_by: dict[str, list[int]] = {name: [] for name in baselines}
+    dominated_first: dict[str, list[int]] = {name: [] for name in baselines}
+    solid: dict[str, bool] = {name: False for name in baselines}   # some domination rests on ok values only
     for rank, r in enumerate(front):
-        beaten = [name for name, b in baselines.items() if dominates(r["values"], b["values"], directions)]
-        for name in beaten:
-            dominated_by[name].append(r["number"])
+        mine = _verdict_values(r, lat)
+        beaten, beaten_first, on_noise = [], [], []
+        for name, b in baselines.items():
+            if dominates(r["values"], b["values"], directions):
+                beaten_first.append(name)
+                dominated_first[name].append(r["number"])
+            if dominates(mine, _verdict_values(b, lat), directions):
+                beaten.append(name)
+                dominated_by[name].append(r["number"])
+                noisy = [who for who, q in (("trial", _verdict_quality(r)), ("baseline", _verdict_quality(b)))
+                         if is_noisy(q)]
+                if noisy:
+                    on_noise.append({"baseline": name, "noisy": noisy})
+                else:
+                    solid[name] = True
+        again = r.get("latency_remeasured") if isinstance(r.get("latency_remeasured"), Mapping) else None
         front_rows.append({
             "rank": rank, "number": r["number"], "values": list(r["values"]),
             "objectives": dict(zip(names, r["values"])), "short": r.get("short"),
             "spec_hash": r.get("spec_hash"), "spec": r.get("spec"), "metrics": r.get("metrics", {}),
-            "dominates_baselines": beaten,
+            "latency_quality": r.get("latency_quality"), "latency_cached": r.get("latency_cached", False),
+            "latency_remeasured_ms": again.get("ms") if again else None,
+            "latency_remeasured_quality": again.get("quality") if again else None, "latency_moved": _moved(r),
+            "dominates_baselines": beaten, "dominates_baselines_first": beaten_first,
+            "dominations_on_noise": on_noise,
         })
-    baseline_rows = [{
-        "name": name, "number": b["number"], "values": list(b["values"]),
-        "objectives": dict(zip(names, b["values"])), "feasible": feasible(b),
-        "dominated_by": dominated_by[name],
-    } for name, b in baselines.items()]
+    baseline_rows = []
+    for name, b in baselines.items():
+        again = b.get("latency_remeasured") if isinstance(b.get("latency_remeasured"), Mapping) else None
+        baseline_rows.append({
+            "name": name, "number": b["number"], "values": list(b["values"]),
+            "objectives": dict(zip(names, b["values"])), "feasible": feasible(b),
+            "latency_quality": b.get("latency_quality"),
+            "latency_remeasured_ms": again.get("ms") if again else None,
+            "latency_remeasured_quality": again.get("quality") if again else None, "latency_moved": _moved(b),
+            "dominated_by": dominated_by[name], "dominated_by_first": dominated_first[name],
+            "dominated_on_noise_only": bool(dominated_by[name]) and not solid[name],
+        })
     states: dict[str, int] = {}
     for r in searched:
         states[r["state"]] = states.get(r["state"], 0) + 1
+    complete = [r for r in rows if r.get("state") == "COMPLETE"]
+    noisy_complete = [r for r in complete if is_noisy(r.get("latency_quality"))]
+    remeasured = [r for r in [*front, *baselines.values()] if isinstance(r.get("latency_remeasured"), Mapping)]
+    moved = [abs(m) for m in (_moved(r) for r in remeasured) if m is not None]
     hv = hypervolume([r["values"] for r in front], ref, directions) if ref else 0.0
     base_front = _nondominated(list(baselines.values()), directions)
     base_hv = hypervolume([b["values"] for b in base_front], ref, directions) if ref else 0.0
+    checked = len(remeasured)
     return {
         "study_name": meta.get("study_name"),
         "directions": directions,
@@ -206,8 +267,28 @@ def front_summary(data: Mapping[str, Any]) -> dict[str, Any]:
         "front": front_rows,
         "baselines": baseline_rows,
         "baselines_dominated": [name for name, by in dominated_by.items() if by],
+        "baselines_dominated_first": [name for name, by in dominated_first.items() if by],
+        "baselines_dominated_on_noise": [name for name, by in dominated_by.items() if by and not solid[name]],
+        "verdict_on": ("re-measured" if checked and checked == len(front) + len(baselines)
+                       else "partly re-measured" if checked else "first measurement"),
+        "remeasured": checked,
+        "remeasured_moved_median": _median(moved),
+        "remeasured_moved_max": max(moved) if moved else None,
+        "n_noisy": len(noisy_complete),
+        "n_noisy_front": sum(1 for r in front if is_noisy(r.get("latency_quality"))),
+        "n_noisy_baselines": sum(1 for b in baselines.values() if is_noisy(b.get("latency_quality"))),
+        "n_cached": sum(1 for r in complete if r.get("latency_cached")),
+        "n_complete": len(complete),
         "hypervolume": hv,
         "baseline_hypervolume": base_hv,
         "reference_point": ref,
         "reference_from": ref_from,
     }
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2

@@ -5,7 +5,10 @@
 row's keys: ``number``, ``state``, ``values``, ``baseline``, ``baseline_config`` (family, groups and
 multiplier of a baseline's canonical config), ``spec``, ``spec_hash``, ``short``,
 ``proxies`` ({name: value}), ``metrics`` (:data:`METRIC_KEYS`), ``latency_settings``,
-``device_fingerprint``, ``constraints`` (the stored values or ``None``), ``feasible`` (the one rule,
+``device_fingerprint``, ``latency_quality`` (:func:`nas.study._schema.latency_quality`: ``ok``,
+``noisy``, ``drift``, or ``None`` without a latency), ``latency_cached``, ``latency_remeasured``
+(the end-of-launch re-measurement of this architecture, from the study attribute, or ``None``),
+``constraints`` (the stored values or ``None``), ``feasible`` (the one rule,
 :func:`nas.study._schema.is_feasible`), ``reused_from``, ``fail_reason``, ``params`` (the sampler's),
 ``attrs`` (every user attribute), ``datetime_start``, ``datetime_complete``, ``duration_s``.
 """
@@ -17,10 +20,11 @@ from typing import Any
 from shufflenet import CANONICAL
 
 from nas.study._verified import merge_verified
-from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_SETTINGS,
-                               ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, METRIC_KEYS, PROXY_PREFIX,
-                               STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY, STUDY_TARGET_FINGERPRINT,
-                               constraint_values, is_feasible)
+from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED,
+                               ATTR_LATENCY_SETTINGS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
+                               METRIC_KEYS, PROXY_PREFIX, STUDY_LATENCY_REFERENCE, STUDY_LATENCY_REFERENCE_SERIES,
+                               STUDY_LATENCY_REMEASURED, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
+                               STUDY_TARGET_FINGERPRINT, constraint_values, is_feasible, latency_quality)
 
 
 def _canonical_facts(name: Any) -> dict[str, Any] | None:
@@ -48,6 +52,9 @@ def trial_row(trial: Any) -> dict[str, Any]:
         "metrics": {k: attrs[k] for k in METRIC_KEYS if k in attrs},
         "latency_settings": attrs.get(ATTR_LATENCY_SETTINGS),
         "device_fingerprint": attrs.get(ATTR_DEVICE_FINGERPRINT),
+        "latency_quality": latency_quality(attrs),
+        "latency_cached": bool(attrs.get(ATTR_LATENCY_CACHED, False)),
+        "latency_remeasured": None,
         "constraints": constraints,
         "feasible": is_feasible(constraints),
         "reused_from": attrs.get(ATTR_REUSED_FROM),
@@ -75,8 +82,15 @@ def study_data(study: Any) -> dict[str, Any]:
         "latency_settings": attrs.get(STUDY_LATENCY_SETTINGS),
         "target_fingerprint": attrs.get(STUDY_TARGET_FINGERPRINT),
         "n_trials": len(trials),
+        "latency_reference": attrs.get(STUDY_LATENCY_REFERENCE),
+        "latency_reference_series": attrs.get(STUDY_LATENCY_REFERENCE_SERIES) or [],
+        "latency_remeasured": attrs.get(STUDY_LATENCY_REMEASURED) or {},
         "user_attrs": attrs,
     }
     rows = [trial_row(t) for t in trials]
     merge_verified(rows, attrs)  # what `verify` measured under the reference protocol, onto its trials' rows
+    remeasured = meta["latency_remeasured"]
+    if isinstance(remeasured, dict):
+        for row in rows:
+            row["latency_remeasured"] = remeasured.get(row.get("spec_hash"))
     return {"meta": meta, "rows": rows}

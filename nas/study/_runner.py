@@ -14,7 +14,8 @@ too (``nas.fleet``), and "finished" is :class:`nas.study.Census`'s, so ``launch 
   study goes on; a spec already measured in this study (same architecture, same device) reuses the
   measurement (user attribute ``reused_from``, constraint values recomputed); Ctrl-C tells the running trial FAIL (``fail_reason``
   "interrupted", not counted) and returns, so a re-launch resumes;
-- :func:`launch` is the CLI's path through all three.
+- :func:`launch` is the CLI's path through all three, and ends with the re-measurement of the
+  baselines and the front (:func:`nas.study.remeasure`), on which "baselines dominated" rests.
 
 Multi-objective studies take no ``trial.report`` / pruner; every trial runs to its end.
 """
@@ -45,8 +46,11 @@ from nas.study._open import check_target_device, open_study
 from nas.study._pareto import pareto_front
 from nas.study._rows import trial_row
 from nas.study._samplers import is_baseline
-from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
-                               ATTR_TIME_TRIAL, failure_reason)
+from nas.study._remeasure import RemeasureReport, remeasure
+from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_LATENCY_ATTEMPTS,
+                               ATTR_LATENCY_CACHED, ATTR_LATENCY_MEASURED_AT, ATTR_LATENCY_QUALITY,
+                               ATTR_LATENCY_REF_DRIFT, ATTR_LATENCY_SPREAD, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
+                               ATTR_TIME_TRIAL, STUDY_LATENCY_REFERENCE, failure_reason, is_noisy)
 
 MAX_CONSECUTIVE_FAILURES = 10
 
@@ -89,6 +93,8 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, evaluator: Evalua
             try:
                 evaluation = evaluator.evaluate(spec)
                 reason = evaluation.fail_reason
+                if reason is None:
+                    evaluator.note_reference(study, evaluation, None)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing baseline is recorded, not fatal
@@ -126,16 +132,56 @@ class RunSummary:
     completed: int = 0
     failed: int = 0
     reused: int = 0
+    cached: int = 0              # complete trials whose latency came from the persistent cache
+    noisy: int = 0               # complete trials whose latency is flagged noisy or drift
+    measured_seconds: float = 0.0  # wall time of the complete trials that measured a latency afresh
+    cached_seconds: float = 0.0    # ... and of the cached and reused ones
     interrupted: bool = False
     seconds: float = 0.0
     finished: int = 0            # finished searched trials in the study at the end
     stale_running: int = 0       # RUNNING trials left by an earlier process (not counted)
     front_size: int = 0
     failures: list[str] = field(default_factory=list)
+    remeasure: RemeasureReport | None = None
 
     @property
     def rate_per_min(self) -> float:
         return 60.0 * self.ran / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def measured(self) -> int:
+        """Complete trials that measured their latency afresh (neither cached nor reused)."""
+        return self.completed - self.cached - self.reused
+
+    @property
+    def measured_rate_per_min(self) -> float:
+        return 60.0 * self.measured / self.measured_seconds if self.measured_seconds > 0 else 0.0
+
+    @property
+    def cached_rate_per_min(self) -> float:
+        n = self.cached + self.reused
+        return 60.0 * n / self.cached_seconds if self.cached_seconds > 0 else 0.0
+
+
+def latency_note(attrs: Any, reused: bool = False) -> str:
+    """What a trial line says about its latency: ``(reused)``, ``(cached)`` (with the date and
+    quality it was measured with), ``(noisy: spread 31%, 3 attempts)``, ``(drift: reference +18%,
+    3 attempts)``; empty for a fresh ok measurement."""
+    attrs = attrs or {}
+    quality = attrs.get(ATTR_LATENCY_QUALITY)
+    bits = []
+    if reused:
+        bits.append("reused")
+    elif attrs.get(ATTR_LATENCY_CACHED):
+        when = str(attrs.get(ATTR_LATENCY_MEASURED_AT) or "")[:10]
+        bits.append(f"cached{' ' + when if when else ''}")
+    if is_noisy(quality):
+        spread, drift, n = attrs.get(ATTR_LATENCY_SPREAD), attrs.get(ATTR_LATENCY_REF_DRIFT), attrs.get(ATTR_LATENCY_ATTEMPTS)
+        what = (f"spread {spread:.0%}" if quality == "noisy" and isinstance(spread, (int, float))
+                else f"reference {drift:+.0%}" if isinstance(drift, (int, float)) else "")
+        tries = f"{n} attempts" if isinstance(n, int) and n > 1 else ""
+        bits.append(f"{quality}" + (": " + ", ".join(b for b in (what, tries) if b) if what or tries else ""))
+    return f"({'; '.join(bits)})" if bits else ""
 
 
 def searched_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -165,20 +211,28 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
     try:
         while finished_count(study.get_trials(deepcopy=False)) < target:
             t0 = time.perf_counter()
-            values, reason = None, None
+            values, reason, attrs = None, None, {}
             pending = trial = study.ask()
             try:
                 evaluation = evaluator.measure_trial(trial, suggest(trial, config.space))
-                values, reason = list(evaluation.values), evaluation.fail_reason
+                values, reason, attrs = list(evaluation.values), evaluation.fail_reason, evaluation.attrs
                 reused = evaluation.reused_from is not None
             except Exception as exc:  # noqa: BLE001 - a failing trial is recorded and the study goes on
                 reason, reused = failure_reason(exc), False
-            trial.set_user_attr(ATTR_TIME_TRIAL, round(time.perf_counter() - t0, 6))
+            dt = time.perf_counter() - t0
+            trial.set_user_attr(ATTR_TIME_TRIAL, round(dt, 6))
             if reason is None:
                 study.tell(trial, values)
                 state = TrialState.COMPLETE
                 summary.completed += 1
                 summary.reused += reused
+                cached = not reused and bool(attrs.get(ATTR_LATENCY_CACHED))
+                summary.cached += cached
+                summary.noisy += is_noisy(attrs.get(ATTR_LATENCY_QUALITY))
+                if reused or cached:
+                    summary.cached_seconds += dt
+                else:
+                    summary.measured_seconds += dt
                 consecutive = 0
             else:
                 trial.set_user_attr(ATTR_FAIL_REASON, reason)
@@ -191,7 +245,7 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
             summary.ran += 1
             if progress:
                 progress.trial(trial.number, state, values if reason is None else None, reason,
-                               front_size(study), reused)
+                               front_size(study), reused, note=latency_note(attrs, reused) if reason is None else "")
             if max_consecutive_failures and consecutive >= max_consecutive_failures:
                 raise TrialsFailingError(
                     f"study {study.study_name!r}: the last {consecutive} trials all failed (last: {reason}); "
@@ -226,16 +280,32 @@ class Progress:
         self._t0 = time.perf_counter()
         self._ran = 0
         self._fails = 0
+        self._measured = 0
+        self._measured_s = 0.0
+        self._last = time.perf_counter()
 
     def baseline(self, name: str, evaluation: Evaluation | None, reason: str | None) -> None:
         if reason:
             print(f"baseline {name}: FAIL ({reason})", file=self.stream)
         else:
             vals = "  ".join(f"{n}={_fmt(v)}" for n, v in zip(self.names, evaluation.values))
-            print(f"baseline {name:14s} {vals}", file=self.stream)
+            note = latency_note(evaluation.attrs)
+            print(f"baseline {name:14s} {vals}{'  ' + note if note else ''}", file=self.stream)
+
+    def reference(self, ms: float | None, recorded: bool) -> None:
+        if ms is not None:
+            print(f"drift control: reference network {ms:.3f} ms "
+                  f"({'measured now, the study start value' if recorded else 'the study start value'})",
+                  file=self.stream)
+
+    def remeasured(self, entry: dict) -> None:
+        first, moved = entry.get("first_ms"), entry.get("moved")
+        was = f"{_fmt(first)} ms ({entry.get('first_quality')})" if isinstance(first, (int, float)) else "?"
+        print(f"re-measured {entry['label']:14s} {was} -> {_fmt(entry['ms'])} ms ({entry['quality']})"
+              + (f", {moved:+.1%}" if moved is not None else ""), file=self.stream)
 
     def start(self, done: int, target: int, front: int) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self._last = time.perf_counter()
         if self.bar_enabled:
             self._bar = tqdm(total=target, initial=done, desc="trials", unit="trial", file=self.stream,
                              dynamic_ncols=True)
@@ -244,20 +314,27 @@ class Progress:
             print(f"trials: {done}/{target} done; front {front}", file=self.stream)
 
     def trial(self, number: int, state: TrialState, values: list[float] | None, reason: str | None,
-              front: int, reused: bool) -> None:
+              front: int, reused: bool, note: str = "") -> None:
+        """One trial done. ``note``: :func:`latency_note` (``(reused)``, ``(cached)``, ``(noisy: ...)``).
+        The rate counts the trials that measured a latency afresh, apart from cached and reused ones."""
+        now = time.perf_counter()
         self._ran += 1
         self._fails += state == TrialState.FAIL
-        rate = 60.0 * self._ran / max(time.perf_counter() - self._t0, 1e-9)
+        if state == TrialState.COMPLETE and not reused and not note.startswith("(cached"):
+            self._measured += 1
+            self._measured_s += now - self._last
+        self._last = now
+        rate = 60.0 * self._measured / self._measured_s if self._measured_s > 0 else 0.0
         if self._bar is not None:
             self._bar.update(0 if reason and "interrupted" in reason else 1)
-            self._bar.set_postfix_str(f"front {front}, fails {self._fails}, {rate:.1f} trials/min")
+            self._bar.set_postfix_str(f"front {front}, fails {self._fails}, {rate:.1f} measured trials/min")
             return
         if state == TrialState.COMPLETE:
             vals = "  ".join(f"{n}={_fmt(v)}" for n, v in zip(self.names, values or []))
-            what = f"{vals}{'  (reused)' if reused else ''}"
+            what = f"{vals}{'  ' + note if note else ''}"
         else:
             what = f"FAIL ({reason})"
-        print(f"trial {number}: {what}  | front {front}, {rate:.1f} trials/min", file=self.stream)
+        print(f"trial {number}: {what}  | front {front}, {rate:.1f} measured trials/min", file=self.stream)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -274,14 +351,20 @@ def _fmt(v: float) -> str:
 # ---- the whole launch ---------------------------------------------------------------------------------
 
 def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, evaluator: Evaluator | None = None,
-           progress: Progress | None = None, target: int | None = None) -> RunSummary:
+           progress: Progress | None = None, target: int | None = None, remeasure_end: bool = True) -> RunSummary:
     """Open (or resume) the study, add the missing baselines, then run searched trials up to the
-    target. Ctrl-C during the baselines or the trials returns a summary with ``interrupted``."""
+    target; then (``remeasure_end``) re-measure the baselines and the front once, interleaved
+    (:func:`nas.study.remeasure`; ``summary.remeasure``). Ctrl-C during the baselines or the trials
+    returns a summary with ``interrupted`` (and no re-measurement)."""
     evaluator = evaluator or Evaluator(config)
     study = open_study(config, storage, study_name, evaluator=evaluator)
     check_target_device(study, config)  # latencies from other hardware never join this study's front
     start = time.perf_counter()
     try:
+        had_reference = bool(study.user_attrs.get(STUDY_LATENCY_REFERENCE))
+        ref = evaluator.bind(study)
+        if progress:
+            progress.reference(ref, recorded=not had_reference)
         baselines = ensure_baselines(study, config, evaluator, on_done=progress.baseline if progress else None)
     except KeyboardInterrupt:
         summary = RunSummary(study.study_name, config.trials if target is None else target, interrupted=True)
@@ -290,6 +373,11 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
         return summary
     summary = run_trials(study, config, evaluator, target=target, progress=progress)
     summary.baselines = baselines
+    if remeasure_end and not summary.interrupted:
+        try:
+            summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)
+        except KeyboardInterrupt:
+            summary.interrupted = True
     return summary
 
 

@@ -23,6 +23,15 @@ key                        value
 ``device_fingerprint``     dict: cpu/gpu model, threads, torch and runtime versions
 ``fingerprint_id``         short hash of ``device_fingerprint``
 ``latency_cached``         the latency came from the persistent cache
+``latency_quality``        ``ok``, ``noisy`` (spread above ``target_rel_iqr`` in every attempt) or
+                           ``drift`` (the reference network ran more than ``drift_tolerance`` away
+                           from the study's start value in every attempt); a cached value keeps its own
+``latency_spread``         relative spread of the kept attempt, ``latency_iqr_ms / latency_ms``
+``latency_attempts``       measurements it took (1: no retry; at most ``1 + retries``)
+``latency_measured_at``    when it was measured (ISO 8601, UTC; a cached value keeps its date)
+``latency_ref_ms``         the reference network's median, timed in alternation (drift control)
+``latency_ref_ratio``      ``latency_ms / latency_ref_ms``
+``latency_ref_drift``      ``latency_ref_ms`` relative to the study's start value, minus 1
 ``constraints``            one value per active ``[constraints]`` limit, ``(value - limit) / limit``;
                            feasible when every value is <= 0 (absent: no constraints)
 ``reused_from``            number of the trial whose measurement this one reuses (same spec and device)
@@ -35,7 +44,13 @@ key                        value
 
 Study user attributes: ``objective_names`` (``["proxy:params", "latency_ms"]``), ``proxy`` (the
 proxy objective 0 is built on), ``latency_settings``, ``target_fingerprint`` (the device every
-latency of the study is measured on), ``study_config`` (the study file as plain data).
+latency of the study is measured on), ``study_config`` (the study file as plain data);
+``latency_reference`` (drift control: the reference network's value at the start of the study,
+``{"ms", "iqr_ms", "quality", "at", "spec_hash"}``), ``latency_reference_series`` (its time
+series, ``[[unix_s, trial_number, ref_ms], ...]``, one point per measured trial, thinned to at most
+:data:`REFERENCE_SERIES_CAP` points), ``latency_remeasured`` (the end-of-launch re-measurement of
+the baselines and the front, by spec hash: ``{"ms", "iqr_ms", "quality", "spread", "first_ms",
+"first_quality", "at", "launch"}``).
 
 Trial system attributes: ``constraints:<limit>`` (Optuna's own constraint attributes, which its
 samplers read), ``failed_trial`` / ``retry_history`` (Optuna's retry attributes, on a re-queued
@@ -46,6 +61,7 @@ worker computed, waiting for its latency).
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from typing import Any, Mapping
 
@@ -78,8 +94,19 @@ ATTR_LATENCY_SETTINGS = "latency_settings"
 ATTR_DEVICE_FINGERPRINT = "device_fingerprint"
 ATTR_FINGERPRINT_ID = "fingerprint_id"
 ATTR_LATENCY_CACHED = "latency_cached"
+ATTR_LATENCY_QUALITY = "latency_quality"
+ATTR_LATENCY_SPREAD = "latency_spread"
+ATTR_LATENCY_ATTEMPTS = "latency_attempts"
+ATTR_LATENCY_MEASURED_AT = "latency_measured_at"
+ATTR_LATENCY_REF_MS = "latency_ref_ms"
+ATTR_LATENCY_REF_RATIO = "latency_ref_ratio"
+ATTR_LATENCY_REF_DRIFT = "latency_ref_drift"
+QUALITY_ATTRS = (ATTR_LATENCY_QUALITY, ATTR_LATENCY_SPREAD, ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_MEASURED_AT,
+                 ATTR_LATENCY_REF_MS, ATTR_LATENCY_REF_RATIO, ATTR_LATENCY_REF_DRIFT)
 LATENCY_ATTRS = (ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS, ATTR_LATENCY_SETTINGS,
-                 ATTR_DEVICE_FINGERPRINT, ATTR_FINGERPRINT_ID)
+                 ATTR_DEVICE_FINGERPRINT, ATTR_FINGERPRINT_ID, ATTR_LATENCY_QUALITY, ATTR_LATENCY_SPREAD,
+                 ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_MEASURED_AT)
+QUALITY_OK, QUALITY_NOISY, QUALITY_DRIFT = "ok", "noisy", "drift"
 
 # ---- outcome ------------------------------------------------------------------------------------------
 ATTR_CONSTRAINTS = "constraints"
@@ -97,7 +124,7 @@ TIMING_KEYS = (ATTR_TIME_PROXIES, ATTR_TIME_PROFILE, ATTR_TIME_LATENCY)
 
 # The numbers a row's ``metrics`` holds (README: dashboards, pareto).
 METRIC_KEYS = (ATTR_PARAMS, ATTR_MFLOPS, ATTR_MMAC, ATTR_FRAGMENTS, ATTR_KERNEL_LAUNCHES, ATTR_ELEMENTWISE_OPS,
-               ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS)
+               ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS, ATTR_LATENCY_SPREAD, ATTR_LATENCY_ATTEMPTS)
 
 # What a trial that reuses another's measurement does not copy: its own identity as a baseline, its
 # outcome, its timings and its constraint values (recomputed under this study's limits).
@@ -115,6 +142,10 @@ ATTR_ACC_REFERENCE = "acc_reference"       # on rows: reference accuracy measure
 ATTR_ACC_REFERENCE_SEEDS = "acc_reference_seeds"
 ATTR_ACC_REFERENCE_PROTOCOL = "acc_reference_protocol"
 STUDY_VERIFIED_PREFIX = "shufflenas:verified:"  # study attr per verified trial number
+STUDY_LATENCY_REFERENCE = "latency_reference"
+STUDY_LATENCY_REFERENCE_SERIES = "latency_reference_series"
+STUDY_LATENCY_REMEASURED = "latency_remeasured"
+REFERENCE_SERIES_CAP = 500   # points; when full, every other point is dropped (the span stays whole)
 
 # ---- trial system attributes ------------------------------------------------------------------------
 SYS_CONSTRAINT_PREFIX = "constraints:"       # Optuna's: trial.set_constraint(name, value)
@@ -150,12 +181,47 @@ def cost_attrs(cost: Any) -> dict[str, Any]:
             ATTR_ELEMENTWISE_OPS: cost.elementwise_ops, ATTR_ELEMENTWISE: dict(cost.elementwise)}
 
 
+def iso_utc(unix_s: float) -> str:
+    """``2025-01-31T12:00:00Z`` for a Unix time."""
+    return _dt.datetime.fromtimestamp(float(unix_s), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def latency_attrs(result: Any) -> dict[str, Any]:
-    """The latency attributes of a ``nas.measure.LatencyResult`` (``latency_cached`` included)."""
-    return {ATTR_LATENCY_MS: result.median_ms, ATTR_LATENCY_IQR_MS: result.iqr_ms,
-            ATTR_LATENCY_RUNS: result.runs, ATTR_LATENCY_SETTINGS: dict(result.settings),
-            ATTR_DEVICE_FINGERPRINT: dict(result.fingerprint), ATTR_FINGERPRINT_ID: result.fingerprint_id,
-            ATTR_LATENCY_CACHED: bool(result.cached)}
+    """The latency attributes of a ``nas.measure.LatencyResult`` (``latency_cached`` and the
+    quality included; the reference network's only under drift control)."""
+    attrs = {ATTR_LATENCY_MS: result.median_ms, ATTR_LATENCY_IQR_MS: result.iqr_ms,
+             ATTR_LATENCY_RUNS: result.runs, ATTR_LATENCY_SETTINGS: dict(result.settings),
+             ATTR_DEVICE_FINGERPRINT: dict(result.fingerprint), ATTR_FINGERPRINT_ID: result.fingerprint_id,
+             ATTR_LATENCY_CACHED: bool(result.cached), ATTR_LATENCY_QUALITY: result.quality,
+             ATTR_LATENCY_SPREAD: round(float(result.rel_iqr), 6) if math.isfinite(result.rel_iqr) else None,
+             ATTR_LATENCY_ATTEMPTS: int(result.attempts),
+             ATTR_LATENCY_MEASURED_AT: iso_utc(result.measured_at) if result.measured_at else None}
+    if result.ref_ms:
+        attrs[ATTR_LATENCY_REF_MS] = result.ref_ms
+        attrs[ATTR_LATENCY_REF_RATIO] = result.median_ms / result.ref_ms
+        if result.ref_drift is not None:
+            attrs[ATTR_LATENCY_REF_DRIFT] = result.ref_drift
+    return attrs
+
+
+def latency_quality(attrs: Mapping[str, Any]) -> str | None:
+    """A trial's latency quality: its ``latency_quality``; for a trial measured before quality was
+    recorded, ``noisy`` when its ``latency_iqr_ms / latency_ms`` is above its settings'
+    ``target_rel_iqr`` (default 0.03), else ``ok``; ``None`` without a latency."""
+    q = attrs.get(ATTR_LATENCY_QUALITY)
+    if isinstance(q, str):
+        return q
+    med, iqr = attrs.get(ATTR_LATENCY_MS), attrs.get(ATTR_LATENCY_IQR_MS)
+    if not isinstance(med, (int, float)) or not isinstance(iqr, (int, float)) or not med > 0:
+        return None
+    settings = attrs.get(ATTR_LATENCY_SETTINGS) or {}
+    target = settings.get("target_rel_iqr", 0.03) if isinstance(settings, Mapping) else 0.03
+    return QUALITY_NOISY if iqr / med > target else QUALITY_OK
+
+
+def is_noisy(quality: Any) -> bool:
+    """A quality that should not be trusted without a second look (``noisy`` or ``drift``)."""
+    return quality in (QUALITY_NOISY, QUALITY_DRIFT)
 
 
 def constraint_values(attrs: Mapping[str, Any]) -> list[Any] | None:

@@ -64,16 +64,22 @@ def test_pareto_figure_traces_front_and_baselines(dash_data):
     search = [t.number for t in info.trials if not t.baseline]
     assert trials.type == "scatter" and sorted(trials.customdata) == search
     assert all(f"trial {n}" in h for n, h in zip(trials.customdata, trials.hovertext))
-    feasible = {t.number: t.feasible for t in info.trials}
-    assert [s == "circle" for s in trials.marker.symbol] == [feasible[n] for n in trials.customdata]
-    assert "x" in trials.marker.symbol  # the fixture has infeasible trials: drawn as crosses
+    by_number = {t.number: t for t in info.trials}
+    # feasible: circles, infeasible: crosses; a noisy latency (quality noisy/drift) open, with its IQR as error bar
+    assert list(trials.marker.symbol) == [("circle" if by_number[n].feasible else "x")
+                                          + ("-open" if by_number[n].noisy else "") for n in trials.customdata]
+    assert {"x", "x-open"} & set(trials.marker.symbol)  # the fixture has infeasible trials: drawn as crosses
+    assert list(trials.error_x.array) == [by_number[n].metrics["latency_iqr_ms"] / 2 if by_number[n].noisy else 0.0
+                                          for n in trials.customdata]
     p = pareto_info(dash_data)
     assert (tuple(front.x), tuple(front.y)) == (p.front.xs, p.front.ys)
     assert front.line.shape == "hv" and front.mode == "lines+markers" and front.name == f"Pareto front ({len(p.front.numbers)})"
     assert (tuple(bfront.x), tuple(bfront.y)) == (p.baseline_front.xs, p.baseline_front.ys)
     assert bfront.line.dash == "dash"
-    assert (v1.name, tuple(v1.text), v1.marker.symbol) == ("V1 baselines (by g)", ("V1 g3", "V1 g8"), "diamond")
-    assert (v2.name, tuple(v2.text), v2.marker.symbol) == ("V2 baselines (by width)", ("V2 0.5x", "V2 1.0x"), "square")
+    assert (v1.name, tuple(v1.text)) == ("V1 baselines (by g)", ("V1 g3", "V1 g8"))
+    assert (v2.name, tuple(v2.text)) == ("V2 baselines (by width)", ("V2 0.5x", "V2 1.0x"))
+    for trace, symbol in ((v1, "diamond"), (v2, "square")):
+        assert list(trace.marker.symbol) == [symbol + ("-open" if by_number[n].noisy else "") for n in trace.customdata]
     assert set(v1.customdata) | set(v2.customdata) == {t.number for t in info.trials if t.baseline}
     x_menu, y_menu = fig.layout.updatemenus
     assert [b.label for b in x_menu.buttons] == ["latency (ms, median)", "MFLOPs", "params", "MAC (M elements)"]

@@ -310,10 +310,12 @@ def test_export_trial_by_rank_trial_and_baseline(study_file, tmp_path):
     assert st["study"] == "s" and st["values"] == [0.9, 5.0] and st["objective_names"] == ["proxy:naswot", "latency_ms"]
     assert st["selected"] == {"by": "pareto_rank", "pareto_rank": 0} and st["proxies"] == {"naswot": 0.9}
     assert card["latency"] == {"measured": True, "latency_ms": 5.0, "latency_iqr_ms": 0.01, "latency_runs": 15,
+                               "quality": "ok", "spread": None, "attempts": None, "measured_at": None,  # a legacy trial
+                               "cached": False, "remeasured": None,
                                "settings": LATENCY, "device_fingerprint": FINGERPRINT, "fingerprint_id": "abc123"}
     assert card["build"] == {"num_classes": 10, "stem": "cifar", "resolution": 32}  # from the study's settings
     md = r0.card_md.read_text()
-    for text in ("proxy:naswot", "latency_ms", "abc123", "5.000 ms", "parity_b2", "s-trial1"):
+    for text in ("proxy:naswot", "latency_ms", "abc123", "5.000 ms", "parity_b2", "s-trial1", "Quality: ok"):
         assert text in md, text
     rb = export_trial(str(study_file), "s", baseline="v2_0.5x", fmt="json", out=tmp_path / "b.json")
     assert rb.spec == canonical_spec("v2_0.5x") and rb.card["study"]["baseline"] == "v2_0.5x"

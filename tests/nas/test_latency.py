@@ -29,7 +29,7 @@ from nas.measure import (LatencyCache, LatencyError, LatencyResult, LatencySetti
 from nas.study import METRIC_KEYS, latency_attrs, trial_row
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = dict(resolution=64, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.2)
+FAST = dict(resolution=64, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.2, retries=0)
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +176,10 @@ def test_result_attrs_are_the_study_contract():
     r = measure_latency("v2_0.5x", _fast(), cache=None)
     attrs = latency_attrs(r)
     assert set(attrs) == {"latency_ms", "latency_iqr_ms", "latency_runs", "latency_settings", "device_fingerprint",
-                          "fingerprint_id", "latency_cached"}
+                          "fingerprint_id", "latency_cached", "latency_quality", "latency_spread", "latency_attempts",
+                          "latency_measured_at", "latency_ref_ms", "latency_ref_ratio"}   # no start value: no drift
+    assert attrs["latency_quality"] in ("ok", "noisy") and attrs["latency_attempts"] == 1
+    assert attrs["latency_ref_ratio"] == pytest.approx(r.median_ms / r.ref_ms)
     assert json.loads(json.dumps(attrs)) == attrs
     import optuna
     trial = optuna.trial.create_trial(values=[0.5, r.median_ms], user_attrs=attrs)
@@ -198,7 +201,7 @@ def _fake_result(s: LatencySettings, fp: dict, median: float = 3.5) -> LatencyRe
 
 _OTHER = {"device": "cuda", "runtime": "onnxruntime", "threads": 2, "resolution": 96, "batch": 4, "num_classes": 10,
           "stem": "cifar", "warmup": 7, "warmup_seconds": 0.5, "min_runs": 4, "max_runs": 6, "max_seconds": 0.3,
-          "target_rel_iqr": 0.5}
+          "target_rel_iqr": 0.5, "retries": 3, "retry_wait_s": 0.5, "drift_control": False, "drift_tolerance": 0.2}
 
 
 def test_other_values_cover_every_setting():

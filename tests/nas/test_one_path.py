@@ -58,6 +58,7 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.05
+retries = 0   # no retries while noisy here (tests/nas/test_quality.py tests them)
 [sampler]
 name = "random"
 seed = 0
@@ -154,6 +155,7 @@ def _fake_measurements():
             self.iqr_ms, self.runs, self.cached = 0.01, 3, False
             self.settings, self.fingerprint = settings.to_dict(), {"cpu": "fake"}
             self.fingerprint_id = "fakefakefake"
+            self.quality, self.rel_iqr, self.attempts, self.measured_at, self.ref_ms = "ok", 0.01, 1, 0.0, None
 
     def proxies(spec, names, data, settings):
         cost = FakeCost(spec)
@@ -161,7 +163,7 @@ def _fake_measurements():
 
     return {"compute_proxies_timed": proxies,
             "profile": lambda spec, *a, **k: FakeCost(spec),
-            "measure_latency": lambda spec, settings, cache=None: FakeLatency(spec, settings)}
+            "measure_latency": lambda spec, settings, cache=None, reference_ms=None: FakeLatency(spec, settings)}
 
 
 def _config(max_params: int, trials: int, widths: list[int], seed: int):
@@ -170,7 +172,7 @@ def _config(max_params: int, trials: int, widths: list[int], seed: int):
         "space": {"families": ["v1", "v2"], "groups": [1, 2], "kernel": [3], "fragments": [1],
                   "depth": [[1, 2], [1, 1], [1, 1]], "first_width": [24, 24], "growth": [2.0],
                   "final_channels": widths},
-        "latency": {"resolution": 32, "num_classes": 10},
+        "latency": {"resolution": 32, "num_classes": 10, "drift_control": False},
         "sampler": {"name": "random", "seed": seed},
         "constraints": {"max_params": max_params}})
 

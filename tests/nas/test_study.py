@@ -42,6 +42,7 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.2
+retries = 0   # no retries while noisy here (tests/nas/test_quality.py tests them)
 [sampler]
 name = "nsga2"
 population_size = 2
@@ -108,7 +109,8 @@ def small_config(**changes):
     doc = {"name": "s", "trials": 4, "baselines": ["v2_0.5x", "v1_g3_0.5x"],
            "space": {"families": ["v1", "v2"], "groups": [1, 2], "depth": [[1, 2], [1, 2], [1, 1]],
                      "first_width": [16, 64], "growth": [2.0]},
-           "latency": {"resolution": 64}, "sampler": {"name": "nsga2", "population_size": 2}}
+           "latency": {"resolution": 64, "drift_control": False},   # synthetic latencies: no reference
+           "sampler": {"name": "nsga2", "population_size": 2}}
     for key, value in changes.items():
         doc[key] = value
     return config_from_dict(doc)

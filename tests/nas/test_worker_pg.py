@@ -58,6 +58,7 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.05
+retries = 0   # no retries while noisy here (tests/nas/test_quality.py tests them)
 
 [sampler]
 name = "random"
