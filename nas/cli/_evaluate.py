@@ -53,8 +53,14 @@ def _run(args: argparse.Namespace) -> int:
           f"{doc['fragments']}   element-wise ops {doc['elementwise_ops']}")
     if args.latency:
         s = doc["latency_settings"]
+        when = f" {doc['latency_measured_at']}" if doc.get("latency_measured_at") else ""
         print(f"  latency {doc['latency_ms']:.3f} ms median, IQR {doc['latency_iqr_ms']:.3f} ms, "
-              f"{doc['latency_runs']} runs{' (cached)' if doc['latency_cached'] else ''}")
+              f"{doc['latency_runs']} runs{f' (cached, measured{when})' if doc['latency_cached'] else ''}; quality "
+              f"{doc.get('latency_quality')}" + (f" after {doc['latency_attempts']} attempts"
+                                                 if (doc.get('latency_attempts') or 1) > 1 else ""))
+        if doc.get("latency_quality") not in (None, "ok"):
+            print("  the host was not quiet while this was measured: `shufflenas doctor` says why; --no-cache "
+                  "measures again")
         print(f"  on {s['device']}/{s['runtime']}, {s['threads']} thread(s), {s['batch']}x3x{s['resolution']}"
               f"x{s['resolution']}; device {doc['fingerprint_id']}")
     return 0

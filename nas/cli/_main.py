@@ -15,13 +15,14 @@ from typing import Sequence
 from search_space import SpaceError, SpecError
 
 from nas._errors import NasError
-from nas.cli import _bank, _dashboard, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
+from nas.cli import _bank, _dashboard, _doctor, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
 from nas.cli._command import Command
 
 _COMMANDS: tuple[Command, ...] = (
     *_foundation.COMMANDS,      # baselines, sample, profile
     *_dashboard.COMMANDS,       # dashboard
     *_evaluate.COMMANDS,        # evaluate
+    *_doctor.COMMANDS,          # doctor
     *_export.COMMANDS,          # export
     *_guidelines.COMMANDS,      # guidelines
     *_proxy.COMMANDS,           # validate-proxy

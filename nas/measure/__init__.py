@@ -37,6 +37,8 @@ _EXPORTS = {
     "reference_settings": "nas.measure._latency",
     "REFERENCE_SPEC": "nas.measure._latency",
     "QUALITIES": "nas.measure._quality",
+    "HostReport": "nas.measure._doctor",
+    "check_host": "nas.measure._doctor",
     "verdict": "nas.measure._quality",
     "drift_of": "nas.measure._quality",
     "cache_key": "nas.measure._cache",
