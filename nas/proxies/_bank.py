@@ -719,7 +719,8 @@ def read_bank_proxies(path: str | os.PathLike, settings_key: Mapping[str, Any] |
 
 # ---- planning a bank -----------------------------------------------------------------------------
 
-POOL_LATENCY = dict(warmup=2, warmup_seconds=0.1, min_runs=5, max_runs=15, max_seconds=0.6, target_rel_iqr=0.05)
+POOL_LATENCY = dict(warmup=2, warmup_seconds=0.1, min_runs=5, max_runs=15, max_seconds=0.6, target_rel_iqr=0.05,
+                    retries=0, drift_control=False)   # timed once: a ranking for the selection, not a verdict
 
 
 def make_plan(space: SearchSpace, name: str, *, archs: int = 64, pool: int = 500, bins: int = 8,

@@ -185,22 +185,32 @@ def test_quality_reaches_trials_pareto_json_and_the_next_study_through_the_cache
 
 
 def test_end_of_launch_remeasurement_changes_the_dominated_count(tmp_path):
-    """The baseline v2_0.5x is measured while three busy processes share its CPU (its latency
-    inflated about fourfold); the only searched architecture, a V2 2.0x (more parameters, truly
-    slower than v2_0.5x), is measured on the quiet host and so "dominates" the inflated baseline.
-    Re-measured side by side at the end, it no longer does."""
+    """The baseline v2_0.5x is measured while seven busy processes share its CPU (its latency
+    inflated about eightfold); the only searched architecture, a V2 2.0x (more parameters, two to
+    three times slower than v2_0.5x), is measured on the quiet host and so "dominates" the inflated
+    baseline. Re-measured side by side at the end, it no longer does."""
     space = {"families": ["v2"], "groups": [1], "bottleneck": [1.0], "split": [0.5], "kernel": [3],
              "fragments": [1], "layouts": ["series"], "depth": [[4, 4], [8, 8], [4, 4]], "first_width": [244, 244],
              "growth": [2.0], "final_channels": [2048]}
     cfg = config_from_dict({"name": "r", "trials": 1, "baselines": ["v2_0.5x"], "space": space,
                             "proxy": {"name": "params"}, "sampler": {"name": "random"},
-                            "latency": {"resolution": 128, "warmup": 1, "warmup_seconds": 0.0, "min_runs": 5,
+                            "latency": {"resolution": 160, "warmup": 1, "warmup_seconds": 0.0, "min_runs": 5,
                                         "max_runs": 10, "max_seconds": 0.2, "retries": 0, "drift_control": False}})
     storage = open_storage(parse_storage(str(tmp_path / "r.journal")))
-    evaluator = Evaluator(cfg, latency_cache=None)
+
+    class SlowedFirst(Evaluator):
+        slowed = True
+
+        def latency_phase(self, part):   # the busy processes only while the baseline's latency is timed
+            if not self.slowed:
+                return super().latency_phase(part)
+            with busy_cpu(7):
+                return super().latency_phase(part)
+
+    evaluator = SlowedFirst(cfg, latency_cache=None)
     study = open_study(cfg, storage, evaluator=evaluator)
-    with busy_cpu(3):
-        ensure_baselines(study, cfg, evaluator)
+    ensure_baselines(study, cfg, evaluator)
+    evaluator.slowed = False
     run_trials(study, cfg, evaluator)
     first = front_summary(study_data(study))
     assert first["baselines_dominated"] == ["v2_0.5x"] and first["verdict_on"] == "first measurement"
