@@ -10,8 +10,8 @@ import sys
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
-from nas.study import (Evaluator, Progress, front_summary, verified_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
-                       study_data)
+from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
+                       study_data, verdict_lines, verified_summary)
 
 # ---- launch ---------------------------------------------------------------------------------------
 
@@ -40,7 +40,8 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
 def _run_launch(args: argparse.Namespace) -> int:
     if args.workers != 1:
         return launch_workers(args.study_file, args.workers, storage=args.storage, study_name=args.study_name,
-                              trials=args.trials, data_dir=args.data_dir, threads=args.threads)
+                              trials=args.trials, data_dir=args.data_dir, threads=args.threads,
+                              remeasure_end=not args.no_remeasure)
     config = load_study_config(args.study_file)
     if args.trials is not None:
         config = config.replace(trials=args.trials)
@@ -140,6 +141,14 @@ def _run_pareto(args: argparse.Namespace) -> int:
           f"point {[_num(v) for v in summary['reference_point'] or []]} from {summary['reference_from']})")
     for line in verdict_lines(summary)[1:]:
         print(line)
+    ref = summary.get("latency_reference")
+    if ref and ref["points"]:
+        when = f" (trial {ref['max_trial']})" if ref["max_trial"] is not None else ""
+        print(f"reference network (drift control): {_num(ref['start_ms'])} ms at the start; over {ref['points']} "
+              f"measurements median {_num(ref['median_ms'])} ms, slowest {_num(ref['max_ms'])} ms{when}; "
+              f"{ref['away']} more than {ref['tolerance']:.0%} away"
+              + (f" (host busy or quieter: trials {', '.join(str(t) for t in ref['away_trials'][:10] if t is not None)})"
+                 if ref["away"] else ""))
     if summary["n_noisy"]:
         print("~ noisy: spread above target_rel_iqr after every retry; ! drift: the reference network ran more "
               "than drift_tolerance from the study's start value; 'again': the end-of-launch re-measurement")
@@ -153,30 +162,6 @@ def _run_pareto(args: argparse.Namespace) -> int:
             print(f"  #{v['number']}: {v['acc_reference']:.2f}% reference accuracy at {_num(v['latency_ms'])} ms "
                   f"(seeds {', '.join(f'{a:.2f}' for a in v['acc_reference_seeds'])})")
     return 0
-
-
-def verdict_lines(summary: dict, report=None) -> list[str]:
-    """What the baselines-dominated verdict rests on, in words: the re-measurement (how far the
-    values moved), the count on first values beside it, and each domination that rests on a noisy
-    measurement ("trial 12 dominates v2_1.0x, but v2_1.0x was noisy")."""
-    lines = []
-    dom, first, n = summary["baselines_dominated"], summary["baselines_dominated_first"], summary["n_baselines"]
-    if report is not None:
-        moved = report.moved_max
-        big = f"; most: {moved['label']} {moved['moved']:+.0%}" if moved else ""
-        med = summary.get("remeasured_moved_median")
-        lines.append(f"re-measured {len(report.entries)} baselines and front members in {report.seconds:.0f} s"
-                     + (f": median |change| {med:.1%}{big}" if med is not None else "")
-                     + (f"; {len(report.failed)} could not be re-measured" if report.failed else ""))
-    on = summary["verdict_on"]
-    lines.append(f"baselines dominated: {len(dom)}/{n} on {on} latencies" + (f" ({', '.join(dom)})" if dom else "")
-                 + (f"; {len(first)}/{n} on the first measurements" if on != "first measurement" else ""))
-    for r in summary["front"]:
-        for d in r.get("dominations_on_noise") or []:
-            who = " and ".join(f"trial {r['number']}" if w == "trial" else d["baseline"] for w in d["noisy"])
-            lines.append(f"  trial {r['number']} dominates {d['baseline']}, but {who} "
-                         f"{'were' if len(d['noisy']) > 1 else 'was'} noisy")
-    return lines
 
 
 def _quality_mark(quality: object) -> str:

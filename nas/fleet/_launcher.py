@@ -25,7 +25,7 @@ from nas.fleet._join import open_worker_storage
 from nas.fleet._loop import WorkerError
 from nas.fleet._lost import fail_trial, requeue_once, worker_id
 from nas.fleet._storage import parse_storage
-from nas.study import load_study_config, quiet_optuna
+from nas.study import Evaluator, Progress, load_study_config, quiet_optuna, remeasure, verdict_lines
 from nas.study._schema import SYS_WORKER
 
 STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a password off command lines
@@ -33,12 +33,13 @@ STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a pass
 
 def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str | None = None,
                    study_name: str | None = None, trials: int | None = None, data_dir: str | None = None,
-                   threads: int | None = None) -> int:
+                   threads: int | None = None, remeasure_end: bool = True) -> int:
     """Run ``workers`` worker processes of ``study_file``'s study on this host against ``storage``
     (a journal file path, ``sqlite:///PATH`` or a database URL; default the journal beside the
     study file) until the study holds ``trials`` (default the study file's) finished searched
     trials. Returns 0 when the study is complete, 130 when interrupted, else 1 (2 when a worker
-    reported a user error)."""
+    reported a user error). Once the study is complete (and with ``remeasure_end``) this process
+    re-measures its baselines and front, as ``launch`` does in one process."""
     k = int(workers)
     if k < 1 or k > 256:
         raise WorkerError(f"workers: got {k}; expected 1..256 worker processes", param="workers")
@@ -85,14 +86,27 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
     if 0 in codes.values() and len(lost) == len(bad):
         # A worker ends with 0 only once the study is complete; the lost ones' trials were re-queued.
         note = f" ({len(lost)} lost on the way, their trials re-queued)" if lost else ""
-        print(f"launch: {k} workers done{note}; see the front: shufflenas pareto --storage {location} "
-              f"--study {name}", file=sys.stderr)
+        print(f"launch: {k} workers done{note}", file=sys.stderr)
+        if remeasure_end:
+            _remeasure_at_end(config, opened, name, data_dir=data_dir, threads=threads)
+        print(f"see the front: shufflenas pareto --storage {location} --study {name}", file=sys.stderr)
         return 0
     if all(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in bad):
         print("launch: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     print(f"launch: {len(bad)} of {k} workers failed (exit codes {sorted(set(bad))})", file=sys.stderr)
     return 2 if 2 in bad else 1
+
+
+def _remeasure_at_end(config: Any, storage: Any, name: str, *, data_dir: str | None, threads: int | None) -> None:
+    """The baselines and the front measured again, interleaved, as ``launch`` ends (one process: the
+    workers have gone)."""
+    evaluator = Evaluator(config, data_dir=data_dir, threads=threads)
+    with quiet_optuna():
+        study = optuna.load_study(study_name=name, storage=storage)
+        report = remeasure(study, evaluator, on_done=Progress(config.objective_names, bar=False).remeasured)
+    for line in verdict_lines(report.summary, report):
+        print(line, file=sys.stderr)
 
 
 def _recover_dead_worker(storage: Any, study_name: str, owner: str, code: int) -> None:

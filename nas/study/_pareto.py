@@ -279,11 +279,30 @@ def front_summary(data: Mapping[str, Any]) -> dict[str, Any]:
         "n_noisy_baselines": sum(1 for b in baselines.values() if is_noisy(b.get("latency_quality"))),
         "n_cached": sum(1 for r in complete if r.get("latency_cached")),
         "n_complete": len(complete),
+        "latency_reference": reference_summary(meta),
         "hypervolume": hv,
         "baseline_hypervolume": base_hv,
         "reference_point": ref,
         "reference_from": ref_from,
     }
+
+
+def reference_summary(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The reference network over the study (drift control): its start value, the median and the
+    worst of its series, and the trials measured while it ran more than the tolerance away from
+    the start (when the host was busy). ``None`` without drift control."""
+    start = meta.get("latency_reference")
+    if not isinstance(start, Mapping) or not isinstance(start.get("ms"), (int, float)) or start["ms"] <= 0:
+        return None
+    series = [p for p in meta.get("latency_reference_series") or []
+              if isinstance(p, (list, tuple)) and len(p) == 3 and isinstance(p[2], (int, float))]
+    tol = start.get("tolerance") or (meta.get("latency_settings") or {}).get("drift_tolerance", 0.10)
+    away = [p for p in series if abs(p[2] / start["ms"] - 1) > tol]
+    worst = max(series, key=lambda p: p[2]) if series else None
+    return {"start_ms": start["ms"], "start_at": start.get("at"), "points": len(series),
+            "median_ms": _median([p[2] for p in series]), "max_ms": worst[2] if worst else None,
+            "max_trial": worst[1] if worst else None, "max_at": worst[0] if worst else None, "tolerance": tol,
+            "away": len(away), "away_trials": [p[1] for p in away][:50]}
 
 
 def _median(values: Sequence[float]) -> float | None:

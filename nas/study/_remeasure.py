@@ -101,3 +101,27 @@ def remeasure(study: optuna.Study, evaluator: Evaluator, *,
     report.summary = front_summary(study_data(study))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def verdict_lines(summary: Mapping[str, Any], report: RemeasureReport | None = None) -> list[str]:
+    """What the baselines-dominated verdict rests on, in words: the re-measurement (how far the
+    values moved), the count on first values beside it, and each domination that rests on a noisy
+    measurement ("trial 12 dominates v2_1.0x, but v2_1.0x was noisy")."""
+    lines = []
+    dom, first, n = summary["baselines_dominated"], summary["baselines_dominated_first"], summary["n_baselines"]
+    if report is not None:
+        moved = report.moved_max
+        big = f"; most: {moved['label']} {moved['moved']:+.0%}" if moved else ""
+        med = summary.get("remeasured_moved_median")
+        lines.append(f"re-measured {len(report.entries)} baselines and front members in {report.seconds:.0f} s"
+                     + (f": median |change| {med:.1%}{big}" if med is not None else "")
+                     + (f"; {len(report.failed)} could not be re-measured" if report.failed else ""))
+    on = summary["verdict_on"]
+    lines.append(f"baselines dominated: {len(dom)}/{n} on {on} latencies" + (f" ({', '.join(dom)})" if dom else "")
+                 + (f"; {len(first)}/{n} on the first measurements" if on != "first measurement" else ""))
+    for r in summary["front"]:
+        for d in r.get("dominations_on_noise") or []:
+            who = " and ".join(f"trial {r['number']}" if w == "trial" else d["baseline"] for w in d["noisy"])
+            lines.append(f"  trial {r['number']} dominates {d['baseline']}, but {who} "
+                         f"{'were' if len(d['noisy']) > 1 else 'was'} noisy")
+    return lines

@@ -28,7 +28,8 @@ from nas.fleet import open_storage, parse_storage
 from nas.measure import LatencyCache, LatencySettings, measure_latency, verdict
 from nas.measure._quality import with_retries
 from nas.study import (REFERENCE_SERIES_CAP, Evaluation, Evaluator, config_from_dict, ensure_baselines,
-                       front_summary, latency_quality, open_study, remeasure, run_trials, study_data)
+                       front_summary, latency_quality, open_study, remeasure, run_trials, study_data,
+                       verdict_lines)
 from nas.study._runner import latency_note
 
 SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nprint('ready', flush=True)\nwhile True: pass"
@@ -238,7 +239,6 @@ def test_a_domination_on_a_noisy_measurement_is_reported_as_such():
     data["rows"][0]["latency_remeasured"] = {"ms": 9.1, "quality": "ok"}
     s = front_summary(data)
     assert s["baselines_dominated"] == [] and s["baselines_dominated_first"] == ["v2_1.0x"]
-    from nas.cli._study import verdict_lines
     data["rows"][0]["latency_remeasured"] = None
     assert any("dominates v2_1.0x, but v2_1.0x was noisy" in line for line in verdict_lines(front_summary(data)))
 
