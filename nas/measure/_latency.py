@@ -21,6 +21,16 @@ host never overlap:
    ("budget"), or at ``max_runs`` ("max_runs"). A noisy host therefore gets more runs (a better
    median) up to the budget; a quiet one stops early.
 5. Report the median, the IQR (75th - 25th percentile, linear interpolation) and the run count.
+6. Drift control (``drift_control``, on by default): a fixed small reference network
+   (:data:`REFERENCE_SPEC` at 96x96, in the same runtime, threads and device) is warmed up beside the
+   architecture and timed once after every timed run of it; its median is reported too
+   (``ref_ms``), and judged against the reference's value at the start of the study when one is
+   given (``ref_drift``).
+7. Quality (:mod:`nas.measure._quality`): an attempt whose spread is still above
+   ``target_rel_iqr`` when it stops ("noisy"), or whose reference is more than ``drift_tolerance``
+   from the start value ("drift"), is measured again up to ``retries`` times, ``retry_wait_s``
+   apart, with the lock released in between; the first ok attempt is kept, else the least bad one
+   with its flag (:func:`time_with_retries`, used by :func:`measure_latency`).
 
 Cache (:class:`LatencyCache`): one SQLite file (safe for several processes), one row per
 ``(spec content hash, every setting, device fingerprint id, protocol version)``. A changed setting,
