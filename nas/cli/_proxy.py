@@ -87,8 +87,9 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command("validate-proxy", "check accuracy proxies against short training: Kendall tau / Spearman rho of every "
-            "proxy, the noise ceiling between seeds, the standard error of tau", _add_validate, _run_validate,
+    Command("validate-proxy", "quick look: accuracy proxies against a short training protocol of your choosing "
+            "(Kendall tau / Spearman rho, the noise ceiling between seeds, the standard error of tau); the reference "
+            "accuracy is `bank` (same training loop)", _add_validate, _run_validate,
             flags={"archs": "--archs", "seeds": "--seeds", "second_seed_fraction": "--second-seed-fraction",
                    "sample_seed": "--sample-seed", "proxies": "--proxies", "ensemble": "--ensemble",
                    "jobs": "--jobs"}),

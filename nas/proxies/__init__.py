@@ -53,6 +53,7 @@ _EXPORTS = {
     "load_bank": "nas.proxies._bank",
     "resolve_bank_path": "nas.proxies._bank",
     "run_trainings": "nas.proxies._bank",
+    "train_inline": "nas.proxies._bank",
     "compute_bank_proxies": "nas.proxies._validate",
     "TrainSettings": "nas.proxies._train",
     "read_bank_proxies": "nas.proxies._bank",

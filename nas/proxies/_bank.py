@@ -419,12 +419,15 @@ def _init_worker(data_dir: str, threads: int) -> None:
 
 def _train_one(spec_doc: dict, settings_doc: dict, device: str) -> dict[str, Any]:
     spec = ArchSpec.from_dict(spec_doc)
-    settings = TrainSettings.from_dict(settings_doc)
-    r = train_short(spec, _WORKER["data"], settings, device=device)
+    return _train_record(spec, TrainSettings.from_dict(settings_doc), _WORKER["data"], device, _WORKER["threads"])
+
+
+def _train_record(spec: ArchSpec, settings: TrainSettings, data: Any, device: str, threads: int) -> dict[str, Any]:
+    r = train_short(spec, data, settings, device=device)
     return {"accuracy": r.accuracy, "train_loss": r.train_loss, "loss_last_half": r.loss_last_half,
             "loss_curve": list(r.loss_curve), "steps": r.steps, "images_seen": r.images_seen,
             "eval_images": r.eval_images, "seconds": r.seconds, "device": r.device,
-            "threads": _WORKER["threads"], "memory_format": r.memory_format}
+            "threads": threads, "memory_format": r.memory_format}
 
 
 def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]], protocol: Protocol | None = None,
@@ -485,6 +488,15 @@ def run_trainings(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol
                 finished += 1
             submit()
     return finished
+
+
+def train_inline(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol, data: Any, *, device: str = "cpu",
+                 on_result: Callable[[Any, ArchSpec, int, dict[str, Any]], None]) -> int:
+    """:func:`run_trainings` in this process, on already loaded ``data`` (torch's thread count as set)."""
+    for tag, spec, seed in items:
+        on_result(tag, spec, seed, _train_record(spec, protocol.settings.replace(seed=seed), data, device,
+                                                 torch.get_num_threads()))
+    return len(items)
 
 
 def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, data_dir: str | os.PathLike, *,

@@ -23,11 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -37,12 +35,12 @@ from tqdm import tqdm
 
 from search_space import ArchSpec, SearchSpace, sample_specs
 
-from nas.proxies._bank import PROXIES_FORMAT, VERSION, append_result, read_bank_proxies, read_plan, zero_cost_key
+from nas.proxies._bank import (PROXIES_FORMAT, VERSION, Protocol, append_result, read_bank_proxies, read_plan,
+                               run_trainings, train_inline, zero_cost_key)
 from nas.proxies._data import load_cifar10
 from nas.proxies._rank import kendall_tau_b, ranks, spearman_rho, tau_standard_error
 from nas.proxies._registry import BASELINES, ZERO_COST, ProxySettings, check_proxy_names, compute_proxies_timed
 from nas.proxies._results import RESULTS_FORMAT, ResultsFile, ValidationError, _Done, _index_records
-from nas.proxies._train import train_short
 
 DEFAULT_SCORED = ZERO_COST + BASELINES
 
@@ -149,40 +147,18 @@ def default_results_path(protocol: ValidationProtocol) -> Path:
 # ---- the work ------------------------------------------------------------------------------------
 
 
-def _arch_work(spec_doc: dict[str, Any], index: int, key: str, names: list[str], seeds: list[int],
-               settings_doc: dict[str, Any], data: Any = None, emit: Callable[[dict], None] | None = None
-               ) -> list[dict[str, Any]]:
-    """One architecture's missing proxies and training runs, as records (emitted one by one)."""
-    if data is None:
-        data = _WORKER["data"]
-    spec = ArchSpec.from_dict(spec_doc)
-    settings = ProxySettings.from_dict(settings_doc)
-    h = spec.content_hash()
-    out: list[dict[str, Any]] = []
-
-    def put(rec: dict[str, Any]) -> None:
-        out.append(rec)
-        if emit is not None:
-            emit(rec)
-
-    if names:
-        values, seconds = compute_proxies_timed(spec, names, data, settings)
-        put({"kind": "proxies", "key": key, "spec_hash": h, "index": index, "short": spec.short(),
-             "spec": spec.to_dict(), "values": values, "seconds": seconds, "device": str(settings.torch_device())})
-    for seed in seeds:
-        r = train_short(spec, data, settings.replace(seed=seed))
-        put({"kind": "train", "key": key, "spec_hash": h, "index": index, "seed": seed, "accuracy": r.accuracy,
-             "train_loss": r.train_loss, "steps": r.steps, "images_seen": r.images_seen,
-             "eval_images": r.eval_images, "seconds": r.seconds, "device": r.device})
-    return out
+def _proxy_record(spec: ArchSpec, index: int, key: str, names: list[str], data: Any,
+                  settings: ProxySettings) -> dict[str, Any]:
+    values, seconds = compute_proxies_timed(spec, names, data, settings)
+    return {"kind": "proxies", "key": key, "spec_hash": spec.content_hash(), "index": index, "short": spec.short(),
+            "spec": spec.to_dict(), "values": values, "seconds": seconds, "device": str(settings.torch_device())}
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(data_dir: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER["data"] = load_cifar10(data_dir)
+def _train_record(spec: ArchSpec, index: int, key: str, seed: int, out: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "train", "key": key, "spec_hash": spec.content_hash(), "index": index, "seed": seed,
+            "accuracy": out["accuracy"], "train_loss": out["train_loss"], "steps": out["steps"],
+            "images_seen": out["images_seen"], "eval_images": out["eval_images"], "seconds": out["seconds"],
+            "device": out["device"]}
 
 
 def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.PathLike | None = None, *,
@@ -190,9 +166,11 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
                      log: Callable[[str], None] | None = None, threads: int | None = None) -> dict[str, Any]:
     """Run (or resume) the protocol and return the report (see :func:`summarize`).
 
-    ``data`` is the loaded :class:`~nas.Cifar10`; with ``jobs`` > 1 the architectures are spread over
-    that many worker processes (each loads ``data_dir`` once and runs ``threads`` torch threads,
-    default: the CPU count divided by ``jobs``).
+    ``data`` is the loaded :class:`~nas.Cifar10`. The zero-cost proxies are computed in this process;
+    the training runs go through the bank's one training loop (:func:`nas.proxies.run_trainings`):
+    in this process with ``jobs`` = 1, else spread over that many worker processes (each loads
+    ``data_dir`` once and runs ``threads`` torch threads, default: the CPU count divided by ``jobs``).
+    Every finished unit is appended to the results file the moment it ends.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
         raise ValidationError(f"jobs: got {jobs!r}; expected an integer in [1, 64]", param="jobs")
@@ -204,57 +182,54 @@ def validate_proxies(protocol: ValidationProtocol, data: Any, results: str | os.
     done = _index_records(store.read(key))
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
-    todo = []
+    proxy_todo: list[tuple[int, ArchSpec, list[str]]] = []
+    train_todo: list[tuple[int, ArchSpec, int]] = []
     for i, spec in enumerate(specs):
         d = done.get(spec.content_hash(), _Done())
         names = [n for n in protocol.proxies if n not in d.proxies]
-        seeds = [s for s in protocol.seeds_for(i) if s not in d.train]
-        if names or seeds:
-            todo.append((i, spec, names, seeds))
-    skipped = len(specs) - len(todo)
+        if names:
+            proxy_todo.append((i, spec, names))
+        train_todo += [(i, spec, s) for s in protocol.seeds_for(i) if s not in d.train]
+    busy = {i for i, _, _ in proxy_todo} | {i for i, _, _ in train_todo}
     say(f"validate-proxy: {protocol.describe()}")
-    say(f"validate-proxy: results in {store.path} (protocol {key}); {skipped} of {len(specs)} architectures already "
-        f"done, {len(todo)} to run" + (f" on {jobs} workers" if jobs > 1 and todo else ""))
+    say(f"validate-proxy: results in {store.path} (protocol {key}); {len(specs) - len(busy)} of {len(specs)} "
+        f"architectures already done, {len(busy)} to run"
+        + (f" (training on {jobs} workers)" if jobs > 1 and train_todo else ""))
 
+    units = len(proxy_todo) + len(train_todo)
     bar = None
-    if progress and todo:
-        try:
-            bar = tqdm(total=len(todo), unit="arch", desc="validate-proxy", file=sys.stderr, dynamic_ncols=True)
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            bar = None
+    if progress and units:
+        bar = tqdm(total=units, unit="run", desc="validate-proxy", file=sys.stderr, dynamic_ncols=True)
     started = time.perf_counter()
 
-    def finished(i: int, recs: list[dict[str, Any]], seconds: float) -> None:
-        accs = [r["accuracy"] for r in recs if r["kind"] == "train"]
-        line = (f"[{i + 1}/{len(specs)}] {specs[i].content_hash()[:10]} "
-                + (f"acc {' / '.join(f'{a:.1f}' for a in accs)} % " if accs else "")
-                + f"in {seconds:.1f} s")
+    def finished(line: str, seconds: float) -> None:
         if bar is not None:
-            bar.set_postfix_str(f"{seconds:.1f} s/arch", refresh=False)
+            bar.set_postfix_str(f"{seconds:.1f} s/run", refresh=False)
             bar.update(1)
             bar.write(line)
         else:
             say(line)
 
-    settings_doc = protocol.settings.to_dict()
     try:
-        if jobs == 1 or len(todo) <= 1:
-            for i, spec, names, seeds in todo:
-                t0 = time.perf_counter()
-                recs = _arch_work(spec.to_dict(), i, key, names, seeds, settings_doc, data=data, emit=store.append)
-                finished(i, recs, time.perf_counter() - t0)
+        for i, spec, names in proxy_todo:
+            rec = _proxy_record(spec, i, key, names, data, protocol.settings)
+            store.append(rec)
+            seconds = sum(rec["seconds"].values())
+            finished(f"[{i + 1}/{len(specs)}] {spec.content_hash()[:10]} proxies in {seconds:.1f} s", seconds)
+
+        def on_result(index: int, spec: ArchSpec, seed: int, out: dict[str, Any]) -> None:
+            store.append(_train_record(spec, index, key, seed, out))
+            finished(f"[{index + 1}/{len(specs)}] {spec.content_hash()[:10]} seed {seed}: acc {out['accuracy']:.1f} % "
+                     f"in {out['seconds']:.1f} s", out["seconds"])
+
+        training = Protocol("validate-proxy", protocol.settings.training())
+        device = str(protocol.settings.torch_device())
+        if jobs == 1 or len(train_todo) <= 1:
+            train_inline(train_todo, training, data, device=device, on_result=on_result)
         else:
-            threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(str(data_dir), threads)) as pool:
-                futures = {pool.submit(_arch_work, spec.to_dict(), i, key, names, seeds, settings_doc):
-                           (i, time.perf_counter()) for i, spec, names, seeds in todo}
-                for fut in as_completed(futures):
-                    i, t0 = futures[fut]
-                    recs = fut.result()
-                    for rec in recs:
-                        store.append(rec)
-                    finished(i, recs, time.perf_counter() - t0)
+            run_trainings(train_todo, training, data_dir, jobs=jobs,
+                          threads=threads or max(1, (os.cpu_count() or 1) // jobs), device=device,
+                          on_result=on_result)
     finally:
         if bar is not None:
             bar.close()
