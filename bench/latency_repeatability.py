@@ -14,6 +14,9 @@ other core, in three protocol modes measured side by side (the order rotates fro
     python bench/latency_repeatability.py --load train              # a training job on the other core
     python bench/latency_repeatability.py --part A --load train --save /tmp/a.json   # one process only
     python bench/latency_repeatability.py --compare /tmp/a.json /tmp/b.json         # compare two saved
+    # short measuring calls: specs 0-9 and 10-19 in separate processes, then compare the halves joined
+    python bench/latency_repeatability.py --part A --specs 10 --first 10 --save /tmp/a2.json
+    python bench/latency_repeatability.py --compare /tmp/a1.json,/tmp/a2.json /tmp/b1.json,/tmp/b2.json
 
 Per mode: median of the per-spec ratios B/A, Kendall tau of the two rankings, worst |B/A - 1|, how
 many measurements were flagged (noisy / drift), tau over the specs both processes flagged ok, and
@@ -58,9 +61,28 @@ PROTOCOL = {"warmup": 2, "warmup_seconds": 0.2, "min_runs": 5, "max_runs": 50, "
             "target_rel_iqr": 0.03}
 
 
-def bench_specs(seed: int, n: int = N_SPECS) -> list[ArchSpec]:
-    sampled = sample_specs(SearchSpace(), max(0, n - len(BASELINES)), seed=seed)
-    return ([canonical_spec(b) for b in BASELINES] + [s.with_name(f"sample{seed}_{i}") for i, s in enumerate(sampled)])[:n]
+def bench_specs(seed: int, n: int = N_SPECS, first: int = 0) -> list[ArchSpec]:
+    """The baselines, then a seeded sample of the space: ``n`` specs from index ``first`` (a slice
+    of the same list whatever ``first`` is, so that slices measured apart join up)."""
+    sampled = sample_specs(SearchSpace(), max(0, first + n - len(BASELINES)), seed=seed)
+    every = [canonical_spec(b) for b in BASELINES] + [s.with_name(f"sample{seed}_{i}") for i, s in enumerate(sampled)]
+    return every[first:first + n]
+
+
+def join_parts(docs: list[dict]) -> dict:
+    """Parts of one process tag measured as slices (``--first``), in spec order, joined into one:
+    rows concatenated, each slice's calibration and load kept (``slices``)."""
+    docs = sorted(docs, key=lambda d: d.get("first", 0))
+    if len(docs) == 1:
+        return docs[0]
+    joined = dict(docs[0])
+    joined["rows"] = [r for d in docs for r in d["rows"]]
+    joined["calibration_s"] = statistics.mean(d["calibration_s"] for d in docs)
+    joined["load_after"] = docs[-1]["load_after"]
+    joined["elapsed_s"] = sum(d["elapsed_s"] for d in docs)
+    joined["slices"] = [{k: d.get(k) for k in ("first", "pid", "started", "elapsed_s", "load_before", "load_after",
+                                                "calibration_s", "reference_start_ms", "note")} for d in docs]
+    return joined
 
 
 def mode_settings(base: LatencySettings, mode: str) -> LatencySettings:
@@ -211,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", default="none", choices=("none", *KINDS), help="competing load on the other core")
     ap.add_argument("--part", choices=("A", "B"), help="run one measuring process only (with --save)")
     ap.add_argument("--save", type=Path, help="where --part writes its raw results")
-    ap.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two saved parts")
+    ap.add_argument("--first", type=int, default=0, help="with --part: start at this spec (slices join in --compare)")
+    ap.add_argument("--compare", nargs=2, metavar=("A.json[,A2.json]", "B.json[,B2.json]"),
+                    help="compare two saved parts (each side: one file, or slices joined with commas)")
     ap.add_argument("--note", default="", help="recorded with the results (e.g. 'under /work/bankwork/quiet.sh')")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
@@ -227,18 +251,18 @@ def main(argv: list[str] | None = None) -> int:
                                           "resolution": args.resolution, **PROTOCOL, "max_seconds": args.max_seconds,
                                           "retries": args.retries, "retry_wait_s": args.retry_wait})
     settings.validate()
-    specs = bench_specs(args.seed, args.specs)
+    specs = bench_specs(args.seed, args.specs, args.first)
     if args.part:
         if not args.save:
             ap.error("--part needs --save PATH")
         doc = run_part(args.part, specs, settings, modes, args.load)
-        doc.update({"settings": settings.to_dict(), "modes": modes, "note": args.note})
+        doc.update({"settings": settings.to_dict(), "modes": modes, "note": args.note, "first": args.first})
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.save}")
         return 0
     if args.compare:
-        a, b = (json.loads(p.read_text()) for p in args.compare)
+        a, b = (join_parts([json.loads(Path(p).read_text()) for p in side.split(",") if p]) for side in args.compare)
         if a["settings"] != b["settings"] or a["modes"] != b["modes"] or a.get("load") != b.get("load"):
             ap.error("--compare: the two parts were run with other settings, modes or loads")
         settings, modes = LatencySettings.from_dict(a["settings"]), a["modes"]

@@ -24,6 +24,7 @@ from nas.study import (ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_FINGERPRI
 
 from ._errors import DashboardError
 from ._figures import WEBGL_THRESHOLD, counts_text, figures
+from ._host import host_figure
 from ._verified import verified_figure
 from ._info import StudyInfo, _rows_and_meta, gather, latency_settings_text
 
@@ -120,6 +121,7 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
     figs = figures(info, webgl_threshold=webgl_threshold)
     if isinstance(data, Mapping) and "rows" in data:
         figs["verified"] = verified_figure(data)  # reference accuracy (shufflenas verify) vs latency
+        figs["host"] = host_figure(data)  # the reference network over the study: when the host was busy
     payload = {
         "version": data_version(data),
         "title": title or (f"shufflenas · {info.study_name}" if info.study_name else "shufflenas dashboard"),
@@ -231,6 +233,7 @@ _TEMPLATE = """<!DOCTYPE html>
     <div class="card"><div id="flops_latency" class="fig"></div></div>
     <div class="card"><div id="hypervolume" class="fig fig-small"></div></div>
     <div class="card"><div id="verified" class="fig"></div></div>
+    <div class="card"><div id="host" class="fig fig-small"></div></div>
     <div class="card meta-card" id="study-meta"></div>
     <details class="card failed" id="failed"></details>
   </section>
@@ -300,7 +303,7 @@ _APP_JS = r"""
 (function () {
   "use strict";
   const BOOT = window.SHUFFLENAS_BOOT;
-  const FIGS = ["pareto", "flops_latency", "hypervolume", "verified"];
+  const FIGS = ["pareto", "flops_latency", "hypervolume", "verified", "host"];
   const CONFIG = {responsive: true, displaylogo: false, scrollZoom: false,
                   toImageButtonOptions: {format: "png", scale: 2}};
   let payload = null;

@@ -98,6 +98,7 @@ _EXPORTS = {
     "feasible": "nas.study._pareto",
     "front_indices": "nas.study._pareto",
     "front_summary": "nas.study._pareto",
+    "reference_summary": "nas.study._pareto",
     "hypervolume": "nas.study._pareto",
     "pareto_front": "nas.study._pareto",
     "reference_point": "nas.study._pareto",

@@ -14,8 +14,8 @@ import sys
 import optuna
 import pytest
 
-from dashboards import (DashboardError, figures, flops_latency_figure, gather, hypervolume_figure, hypervolume_info,
-                        page_payload, pareto_figure, pareto_info, render_html, write_html)
+from dashboards import (DashboardError, figures, flops_latency_figure, gather, host_figure, host_points,
+                        hypervolume_figure, hypervolume_info, page_payload, pareto_figure, pareto_info, render_html, write_html)
 
 from nas.study import study_data
 
@@ -191,7 +191,7 @@ def test_page_is_self_contained_and_carries_every_trial(dash_data, storage_url, 
         assert t["export_command"] == (f"shufflenas export --storage {storage_url} --study {facts['study']} "
                                        f"--trial {n} --format onnx --out trial_{n}.onnx")
     assert [f["number"] for f in payload["failed"]] == [n for n, r in rows.items() if r["state"] == "FAIL"]
-    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume", "verified"}
+    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume", "verified", "host"}
     trials_trace = payload["figures"]["pareto"]["data"][0]  # hover texts are sent once, with the trials
     assert "hovertext" not in trials_trace and trials_trace["meta"] == {"hover_from_trials": True}
     assert all(f"trial {n}" in payload["trials"][str(n)]["hover"] for n in trials_trace["customdata"])
@@ -227,3 +227,22 @@ def test_dashboards_import_no_torch_and_only_torch_free_nas_modules(dash_data, t
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_host_figure_marks_the_trials_measured_while_the_reference_ran_away():
+    # plain study data as nas.study_data returns it: the reference network's start value and series
+    meta = {"latency_reference": {"ms": 2.0, "at": "2026-12-01T00:00:00Z"}, "latency_settings": {"drift_tolerance": 0.1},
+            "latency_reference_series": [[1796169000, 0, 2.05], [1796169010, 1, 2.9], [1796169020, 2, 1.95],
+                                         [1796169030, None, "junk"]]}
+    h = host_points({"meta": meta, "rows": []})
+    assert h["trial"] == [0, 1, 2] and h["away"] == [False, True, False]
+    assert h["summary"]["away_trials"] == [1] and h["when"][0].startswith("2026-")
+    fig = host_figure({"meta": meta, "rows": []})
+    (trace,) = fig.data
+    assert list(trace.customdata) == [0, 1, 2] and trace.marker.color[1] != trace.marker.color[0]
+    assert "1 of 3 measured while it was more than 10% away" in fig.layout.title.text
+    assert "+45% from the start" in trace.hovertext[1]
+    # no drift control: an empty figure that says so; the page carries the view either way
+    empty = host_figure({"meta": {}, "rows": []})
+    assert not empty.data and "without drift control" in empty.layout.annotations[0].text
+    assert "host" in page_payload({"meta": meta, "rows": []})["figures"]
