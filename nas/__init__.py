@@ -85,6 +85,8 @@ _EXPORTS = {
     "TargetDeviceError": "nas.study",
     "StudyMismatchError": "nas.study",
     "evaluate_spec": "nas.study",
+    "enqueue_warm_start": "nas.study",
+    "warm_start_configs": "nas.study",
     "open_storage": "nas.fleet",
     "parse_storage": "nas.fleet",
     "StorageError": "nas.fleet",

@@ -1,6 +1,7 @@
 """Architecture specs and the search space (plain data; never imports torch)."""
 
-from ._space import SearchSpace, SpaceError, build_spec, iter_samples, param_names, sample_specs, suggest
+from ._space import (SearchSpace, SpaceError, build_spec, iter_samples, param_names, params_of, sample_specs,
+                     suggest)
 from ._spec import (
     FAMILIES,
     LAYOUTS,
@@ -17,6 +18,6 @@ from ._toml import load_space
 
 __all__ = [
     "FAMILIES", "LAYOUTS", "SCHEMA_VERSION", "ArchSpec", "SearchSpace", "SpaceError", "SpecError",
-    "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec", "iter_samples", "load_space", "param_names",
+    "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec", "iter_samples", "load_space", "param_names", "params_of",
     "round_to_multiple", "sample_specs", "suggest",
 ]

@@ -282,6 +282,89 @@ def iter_samples(space: SearchSpace, seed: int = 0) -> Iterator[tuple[dict[str, 
         yield chooser.params, spec
 
 
+class _FixedChooser:
+    """Takes every choice from a dict of parameter values (what ``optuna.trial.FixedTrial`` does)."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = params
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self.params[name]
+        if value not in choices:
+            raise SpaceError(f"{name}: {value!r} is not among the space's choices {list(choices)}")
+        return value
+
+    def integer(self, name: str, low: int, high: int, log: bool = False) -> int:
+        value = self.params[name]
+        if not low <= value <= high:
+            raise SpaceError(f"{name}: {value!r} is outside the space's range [{low}, {high}]")
+        return value
+
+
+def params_of(spec: ArchSpec, space: SearchSpace) -> dict[str, Any]:
+    """The parameter values that :func:`suggest` decodes to exactly ``spec`` in ``space`` (the
+    inverse of :func:`suggest`: ``suggest(optuna.trial.FixedTrial(params_of(spec, space)), space)``
+    has ``spec``'s content hash), or :class:`SpaceError` naming every knob of ``spec`` the space
+    cannot express (a stem width the space does not search, a value outside a knob's choices, a
+    per-unit override, widths the space's rounding does not reach)."""
+    why: list[str] = []
+    if spec.stem_channels != space.stem_channels:
+        why.append(f"stem {spec.stem_channels} channels (the space fixes stem_channels = {space.stem_channels})")
+    if len(spec.stages) != space.num_stages:
+        raise SpaceError(f"{spec.name or 'spec'}: {len(spec.stages)} stages; the space has {space.num_stages}")
+    base: dict[str, Any] = {}
+    for s, stage in enumerate(spec.stages):
+        u = stage.unit
+        if stage.per_unit:
+            why.append(f"stage {s}: per-unit overrides (the space gives a stage one unit choice)")
+        for key, value, choices in (("family", u.family, space.families), ("groups", u.groups, space.groups),
+                                    ("bottleneck", u.bottleneck, space.bottleneck), ("kernel", u.kernel, space.kernel),
+                                    ("fragments", u.fragments, space.fragments)):
+            if value not in choices:
+                why.append(f"stage {s}: {key} {value} (the space: {list(choices)})")
+            base[f"s{s}_{key}"] = value
+        # knobs without meaning for this unit (c'/c of V1, the layout of one fragment) take any choice
+        if u.family == "v2" and u.split not in space.split:
+            why.append(f"stage {s}: split {u.split} (the space: {list(space.split)})")
+        base[f"s{s}_split"] = u.split if u.split in space.split else space.split[0]
+        if u.fragments > 1 and u.layout not in space.layouts:
+            why.append(f"stage {s}: layout {u.layout!r} (the space: {list(space.layouts)})")
+        base[f"s{s}_layout"] = u.layout if u.layout in space.layouts else space.layouts[0]
+        lo, hi = space.depth[s]
+        if not lo <= stage.depth <= hi:
+            why.append(f"stage {s}: depth {stage.depth} (the space: {lo}..{hi})")
+        base[f"s{s}_depth"] = stage.depth
+    first = spec.stages[0].width
+    if not space.first_width[0] <= first <= space.first_width[1]:
+        why.append(f"first width {first} (the space: {space.first_width[0]}..{space.first_width[1]})")
+    base["first_width"] = first
+    if spec.final_channels not in space.final_channels:
+        why.append(f"final conv {spec.final_channels} (the space: {list(space.final_channels)})")
+    base["final_channels"] = spec.final_channels
+    if not why:
+        want = spec.content_hash()
+        growth_choices = [space.growth] * (space.num_stages - 1)
+        ratios = [spec.stages[s].width / spec.stages[s - 1].width for s in range(1, space.num_stages)]
+        # the closest growth first; every combination is tried, since rounding moves widths
+        ordered = [sorted(c, key=lambda g, r=r: abs(g - r)) for c, r in zip(growth_choices, ratios)]
+        for combo in _product(ordered):
+            params = {**base, **{f"s{s + 1}_growth": g for s, g in enumerate(combo)}}
+            if _decode(space, _FixedChooser(params)).content_hash() == want:
+                return {name: params[name] for name in param_names(space)}
+        why.append(f"widths {[st.width for st in spec.stages]} (no growth among {list(space.growth)} reaches them "
+                   f"through the space's width rounding)")
+    raise SpaceError(f"{spec.name or 'spec'} is not in the space: {'; '.join(why)}")
+
+
+def _product(choices: Sequence[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+    if not choices:
+        yield ()
+        return
+    for first in choices[0]:
+        for rest in _product(choices[1:]):
+            yield (first, *rest)
+
+
 def param_names(space: SearchSpace) -> list[str]:
     """The Optuna parameter names :func:`suggest` asks for, in order."""
     names = []

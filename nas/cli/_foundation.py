@@ -5,31 +5,51 @@ from __future__ import annotations
 import argparse
 import json
 
-from search_space import load_space, sample_specs
+from search_space import SearchSpace, load_space, sample_specs
 
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._spec_arg import load_spec_arg
 from nas.measure import canonical_costs, profile
+from nas.study import warm_start_configs
 
 
 def _add_baselines(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=["v1", "v2"], help="only this family")
+    p.add_argument("--space", metavar="STUDY.toml|default",
+                   help="also say which configs this study file's [space] (or the default space) expresses "
+                        "exactly, i.e. what its warm start enqueues, and why the others are not in it")
     p.add_argument("--json", action="store_true", help="print a JSON list (keys documented in README)")
 
 
 def _run_baselines(args: argparse.Namespace) -> int:
     rows = canonical_costs(args.family)
+    if args.space:
+        space = SearchSpace() if args.space == "default" else load_space(args.space)
+        warm = warm_start_configs(space)
+        for r in rows:
+            r["in_space"] = r["name"] in warm.expressed
+            if not r["in_space"]:
+                r["not_in_space"] = warm.not_expressed[r["name"]]
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'name':14s} {'params':>10s} {'MFLOPs':>8s} {'paper':>6s} {'diff':>7s} {'MAC(M)':>8s}")
+    print(f"{'name':14s} {'params':>10s} {'MFLOPs':>8s} {'paper':>6s} {'diff':>7s} {'MAC(M)':>8s}"
+          + ("  in space" if args.space else ""))
     for r in rows:
         paper = r["paper_mflops"]
         diff = f"{(r['mflops'] / paper - 1) * 100:+.1f}%" if paper else ""
-        print(f"{r['name']:14s} {r['params']:10,d} {r['mflops']:8.1f} {paper or '':>6} {diff:>7s} {r['mmac']:8.2f}")
+        where = ""
+        if args.space:
+            where = "  yes (warm start)" if r["in_space"] else f"  no: {r['not_in_space']}"
+        print(f"{r['name']:14s} {r['params']:10,d} {r['mflops']:8.1f} {paper or '':>6} {diff:>7s} {r['mmac']:8.2f}"
+              + where)
     print("224x224 input, 1,000 classes; MFLOPs = conv+linear multiply-adds / 1e6; MAC = memory access cost "
           "(elements read + written) / 1e6")
+    if args.space:
+        n = sum(r["in_space"] for r in rows)
+        print(f"{n} of {len(rows)} in the space {args.space!r}: a study on it with warm_start = true (the default) "
+              f"enqueues them as its first searched trials")
     return 0
 
 

@@ -62,6 +62,10 @@ def _run_launch(args: argparse.Namespace) -> int:
         summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress,
                          remeasure_end=not args.no_remeasure)
     b = summary.baselines
+    if summary.warm_started:
+        print(f"warm start: {len(summary.warm_started)} canonical configs of the space enqueued as the first "
+              f"searched trials ({', '.join(summary.warm_started)}; `shufflenas baselines --space "
+              f"{args.study_file}` says which the space cannot express and why)", file=sys.stderr)
     print(f"baselines: {len(b.added)} evaluated, {len(b.present)} already in the study"
           + (f", {len(b.failed)} failed ({'; '.join(f'{k}: {v}' for k, v in b.failed.items())})" if b.failed else ""),
           file=sys.stderr)

@@ -6,6 +6,7 @@ runs in one process) with this host's quiet-host locks around its two phases.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
@@ -24,7 +25,8 @@ from nas.fleet._loop import HANDOFF, TrialFailed, Worker, WorkerError
 from nas.fleet._lost import worker_id
 from nas.fleet._rdb import write_user_attrs
 from nas.measure import computing_on_host, lock_path, measuring_on_host
-from nas.study import Evaluator, StudyConfig, check_target_device, is_baseline, make_sampler, open_study
+from nas.study import (Evaluator, StudyConfig, check_target_device, enqueue_warm_start, is_baseline, make_sampler,
+                       open_study)
 from nas.study._schema import (ATTR_BASELINE, ATTR_TIME_PROXY_PART, ATTR_TIME_TRIAL, STUDY_CONFIG,
                                STUDY_TARGET_FINGERPRINT, SYS_LATENCY_PENDING)
 
@@ -109,6 +111,7 @@ class WorkerSetup:
     created: bool
     baselines_enqueued: list[str]
     target_fingerprint: dict[str, Any] | None
+    warm_started: list[str] = dataclasses.field(default_factory=list)   # warm-start trials enqueued
 
 
 def _study_attrs_of(storage: Any, name: str) -> dict[str, Any] | None:
@@ -133,7 +136,8 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     is refused); settle the target device (a worker that measures latency on a study without one
     records its own fingerprint as the target; on a study whose target is another device it refuses
     with both fingerprints named, unless ``proxy_only``); enqueue the configured baselines the study
-    does not hold yet, once, as WAITING trials that any worker pops exactly once. The sampler is
+    does not hold yet, once, as WAITING trials that any worker pops exactly once, then (a fresh
+    study, ``warm_start``) the warm-start trials. The sampler is
     re-seeded per worker so that workers starting together do not suggest the same architectures.
     """
     evaluator = evaluator or Evaluator(config, data_dir=data_dir, threads=threads)
@@ -161,11 +165,14 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
         enqueued = [b for b in config.baselines if b not in present]
         for b in enqueued:
             study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs={ATTR_BASELINE: b}))
+        # behind the baselines in the queue, so a warm-start trial of a baseline's config finds its
+        # measurement to reuse when the baseline finished first; a fresh study only (exactly once)
+        warm = enqueue_warm_start(study, config, target=until)
     sampler = config.sampler
     study.sampler = make_sampler(sampler.name, _worker_seed(sampler.seed, worker_id()),
                                  population_size=sampler.population_size, n_startup_trials=sampler.n_startup_trials)
     task = StudyTask(config, evaluator, proxy_only=proxy_only)
     worker = Worker(study, task, until=until, accepts=task.accepts, poll_s=poll_s,
                     wait_for_others=not proxy_only, uncounted=ATTR_BASELINE)
-    return WorkerSetup(study, worker, created, enqueued, target)
+    return WorkerSetup(study, worker, created, enqueued, target, warm)
 

@@ -6,6 +6,8 @@ A study file (see ``studies/``)::
     trials = 40                  # searched trials the study should hold (baselines not counted)
     baselines = "all"            # "all" | "v1" | "v2" | "none" | a list of canonical names
     data_dir = "../data/cifar10" # CIFAR-10 folder for data proxies (optional; relative to this file)
+    warm_start = true            # enqueue the canonical configs the space expresses as the first
+                                 # searched trials (default true; nas.study._warm)
 
     [space]                      # the search space (search_space.SearchSpace keys)
     [proxy]                      # name = the proxy maximised; record = more proxies stored per trial;
@@ -36,8 +38,8 @@ from nas.measure import LatencySettings
 from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_NAMES, ProxySettings
 from nas.study._samplers import SAMPLERS
 
-TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "space", "proxy", "latency", "sampler",
-            "constraints")
+TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_start", "space", "proxy", "latency",
+            "sampler", "constraints")
 BASELINE_SETS = ("all", "v1", "v2", "none")
 DEFAULT_PROXY = "params"
 DEFAULT_TRIALS = 100
@@ -103,6 +105,7 @@ class StudyConfig:
     data_dir: str | None = None
     description: str = ""
     path: str | None = None                  # the study file it came from, if any
+    warm_start: bool = True                  # the canonical configs the space expresses enqueued first
 
     @property
     def objective_names(self) -> list[str]:
@@ -128,7 +131,7 @@ class StudyConfig:
         """The study file as plain data (stored as the study user attribute ``study_config``)."""
         return {
             "name": self.name, "description": self.description, "trials": self.trials,
-            "baselines": list(self.baselines), "data_dir": self.data_dir,
+            "baselines": list(self.baselines), "data_dir": self.data_dir, "warm_start": self.warm_start,
             "space": self.space.to_dict(),
             "proxy": {"name": self.proxy, "record": list(self.record_proxies), **self.proxy_settings.to_dict()},
             "latency": self.latency.to_dict(), "sampler": self.sampler.to_dict(),
@@ -191,6 +194,11 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         elif base_dir is not None and not Path(data_dir).expanduser().is_absolute():
             data_dir = str((base_dir / Path(data_dir).expanduser()).resolve())
 
+    warm_start = doc.get("warm_start", True)
+    if not isinstance(warm_start, bool):
+        problems.add(f"warm_start: got {warm_start!r}; expected true or false (enqueue the canonical configs the "
+                     f"space expresses as the first searched trials)")
+        warm_start = True
     space = _space(doc.get("space", {}), problems)
     proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems, base_dir)
     latency = _latency(doc.get("latency", {}), problems)
@@ -203,7 +211,8 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         raise StudyFileError(head + " | ".join(problems.items))
     return StudyConfig(name=name, space=space, proxy=proxy, record_proxies=record, proxy_settings=proxy_settings,
                        latency=latency, sampler=sampler, constraints=constraints, trials=trials,
-                       baselines=baselines, data_dir=data_dir, description=description, path=source)
+                       baselines=baselines, data_dir=data_dir, description=description, path=source,
+                       warm_start=warm_start)
 
 
 def _table(value: Any, key: str, problems: _Problems) -> Mapping[str, Any] | None:

@@ -14,7 +14,9 @@ too (``nas.fleet``), and "finished" is :class:`nas.study.Census`'s, so ``launch 
   study goes on; a spec already measured in this study (same architecture, same device) reuses the
   measurement (user attribute ``reused_from``, constraint values recomputed); Ctrl-C tells the running trial FAIL (``fail_reason``
   "interrupted", not counted) and returns, so a re-launch resumes;
-- :func:`launch` is the CLI's path through all three, and ends with the re-measurement of the
+- :func:`nas.study.enqueue_warm_start` (``warm_start``, after the baselines) enqueues the canonical
+  configs the space expresses as the first searched trials (a fresh study only);
+- :func:`launch` is the CLI's path through all of it, and ends with the re-measurement of the
   baselines and the front (:func:`nas.study.remeasure`), on which "baselines dominated" rests.
 
 Multi-objective studies take no ``trial.report`` / pruner; every trial runs to its end.
@@ -51,6 +53,7 @@ from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED
                                ATTR_LATENCY_CACHED, ATTR_LATENCY_MEASURED_AT, ATTR_LATENCY_QUALITY,
                                ATTR_LATENCY_REF_DRIFT, ATTR_LATENCY_SPREAD, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
                                ATTR_TIME_TRIAL, STUDY_LATENCY_REFERENCE, failure_reason, is_noisy)
+from nas.study._warm import enqueue_warm_start
 
 MAX_CONSECUTIVE_FAILURES = 10
 
@@ -138,6 +141,7 @@ class RunSummary:
     cached_seconds: float = 0.0    # ... and of the cached and reused ones
     interrupted: bool = False
     seconds: float = 0.0
+    warm_started: list[str] = field(default_factory=list)   # canonical configs enqueued as the first trials
     finished: int = 0            # finished searched trials in the study at the end
     stale_running: int = 0       # RUNNING trials left by an earlier process (not counted)
     front_size: int = 0
@@ -371,8 +375,11 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
         summary.seconds = time.perf_counter() - start
         summary.finished = finished_count(study.get_trials(deepcopy=False))
         return summary
+    # after the baselines, so a warm-start trial of a baseline's config reuses its measurement
+    warm = enqueue_warm_start(study, config, target=config.trials if target is None else target)
     summary = run_trials(study, config, evaluator, target=target, progress=progress)
     summary.baselines = baselines
+    summary.warm_started = warm
     if remeasure_end and not summary.interrupted:
         try:
             summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)

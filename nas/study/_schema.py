@@ -12,6 +12,7 @@ key                        value
 ``spec_hash``              ``ArchSpec.content_hash()``
 ``short``                  ``ArchSpec.short()``, a one-line display form (display only)
 ``baseline``               canonical name (``v2_1.0x``), on baseline trials only
+``warm_start``             canonical name, on a searched trial enqueued with that config's parameters
 ``proxy_<name>``           every recorded proxy, e.g. ``proxy_naswot``, ``proxy_params``
 ``params``                 parameter count (cost accounting at the latency's deployment settings)
 ``mflops``, ``mmac``       multiply-adds / 1e6, memory access cost / 1e6 (elements)
@@ -70,7 +71,8 @@ ATTR_SPEC = "spec"
 ATTR_SPEC_HASH = "spec_hash"
 ATTR_SHORT = "short"
 ATTR_BASELINE = "baseline"
-IDENTITY_ATTRS = (ATTR_SPEC, ATTR_SPEC_HASH, ATTR_SHORT, ATTR_BASELINE)   # what a re-queued trial keeps
+ATTR_WARM_START = "warm_start"   # a searched trial enqueued with a canonical config's parameters
+IDENTITY_ATTRS = (ATTR_SPEC, ATTR_SPEC_HASH, ATTR_SHORT, ATTR_BASELINE, ATTR_WARM_START)   # a re-queued trial keeps
 
 # ---- proxies ------------------------------------------------------------------------------------------
 PROXY_PREFIX = "proxy_"
@@ -126,10 +128,10 @@ TIMING_KEYS = (ATTR_TIME_PROXIES, ATTR_TIME_PROFILE, ATTR_TIME_LATENCY)
 METRIC_KEYS = (ATTR_PARAMS, ATTR_MFLOPS, ATTR_MMAC, ATTR_FRAGMENTS, ATTR_KERNEL_LAUNCHES, ATTR_ELEMENTWISE_OPS,
                ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS, ATTR_LATENCY_SPREAD, ATTR_LATENCY_ATTEMPTS)
 
-# What a trial that reuses another's measurement does not copy: its own identity as a baseline, its
-# outcome, its timings and its constraint values (recomputed under this study's limits).
-NOT_REUSED = frozenset({ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM, ATTR_CONSTRAINTS,
-                        ATTR_TIME_TRIAL, ATTR_TIME_PROXY_PART, *TIMING_KEYS})
+# What a trial that reuses another's measurement does not copy: its own identity as a baseline or a
+# warm start, its outcome, its timings and its constraint values (recomputed under this study's limits).
+NOT_REUSED = frozenset({ATTR_BASELINE, ATTR_WARM_START, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_REUSED_FROM,
+                        ATTR_CONSTRAINTS, ATTR_TIME_TRIAL, ATTR_TIME_PROXY_PART, *TIMING_KEYS})
 
 # ---- study user attributes --------------------------------------------------------------------------
 STUDY_OBJECTIVE_NAMES = "objective_names"
