@@ -64,7 +64,7 @@ def config(**changes):
                      "first_width": [48, 116], "growth": [2.0], "final_channels": [0, 1024]},
            "proxy": {"name": "params"},
            "latency": {"resolution": 32, "num_classes": 10, "warmup": 1, "warmup_seconds": 0.0, "min_runs": 3,
-                       "max_runs": 5, "max_seconds": 0.05},
+                       "max_runs": 5, "max_seconds": 0.05, "retries": 0, "drift_control": False},
            "sampler": {"name": "nsga2", "population_size": 2}}
     doc.update(changes)
     return config_from_dict(doc)
@@ -80,7 +80,8 @@ def env(tmp_path, monkeypatch):
 def test_warm_start_trials_carry_the_canonical_params_and_reuse_the_baselines_measurement(env):
     cfg = config()
     storage = open_storage(parse_storage(str(env / "w.journal")))
-    summary = launch(cfg, storage, evaluator=Evaluator(cfg, latency_cache=None))
+    summary = launch(cfg, storage, evaluator=Evaluator(cfg, latency_cache=None),
+                     remeasure_end=False)
     assert summary.warm_started == ["v2_0.5x", "v2_1.0x"] and summary.finished == 4
     trials = optuna.load_study(study_name="w", storage=storage).get_trials()
     baseline, first, second = trials[:3]
@@ -98,7 +99,8 @@ def test_warm_start_trials_carry_the_canonical_params_and_reuse_the_baselines_me
     assert all(ATTR_WARM_START not in t.user_attrs for t in trials[3:])
 
     # a resumed study is not warm-started again
-    again = launch(cfg.replace(trials=5), storage, evaluator=Evaluator(cfg, latency_cache=None))
+    again = launch(cfg.replace(trials=5), storage, evaluator=Evaluator(cfg, latency_cache=None),
+                     remeasure_end=False)
     assert again.warm_started == [] and again.finished == 5
     names = [t.user_attrs.get(ATTR_WARM_START) for t in optuna.load_study(study_name="w", storage=storage).get_trials()]
     assert names.count("v2_0.5x") == 1 and names.count("v2_1.0x") == 1
@@ -120,7 +122,8 @@ def test_every_sampler_accepts_a_warm_started_study(env, name):
     extra.update({"n_startup_trials": 2} if name in ("tpe", "gp") else {})   # the model fits the warm starts
     cfg = config(trials=3, sampler={"name": name, "seed": 1, **extra})
     storage = optuna.storages.InMemoryStorage()
-    summary = launch(cfg, storage, evaluator=Evaluator(cfg, latency_cache=None))
+    summary = launch(cfg, storage, evaluator=Evaluator(cfg, latency_cache=None),
+                     remeasure_end=False)
     assert summary.completed == 3 and summary.failed == 0 and summary.warm_started == ["v2_0.5x", "v2_1.0x"]
     sampled = optuna.load_study(study_name="w", storage=storage).get_trials()[-1]
     assert ATTR_WARM_START not in sampled.user_attrs and set(sampled.params) == set(cfg_params(cfg))
