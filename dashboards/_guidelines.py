@@ -132,7 +132,9 @@ def guideline_table_figure(key: str, table: Mapping[str, Any]) -> go.Figure:
                              hoverinfo="text+y"), row=1, col=col)
         fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=col)
     title = table.get("title") or key
-    verdict = "holds" if table.get("holds") else "does not hold"
+    verdict = table.get("outcome") or ("holds" if table.get("holds") else "does not hold")
+    if table.get("statistic"):
+        verdict += f" by the {'10th percentile' if table['statistic'] == 'p10' else 'median'}"
     fig.update_layout(barmode="group", height=430, title=f"{key}: {title} — {verdict} here",
                       legend=dict(orientation="h", y=-0.2), margin=dict(t=80))
     fig.update_yaxes(title_text="speed / first row's", row=1, col=1)
@@ -267,7 +269,7 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;ma
 color:#222;padding:0 16px}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;
 text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}.ok{color:#2a7d2a;font-weight:600}
-.no{color:#b22;font-weight:600}.note{color:#555;font-size:12px}code{background:#f4f4f4;padding:0 3px}"""
+.no{color:#b22;font-weight:600}.und{color:#9a6200;font-weight:600}.note{color:#555;font-size:12px}code{background:#f4f4f4;padding:0 3px}"""
 
 
 def _page(title: str, body: str) -> str:
@@ -329,6 +331,13 @@ def _flops_check_html(checks: Sequence[Mapping[str, Any]]) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
+def _outcome_html(t: Mapping[str, Any]) -> str:
+    outcome = t.get("outcome") or ("holds" if t.get("holds") else "does not hold")
+    css = {"holds": "ok", "does not hold": "no"}.get(outcome, "und")
+    by = {"p10": " (10th percentile)", "median": " (median)"}.get(str(t.get("statistic")), "")
+    return f"<span class={css}>{html.escape(outcome)}</span>{by}"
+
+
 def guidelines_html(report: Mapping[str, Any]) -> str:
     """A self-contained HTML page (plotly.js inlined): device, settings, and per table the verdict,
     the FLOPs check, one figure (measured vs paper, normalised) and the rows; then the choices."""
@@ -343,15 +352,13 @@ def guidelines_html(report: Mapping[str, Any]) -> str:
              "differ by platform and the <em>shape</em> of each table is what is compared.</p>",
              "<h2>Device and settings</h2>", _kv_table(dev), _kv_table(s)]
     summary = "".join(
-        f"<tr><td class=l>{html.escape(k)}</td><td class=l>{'<span class=ok>holds</span>' if t.get('holds') else '<span class=no>does not hold</span>'}"
+        f"<tr><td class=l>{html.escape(k)}</td><td class=l>{_outcome_html(t)}"
         f"</td><td class=l>{html.escape(str(t.get('verdict', '')))}</td></tr>" for k, t in report["tables"].items())
     parts.append(f"<h2>Verdicts</h2><table><tr><th class=l>table</th><th class=l>here</th><th class=l>verdict</th></tr>"
                  f"{summary}</table>")
     for key, t in report["tables"].items():
         parts.append(f"<h2>{html.escape(key)}: {html.escape(str(t.get('title', '')))}</h2>")
         parts.append(f"<p>{html.escape(str(t.get('verdict', '')))}</p>")
-        if isinstance(t.get("robust"), Mapping):
-            parts.append(f"<p class=note>{html.escape(str(t['robust'].get('verdict', '')))}</p>")
         parts.append("<p>FLOPs check (accounting module):</p>" + _flops_check_html(t.get("flops_check", [])))
         parts.append(_fig_div(figs[key]))
         parts.append(_rows_table(key, t["rows"]))

@@ -19,7 +19,8 @@ from tests.conftest import REPO, run_cli
 
 from nas.guidelines import (BLOCKS, CHOICES, FLOPS_TOLERANCE, INPUT_HW, PAPER, Bottleneck, GuidelineError,
                             GuidelineSettings, ParallelConvs, StudyGuidelinesError, TwoConvBlock, assemble, benchmarks,
-                            g1_widths, g2_width, g3_width, reassemble, study_guidelines, unit_knobs)
+                            format_report, g1_widths, g2_width, g3_width, reassemble, study_guidelines,
+                            unit_knobs)
 from nas.guidelines._study import _fit
 from nas.measure import profile_module
 from nas.study import latency_attrs
@@ -206,11 +207,34 @@ def test_verdicts_follow_the_measured_ratios():
     assert g2["rows"][3]["paper_norm_arm"] == pytest.approx(27.8 / 40.0)
     assert "2.00x" in g2["verdict"] and "G2 holds" in g2["verdict"]
     assert g4["holds"] and g4["ratios"]["x1"]["speedup_without_relu_and_shortcut"] == pytest.approx(0.2)
-    # reversed: g=8 no slower than g=1 within noise -> does not hold
+    assert g2["statistic"] == "median" and g2["outcome"] == "holds" and "by the median" in g2["verdict"]
+    # g=8 slower than g=1 but within the noise: undecided, never "does not hold ... g=8 is 1.1x the time"
     rows2 = [_row("G2", "g=1", 1, 1.0, iqr=0.3), _row("G2", "g=2", 1, 1.0), _row("G2", "g=4", 1, 1.0),
              _row("G2", "g=8", 1, 1.1, iqr=0.3)]
     rep2 = assemble(rows2, GuidelineSettings(scales=(1,), tables=("G2",)).resolved(), {})
-    assert not rep2["tables"]["G2"]["holds"] and "does not hold" in rep2["tables"]["G2"]["verdict"]
+    g2 = rep2["tables"]["G2"]
+    assert not g2["holds"] and g2["outcome"] == "undecided" and "does not hold" not in g2["verdict"]
+    assert "(within the noise)" in g2["verdict"] and "--rounds 3" in g2["advice"]
+    # g=8 clearly faster than g=1: the guideline does not hold here
+    rows3 = [_row("G2", "g=1", 1, 1.0), _row("G2", "g=2", 1, 0.9), _row("G2", "g=4", 1, 0.8), _row("G2", "g=8", 1, 0.5)]
+    g2 = assemble(rows3, GuidelineSettings(scales=(1,), tables=("G2",)).resolved(), {})["tables"]["G2"]
+    assert g2["outcome"] == "does not hold" and "the opposite, beyond the noise" in g2["verdict"]
+
+
+def test_one_verdict_per_table_by_one_statistic():
+    """A noisy host gets one verdict by the 10th percentile (with the noise level and what to do),
+    never a median verdict and a p10 verdict side by side."""
+    def noisy(config, ms, p10):
+        return {**_row("G2", config, 1, ms, iqr=0.4 * ms), "p10_ms": p10}
+    rows = [noisy("g=1", 1.0, 0.8), noisy("g=2", 1.1, 0.9), noisy("g=4", 1.3, 1.0), noisy("g=8", 1.4, 1.3)]
+    rep = assemble(rows, GuidelineSettings(scales=(1,), tables=("G2",)).resolved(), {})
+    g2 = rep["tables"]["G2"]
+    assert g2["noise"]["noisy"] and g2["statistic"] == "p10" and g2["outcome"] == "holds"
+    assert g2["verdict"].startswith("G2 holds by the 10th percentile") and g2["verdict"].count("holds") == 1
+    assert "Noise: typical row IQR 40% of its median" in g2["verdict"] and "quiet host" in g2["advice"]
+    assert g2["alternative"] == {"statistic": "median", "outcome": "undecided", "holds": False}
+    assert "this table is decided by the noise" in g2["advice"]  # the two statistics disagree: said once
+    assert format_report(rep).count("\n   -> ") == 1
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -240,8 +264,8 @@ def test_cli_json_has_the_issue_keys(cli_run):
         assert table["rows"][0]["norm_speed"] == pytest.approx(1.0)
         assert table["flops_check"]
         assert all(r["p10_ms"] > 0 and r["runs"] == 1 for r in table["rows"])
-        assert table["robust"]["statistic"] == "p10_ms" and isinstance(table["robust"]["holds"], bool)
-        assert set(table["noise"]) == {"median_rel_iqr", "max_rel_iqr"}
+        assert table["statistic"] in ("median", "p10") and table["outcome"] in ("holds", "does not hold", "undecided")
+        assert {"median_rel_iqr", "max_rel_iqr", "noisy"} <= set(table["noise"]) and "Noise: " in table["verdict"]
     g2check = report["tables"]["G2"]["flops_check"][0]
     assert g2check["within_tolerance"] is False and "184" in g2check["note"]
     assert all(c["within_tolerance"] for k in ("G1", "G3", "G4") for c in report["tables"][k]["flops_check"])
