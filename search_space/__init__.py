@@ -6,6 +6,7 @@ from ._spec import (
     FAMILIES,
     LAYOUTS,
     SCHEMA_VERSION,
+    SHORT_LEGEND,
     ArchSpec,
     SpecError,
     StageSpec,
@@ -17,7 +18,8 @@ from ._spec import (
 from ._toml import load_space
 
 __all__ = [
-    "FAMILIES", "LAYOUTS", "SCHEMA_VERSION", "ArchSpec", "SearchSpace", "SpaceError", "SpecError",
-    "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec", "iter_samples", "load_space", "param_names", "params_of",
+    "FAMILIES", "LAYOUTS", "SCHEMA_VERSION", "SHORT_LEGEND", "ArchSpec", "SearchSpace", "SpaceError", "SpecError",
+    "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec", "iter_samples", "load_space", "param_names",
+    "params_of",
     "round_to_multiple", "sample_specs", "suggest",
 ]

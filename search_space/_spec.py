@@ -165,6 +165,15 @@ class UnitPlan:
         return d
 
 
+# The legend of :meth:`ArchSpec.short` (``--help`` and ``shufflenas pareto`` print it).
+SHORT_LEGEND = ("architecture string: 'stem C | STAGE | STAGE | STAGE | head C', one STAGE per stage as 'FAMILY gG "
+                "c'S bB kK fNL xD wW': FAMILY v1 or v2 (v1*/v2*: some units of the stage override it); gG 1x1 "
+                "group-conv groups; c'S V2 split ratio (share of channels through the branch); bB bottleneck ratio "
+                "(middle width / unit width); kK depthwise kernel size; fNL N fragments, L = s series or p parallel "
+                "(f1: none); xD depth (units); wW output width (channels); stem/head: channel counts of the first "
+                "conv and the final 1x1 conv (no head: none)")
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A whole network: stem width, stages and head (final 1x1 conv width, 0 for none).
@@ -296,7 +305,7 @@ class ArchSpec:
     def with_name(self, name: str) -> "ArchSpec":
         return dataclasses.replace(self, name=name)
 
-    def stage_descriptions(self) -> list[str]:
+    def stage_descriptions(self) -> list[str]:  # the legend of this form: SHORT_LEGEND
         """One display line per stage: family g c' bottleneck kernel fragments depth width."""
         parts = []
         for st in self.stages:

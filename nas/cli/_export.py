@@ -16,7 +16,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("what to export (a study trial, or a spec)")
     src.add_argument("--storage", metavar="URL", help="the study's storage: journal file path, sqlite:///PATH or a "
                                                        "database URL")
-    src.add_argument("--study", metavar="NAME", help="study name in the storage")
+    src.add_argument("--study", metavar="NAME", help="study name in the storage (default: its only study)")
     pick = src.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, metavar="N", help="trial number")
     pick.add_argument("--pareto-rank", type=int, metavar="K",
@@ -53,9 +53,8 @@ def _run_export(args: argparse.Namespace) -> int:
                              resolution=_or(args.resolution, 224), stem=_or(args.stem, "imagenet"),
                              seed=args.seed, weights=args.weights)
     else:
-        if not args.storage or not args.study:
-            missing = " and ".join(f for f, v in (("--storage", args.storage), ("--study", args.study)) if not v)
-            raise NasError(f"{missing}: required to export a study trial (or give --spec SPEC.json|NAME)")
+        if not args.storage:
+            raise NasError("--storage: required to export a study trial (or give --spec SPEC.json|NAME)")
         if not picked:
             raise NasError("choose the trial: --trial N, --pareto-rank K (0 = best proxy on the front) or "
                            "--baseline NAME")

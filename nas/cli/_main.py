@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from search_space import SpaceError, SpecError
+from search_space import SHORT_LEGEND, SpaceError, SpecError
 
 from nas._errors import NasError
 from nas.cli import _bank, _dashboard, _doctor, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
@@ -32,6 +32,9 @@ _COMMANDS: tuple[Command, ...] = (
 )
 
 # Errors a user can fix: one line on stderr and exit 2; anything else is a bug and keeps its traceback.
+# Commands that print architecture strings: their --help ends with the legend of the string.
+_SHOWS_ARCHITECTURES = {"launch", "pareto", "evaluate", "export", "worker", "sample", "profile", "baselines"}
+
 _USER_ERRORS: tuple[type[BaseException], ...] = (SpecError, SpaceError, NasError)
 
 
@@ -40,11 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shufflenas",
         description="Design-space explorer for ShuffleNet V1/V2 unit variants: multi-objective Optuna "
                     "studies of an accuracy proxy against latency measured on your device.",
+        epilog=SHORT_LEGEND,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for cmd in _COMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help,
+                           epilog=SHORT_LEGEND if cmd.name in _SHOWS_ARCHITECTURES else None)
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run, _flags=cmd.flags)
     return parser

@@ -7,8 +7,11 @@ import json
 import math
 import sys
 
+from search_space import SHORT_LEGEND
+
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
+from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
 from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
                        study_data, verdict_lines, verified_summary)
@@ -26,7 +29,7 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", metavar="NAME", help="study name in the storage (default: the study file's name)")
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 folder for data proxies (overrides the study file's "
                                                       "data_dir and $SHUFFLENAS_DATA)")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--proxy-threads", type=int, metavar="N",
                    help="torch threads for the proxies and the cost accounting (default: the latency threads)")
     p.add_argument("--no-progress", action="store_true", help="one line per trial instead of a progress bar")
     p.add_argument("--no-remeasure", action="store_true",
@@ -35,21 +38,23 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="K",
                    help="run K worker processes on this host on the same storage: the journal file, SQLite or "
                         "PostgreSQL (default 1: this process)")
+    add_latency_overrides(p)
 
 
 def _run_launch(args: argparse.Namespace) -> int:
+    overrides = latency_overrides(args)
+    if args.proxy_threads is not None and args.proxy_threads < 1:
+        raise NasError(f"--proxy-threads: got {args.proxy_threads}; expected an integer >= 1")
     if args.workers != 1:
         return launch_workers(args.study_file, args.workers, storage=args.storage, study_name=args.study_name,
-                              trials=args.trials, data_dir=args.data_dir, threads=args.threads,
-                              remeasure_end=not args.no_remeasure)
-    config = load_study_config(args.study_file)
+                              trials=args.trials, data_dir=args.data_dir, threads=args.proxy_threads,
+                              latency_overrides=overrides, remeasure_end=not args.no_remeasure)
+    config = load_study_config(args.study_file).with_latency_overrides(**overrides)
     if args.trials is not None:
         config = config.replace(trials=args.trials)
-    if args.threads is not None and args.threads < 1:
-        raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
     location = parse_storage(args.storage, args.study_file)
     storage = open_storage(location, create=True)
-    evaluator = Evaluator(config, data_dir=args.data_dir, threads=args.threads)
+    evaluator = Evaluator(config, data_dir=args.data_dir, threads=args.proxy_threads)
     evaluator.check_host()                      # device, runtime and data before anything runs
     name = args.study_name or config.name
     progress = Progress(config.objective_names, bar=False if args.no_progress else None)
@@ -57,7 +62,9 @@ def _run_launch(args: argparse.Namespace) -> int:
           f"{len(config.baselines)} baselines, target {config.trials} trials; objectives "
           f"{config.objective_names[0]} (max), {config.objective_names[1]} (min) at "
           f"{config.latency.resolution}px {config.latency.device}/{config.latency.runtime}/"
-          f"{config.latency.threads} thread(s)", file=sys.stderr)
+          f"{config.latency.threads} thread(s)"
+          + (f" (overridden: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""),
+          file=sys.stderr)
     with quiet_optuna(), stop_on_sigterm():
         summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress,
                          remeasure_end=not args.no_remeasure)
@@ -117,6 +124,7 @@ def _run_pareto(args: argparse.Namespace) -> int:
     data = load_study_data(args.storage, args.study, args.study_file)
     summary = front_summary(data)
     summary["verified"] = verified = verified_summary(data)
+    summary["architecture_legend"] = SHORT_LEGEND
     if args.json:
         print(json.dumps(summary, default=_json_default))
         return 0
@@ -165,6 +173,8 @@ def _run_pareto(args: argparse.Namespace) -> int:
         for v in verified["verified_front_rows"]:
             print(f"  #{v['number']}: {v['acc_reference']:.2f}% reference accuracy at {_num(v['latency_ms'])} ms "
                   f"(seeds {', '.join(f'{a:.2f}' for a in v['acc_reference_seeds'])})")
+    if summary["front"]:
+        print(SHORT_LEGEND)
     return 0
 
 
@@ -187,7 +197,8 @@ def _json_default(o: object) -> object:
 COMMANDS = [
     Command("launch", "create or resume a multi-objective study (proxy vs latency), canonical baselines first",
             _add_launch, _run_launch,
-            flags={**STORAGE_FLAGS, "study_name": "--study-name", "trials": "--trials", "workers": "--workers"}),
+            flags={**STORAGE_FLAGS, **LATENCY_FLAGS, "study_name": "--study-name", "trials": "--trials",
+                   "workers": "--workers"}),
     Command("pareto", "the Pareto front of a study, the baselines it dominates and its hypervolume",
             _add_pareto, _run_pareto, flags=STORAGE_FLAGS),
 ]

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
+from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
 from nas.fleet import STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker, worker_id
 from nas.fleet._retry import _first_line
 from nas.study import load_study_config, quiet_optuna, stop_on_sigterm
@@ -43,12 +44,13 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
                         "(default: the study file's trials; baselines not counted)")
     p.add_argument("--data-dir", metavar="DIR", help="CIFAR-10 folder for data proxies (overrides the study file's "
                                                       "data_dir and $SHUFFLENAS_DATA)")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--proxy-threads", type=int, metavar="N",
                    help="torch threads for the proxies and the cost accounting (default: the latency threads)")
     p.add_argument("--proxy-only", action="store_true",
                    help="compute proxies and accounting only, on hardware other than the study's target device; "
                         "each trial then waits for a worker on the target device to measure its latency")
     add_worker_options(p)
+    add_latency_overrides(p)
 
 
 def _logging(prefix: str) -> logging.Handler:
@@ -65,9 +67,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
         raise NasError(f"--heartbeat-interval {args.heartbeat_interval} / --grace-period {args.grace_period}: "
                        f"expected an interval >= 1 s and a grace period longer than the interval")
-    if args.threads is not None and args.threads < 1:
-        raise NasError(f"--threads: got {args.threads}; expected an integer >= 1")
-    config = load_study_config(args.study_file)
+    if args.proxy_threads is not None and args.proxy_threads < 1:
+        raise NasError(f"--proxy-threads: got {args.proxy_threads}; expected an integer >= 1")
+    config = load_study_config(args.study_file).with_latency_overrides(**latency_overrides(args))
     location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)
     me = worker_id()
     handler = _logging(f"worker {me}")
@@ -76,7 +78,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             storage = open_worker_storage(location, heartbeat_interval=args.heartbeat_interval,
                                           grace_period=args.grace_period)
             setup = prepare_worker(config, storage, study_name=args.study_name, until=args.until,
-                                   data_dir=args.data_dir, proxy_only=args.proxy_only, threads=args.threads)
+                                   data_dir=args.data_dir, proxy_only=args.proxy_only, threads=args.proxy_threads)
             study, worker = setup.study, setup.worker
             names = config.objective_names
 
@@ -114,5 +116,5 @@ def _run_worker(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command("worker", "work on a shared study (join or create it) until it holds N finished trials; run many, "
                       "on many hosts, against one PostgreSQL", _add_worker, _run_worker,
-            flags={**STORAGE_FLAGS, "study_name": "--study-name", "until": "--until"}),
+            flags={**STORAGE_FLAGS, **LATENCY_FLAGS, "study_name": "--study-name", "until": "--until"}),
 ]

@@ -17,7 +17,7 @@ import torch
 from search_space import ArchSpec
 
 from nas.export._checks import Check
-from nas.export._formats import format_of, load_snippet
+from nas.export._formats import format_of, latency_check_snippet, load_snippet
 from nas.study import (ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_RUNS,
                        ATTR_LATENCY_SPREAD, is_noisy)
 
@@ -52,14 +52,40 @@ def _latency_section(provenance: Mapping[str, Any] | None) -> dict:
             "fingerprint_id": provenance.get("fingerprint_id")}
 
 
+def _deployment(fmt: str, out: Path, build: dict, resolution: int, provenance: Mapping[str, Any] | None,
+                latency: Mapping[str, Any]) -> dict:
+    """How to load the artifact with the study's thread count, a one-line latency check against the
+    card's number, and whether the card's latency was measured in the runtime that runs this artifact."""
+    form = format_of(fmt)
+    settings = latency.get("settings") or {}
+    threads = settings.get("threads") if isinstance(settings.get("threads"), int) else None
+    note = (f"the study measured its latency with {threads} thread{'s' if threads != 1 else ''}" if threads
+            else "1 thread; set the count you deploy with")
+    out_doc = {"load": load_snippet(fmt, out.name, build, threads or 1, note), "threads": threads or 1,
+               "deploy_runtime": form.deploy_runtime}
+    measured_in = settings.get("runtime") if latency.get("measured") else None
+    out_doc["check"] = latency_check_snippet(fmt, settings.get("batch") or 1, settings.get("resolution") or resolution,
+                                             latency.get("latency_ms") if measured_in == form.deploy_runtime else None)
+    if measured_in and form.deploy_runtime and measured_in != form.deploy_runtime:
+        out_doc["runtime_note"] = (f"the study timed this architecture in {measured_in}; this {fmt} file runs in "
+                                   f"{form.deploy_runtime}, whose latency differs (often by 2-3x): measure it with "
+                                   f"`shufflenas evaluate --storage STORAGE --trial {provenance.get('trial')} --latency "
+                                   f"--runtime {form.deploy_runtime}`, or run a study with --runtime "
+                                   f"{form.deploy_runtime}")
+    return out_doc
+
+
 def _card(fmt: str, out: Path, spec: ArchSpec, build: dict, resolution: int, cost: dict, checks: Sequence[Check],
           weights: dict, provenance: Mapping[str, Any] | None, digest: str, size: int) -> dict:
+    latency = _latency_section(provenance)
+    deployment = _deployment(fmt, out, build, resolution, provenance, latency)
     return {
         "card_version": CARD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "artifact": {"path": str(out), "file": out.name, "format": fmt, "bytes": size, "sha256": digest,
                      "input": "float32 NCHW, 3 channels, any batch" + format_of(fmt).input_note,
-                     "load": load_snippet(fmt, out.name, build)},
+                     "load": deployment["load"]},
+        "deployment": deployment,
         "name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(), "spec": spec.to_dict(),
         "build": {**build, "resolution": resolution},
         "weights": weights,
@@ -68,7 +94,7 @@ def _card(fmt: str, out: Path, spec: ArchSpec, build: dict, resolution: int, cos
                  "elementwise_ops": cost["elementwise_ops"], "resolution": resolution,
                  "num_classes": build["num_classes"], "stem": build["stem"]},
         "study": dict(provenance) if provenance is not None else None,
-        "latency": _latency_section(provenance),
+        "latency": latency,
         "checks": [c.to_dict() for c in checks],
         "checks_passed": all(c.passed for c in checks),
         "versions": _versions(),
@@ -95,13 +121,21 @@ def render_card_md(card: Mapping[str, Any]) -> str:
              f"| sha256 | `{a['sha256']}` |", f"| input | {a['input']} |",
              f"| build | num_classes={b['num_classes']}, stem={b['stem']}, checked at {b['resolution']}x{b['resolution']} |",
              f"| spec hash | `{card['spec_hash']}` |", f"| created | {card['created']} |", "",
-             "Load it:", "", "```python", a["load"], "```", "",
-             "## Cost", "", "| metric | value |", "| --- | --- |",
-             f"| params | {c['params']:,} |", f"| MFLOPs (multiply-adds / 1e6) | {c['mflops']:,.2f} |",
-             f"| MAC (memory access cost, M elements) | {c['mmac']:,.2f} |",
-             f"| fragments (critical path) | {c['fragments']} |", f"| kernel launches | {c['kernel_launches']} |",
-             f"| element-wise ops | {c['elementwise_ops']} |", "",
-             f"At {c['resolution']}x{c['resolution']}, {c['num_classes']} classes, {c['stem']} stem.", ""]
+             "Load it:", "", "```python", a["load"], "```", ""]
+    dep = card.get("deployment") or {}
+    if dep.get("check"):
+        what = ("Check that it runs as fast here as the study measured" if "the card says" in dep["check"]
+                else "Time it here")
+        lines += [f"{what} (one line after the load code; 10 warm-up runs, the median of 50):", "", "```python",
+                  dep["check"], "```", ""]
+    if dep.get("runtime_note"):
+        lines += [f"**Note:** {dep['runtime_note']}.", ""]
+    lines += ["## Cost", "", "| metric | value |", "| --- | --- |",
+              f"| params | {c['params']:,} |", f"| MFLOPs (multiply-adds / 1e6) | {c['mflops']:,.2f} |",
+              f"| MAC (memory access cost, M elements) | {c['mmac']:,.2f} |",
+              f"| fragments (critical path) | {c['fragments']} |", f"| kernel launches | {c['kernel_launches']} |",
+              f"| element-wise ops | {c['elementwise_ops']} |", "",
+              f"At {c['resolution']}x{c['resolution']}, {c['num_classes']} classes, {c['stem']} stem.", ""]
     study = card.get("study")
     lines += ["## Study", ""]
     if study:

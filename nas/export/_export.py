@@ -125,13 +125,14 @@ def export_spec(spec: ArchSpec | Mapping[str, Any] | str, fmt: str, out: str | o
                         checks=tuple(checks), card=card, bytes=size, sha256=digest)
 
 
-def export_trial(storage: Any, study_name: str, *, trial: int | None = None, pareto_rank: int | None = None,
+def export_trial(storage: Any, study_name: str | None = None, *, trial: int | None = None, pareto_rank: int | None = None,
                  baseline: str | None = None, fmt: str, out: str | os.PathLike, num_classes: int | None = None,
                  resolution: int | None = None, stem: str | None = None, seed: int = 0,
                  weights: str | os.PathLike | None = None) -> ExportReport:
     """Export one trial of a shufflenas study, chosen by exactly one of ``trial`` (its number),
     ``pareto_rank`` (0 = the Pareto-front member with the best proxy, 1 the next, ...) or
     ``baseline`` (a canonical name such as ``v2_1.0x``, a baseline trial of the study).
+    ``study_name`` may be ``None`` when the storage holds exactly one study.
 
     ``storage`` is an Optuna storage object or a storage string (journal file path, ``sqlite:///``
     or any database URL; see ``nas.fleet._storage``). ``num_classes`` / ``resolution`` / ``stem`` left
@@ -145,7 +146,8 @@ def export_trial(storage: Any, study_name: str, *, trial: int | None = None, par
         raise ExportError(f"choose the trial to export with exactly one of trial / pareto_rank / baseline "
                           f"(got {', '.join(chosen) or 'none'})")
     storage_obj, display = _open_storage(storage)
-    study = _load_study(storage_obj, study_name, display)
+    study = _load_study(storage_obj, study_name, display)   # None: the storage's only study
+    study_name = study.study_name
 
     data = study_data(study)
     meta, rows = data["meta"], data["rows"]
@@ -301,7 +303,13 @@ def _storage_display(storage: Any) -> str:
     return type(storage).__name__
 
 
-def _load_study(storage: Any, name: str, display: str) -> Any:
+def _load_study(storage: Any, name: str | None, display: str) -> Any:
+    if name is None:  # the only study in the storage, as pareto and dashboard take it
+        names = optuna.get_all_study_names(storage)
+        if len(names) != 1:
+            have = ", ".join(repr(n) for n in names[:10]) or "none"
+            raise ExportError(f"study_name: {display} holds {len(names)} studies ({have}); name one", param="study_name")
+        name = names[0]
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:

@@ -50,7 +50,10 @@ class Format:
     artifact (``model`` and ``example`` are ``None`` for a format without weights);
     ``check(path, spec, build, resolution, inputs, reference)`` returns its checks; ``load(path)`` a
     function of a float32 NCHW batch; ``metadata(path)`` the embedded shufflenas metadata or
-    ``None``; ``snippet`` the user's load code (``{name}``: file name, ``{args}``: build keywords)."""
+    ``None``; ``snippet`` the user's load code (``{name}``: file name, ``{args}``: build keywords,
+    ``{threads}`` / ``{threads_note}``: the intra-op thread count and where it comes from);
+    ``deploy_runtime`` the latency runtime (``nas.measure.RUNTIMES``) that times this artifact as
+    deployed, ``None`` for a format without weights; ``handle`` the name the snippet loads it into."""
 
     name: str
     suffix: str
@@ -62,6 +65,8 @@ class Format:
     metadata: Callable[[Path], dict | None]
     snippet: str
     input_note: str = ""
+    deploy_runtime: str | None = None
+    handle: str = "model"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -237,22 +242,30 @@ TABLE: dict[str, Format] = {f.name: f for f in (
                model, spec, build, resolution, path),
            check=lambda path, spec, build, resolution, inputs, ref: _check_loaded("pytorch", path, inputs, ref),
            load=lambda path: _no_grad(load_pytorch(path)), metadata=_meta_pytorch,
-           snippet="import torch, shufflenet\nckpt = torch.load({name!r})\n"
+           snippet="import torch, shufflenet\ntorch.set_num_threads({threads})  # {threads_note}\n"
+                   "ckpt = torch.load({name!r})\n"
                    "model = shufflenet.build_model(ckpt['spec'], **ckpt['build']); "
-                   "model.load_state_dict(ckpt['state_dict']); model.eval()"),
+                   "model.load_state_dict(ckpt['state_dict']); model.eval()",
+           deploy_runtime="eager"),
     Format("torchscript", ".ts.pt", True, "TorchScript",
            write=lambda model, spec, build, resolution, meta, example, path: _save_torchscript(
                model, example, meta, path),
            check=lambda path, spec, build, resolution, inputs, ref: _check_torchscript(path, inputs, ref),
            load=_load_torchscript, metadata=_meta_torchscript,
-           snippet="import torch\nmodel = torch.jit.load({name!r})"),
+           snippet="import torch\ntorch.set_num_threads({threads})  # {threads_note}\n"
+                   "model = torch.jit.load({name!r})",
+           deploy_runtime="torchscript"),
     Format("onnx", ".onnx", True, "onnxruntime",
            write=lambda model, spec, build, resolution, meta, example, path: _save_onnx(model, example, meta, path),
            check=lambda path, spec, build, resolution, inputs, ref: _check_onnx(path, inputs, ref),
            load=_load_onnx, metadata=_meta_onnx,
-           snippet="import onnxruntime\nsession = onnxruntime.InferenceSession({name!r})\n"
+           snippet="import onnxruntime as ort\nopts = ort.SessionOptions()\n"
+                   "opts.intra_op_num_threads = {threads}  # {threads_note}; the default uses every core\n"
+                   "opts.inter_op_num_threads = 1\nopts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL\n"
+                   "opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL\n"
+                   "session = ort.InferenceSession({name!r}, sess_options=opts, providers=['CPUExecutionProvider'])\n"
                    "logits = session.run(None, {{'input': batch_nchw_float32}})[0]",
-           input_note=" (symbolic axis 'batch')"),
+           input_note=" (symbolic axis 'batch')", deploy_runtime="onnxruntime", handle="session"),
 )}
 FORMATS = tuple(TABLE)
 SUFFIXES = {name: f.suffix for name, f in TABLE.items()}
@@ -282,6 +295,28 @@ def read_metadata(path: str | os.PathLike, fmt: str) -> dict | None:
     return format_of(fmt).metadata(Path(path))
 
 
-def load_snippet(fmt: str, name: str, build: Mapping[str, Any]) -> str:
-    """How a user loads the artifact ``name`` of format ``fmt``."""
-    return format_of(fmt).snippet.format(name=name, args=f"num_classes={build['num_classes']}, stem={build['stem']!r}")
+def load_snippet(fmt: str, name: str, build: Mapping[str, Any], threads: int = 1,
+                 threads_note: str = "the thread count you deploy with") -> str:
+    """How a user loads the artifact ``name`` of format ``fmt``, pinned to ``threads`` intra-op threads
+    (a study's export passes the thread count its latency was measured with)."""
+    return format_of(fmt).snippet.format(name=name, args=f"num_classes={build['num_classes']}, stem={build['stem']!r}",
+                                         threads=int(threads), threads_note=threads_note)
+
+
+def latency_check_snippet(fmt: str, batch: int, resolution: int, card_ms: float | None) -> str | None:
+    """One line, run after :func:`load_snippet`'s code, that times the loaded artifact (10 warm-up
+    runs, the median of 50) and prints it beside the card's latency; ``None`` for a format without
+    weights."""
+    form = format_of(fmt)
+    if form.deploy_runtime is None:
+        return None
+    shape = f"{int(batch)}, 3, {int(resolution)}, {int(resolution)}"
+    if form.handle == "session":
+        head = f"import time, statistics, numpy as np; x = np.random.rand({shape}).astype(np.float32); "
+        call = "session.run(None, {'input': x})"
+    else:
+        head = f"import time, statistics; torch.set_grad_enabled(False); x = torch.rand({shape}); "
+        call = "model(x)"
+    said = f"; the card says {card_ms:.3f} ms" if isinstance(card_ms, (int, float)) else ""
+    return (head + f"ts = [(time.perf_counter(), {call}, time.perf_counter()) for _ in range(60)][10:]; "
+            f"print(f\"median {{statistics.median(1e3 * (t1 - t0) for t0, _, t1 in ts):.3f}} ms{said}\")")

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -33,17 +33,21 @@ STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a pass
 
 def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str | None = None,
                    study_name: str | None = None, trials: int | None = None, data_dir: str | None = None,
-                   threads: int | None = None, remeasure_end: bool = True) -> int:
+                   threads: int | None = None, latency_overrides: Mapping[str, Any] | None = None,
+                   remeasure_end: bool = True) -> int:
     """Run ``workers`` worker processes of ``study_file``'s study on this host against ``storage``
     (a journal file path, ``sqlite:///PATH`` or a database URL; default the journal beside the
     study file) until the study holds ``trials`` (default the study file's) finished searched
     trials. Returns 0 when the study is complete, 130 when interrupted, else 1 (2 when a worker
-    reported a user error). Once the study is complete (and with ``remeasure_end``) this process
-    re-measures its baselines and front, as ``launch`` does in one process."""
+    reported a user error). ``latency_overrides`` (device, runtime, threads, resolution, batch)
+    replace the study file's ``[latency]`` settings in every worker (``StudyConfig.with_latency_overrides``).
+    Once the study is complete (and with ``remeasure_end``) this process re-measures its baselines and
+    front, as ``launch`` does in one process."""
     k = int(workers)
     if k < 1 or k > 256:
         raise WorkerError(f"workers: got {k}; expected 1..256 worker processes", param="workers")
-    config = load_study_config(study_file)
+    overrides = dict(latency_overrides or {})
+    config = load_study_config(study_file).with_latency_overrides(**overrides)  # checked here once, not K times
     location = parse_storage(storage, study_file)
     name = study_name or config.name
     until = trials if trials is not None else config.trials
@@ -53,7 +57,9 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
     if data_dir:
         cmd += ["--data-dir", str(data_dir)]
     if threads:
-        cmd += ["--threads", str(threads)]
+        cmd += ["--proxy-threads", str(threads)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
     env = {**os.environ, STORAGE_ENV: location.target}
     print(f"launch: {k} workers on study {name!r} in {location}, until {until} finished searched trials",
           file=sys.stderr)

@@ -43,6 +43,9 @@ TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_star
 BASELINE_SETS = ("all", "v1", "v2", "none")
 DEFAULT_PROXY = "params"
 DEFAULT_TRIALS = 100
+# The deployment settings a run may override on the command line (``launch`` / ``worker`` / ``evaluate``
+# ``--runtime`` etc.): recorded in the study, and a resume with other values is refused like a changed file.
+LATENCY_OVERRIDE_KEYS = ("device", "runtime", "threads", "resolution", "batch")
 CONSTRAINT_KEYS = ("max_params", "max_mflops", "max_mmac", "max_latency_ms")
 _CONSTRAINT_ATTR = {"max_params": "params", "max_mflops": "mflops", "max_mmac": "mmac",
                     "max_latency_ms": "latency_ms"}
@@ -106,6 +109,7 @@ class StudyConfig:
     description: str = ""
     path: str | None = None                  # the study file it came from, if any
     warm_start: bool = True                  # the canonical configs the space expresses enqueued first
+    latency_overrides: Mapping[str, Any] = field(default_factory=dict)   # applied over the file's [latency]
 
     @property
     def objective_names(self) -> list[str]:
@@ -127,6 +131,19 @@ class StudyConfig:
                 raise StudyFileError(f"trials: got {t!r}; expected an integer >= 0", param="trials")
         return dataclasses.replace(self, **changes)
 
+    def with_latency_overrides(self, **overrides: Any) -> "StudyConfig":
+        """A copy whose ``[latency]`` deployment settings (:data:`LATENCY_OVERRIDE_KEYS`: device,
+        runtime, threads, resolution, batch) are replaced by the ``overrides`` not ``None``; they are
+        recorded in ``latency_overrides`` (and so in the study's ``study_config``). Errors name the
+        key as the parameter (``threads: got 0; ...``)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        check_latency_overrides(given)
+        latency = self.latency.replace(**given)
+        return dataclasses.replace(self, latency=latency,
+                                   latency_overrides={**dict(self.latency_overrides), **given})
+
     def to_dict(self) -> dict[str, Any]:
         """The study file as plain data (stored as the study user attribute ``study_config``)."""
         return {
@@ -136,7 +153,21 @@ class StudyConfig:
             "proxy": {"name": self.proxy, "record": list(self.record_proxies), **self.proxy_settings.to_dict()},
             "latency": self.latency.to_dict(), "sampler": self.sampler.to_dict(),
             "constraints": self.constraints.to_dict(),
+            "latency_overrides": dict(self.latency_overrides),
         }
+
+
+def check_latency_overrides(overrides: Mapping[str, Any]) -> None:
+    """Each override is a known deployment setting (:data:`LATENCY_OVERRIDE_KEYS`) with an allowed
+    value; else a :class:`StudyFileError` whose parameter is the key (``threads: got 0; ...``)."""
+    for key, value in overrides.items():
+        if key not in LATENCY_OVERRIDE_KEYS:
+            raise StudyFileError(f"{key}: not a latency override; allowed: {', '.join(LATENCY_OVERRIDE_KEYS)}",
+                                 param=key)
+        try:
+            LatencySettings.from_dict({key: value}, where="")  # "threads: got 0; expected ..."
+        except NasError as exc:
+            raise StudyFileError(str(exc), param=key) from None
 
 
 # ---- reading -------------------------------------------------------------------------------------

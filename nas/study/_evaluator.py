@@ -114,10 +114,9 @@ class Evaluator:
                  threads: int | None = 0, cross_check: bool = True) -> "Evaluator":
         """An evaluator outside any study (``shufflenas evaluate``): these proxies, the accounting
         at ``latency``'s deployment settings (default 224x224, 1,000 classes, imagenet stem)."""
-        names = tuple(dict.fromkeys(proxies))
-        if not names:
-            raise ValueError("proxies: none given; name at least one proxy")
-        config = StudyConfig(name="evaluate", space=SearchSpace(), proxy=names[0], record_proxies=names,
+        names = tuple(dict.fromkeys(proxies))   # none: the accounting (and latency) only
+        config = StudyConfig(name="evaluate", space=SearchSpace(), proxy=names[0] if names else "none",
+                             record_proxies=names,
                              proxy_settings=proxy_settings or ProxySettings(), latency=latency or LatencySettings())
         return cls(config, data=data, latency_cache=latency_cache, threads=threads, cross_check=cross_check)
 
@@ -211,7 +210,8 @@ class Evaluator:
         data = self.data()
         with _torch_threads(self.threads):
             t0 = time.perf_counter()
-            proxies, seconds = compute_proxies_timed(spec, list(cfg.record_proxies), data, cfg.proxy_settings)
+            proxies, seconds = (compute_proxies_timed(spec, list(cfg.record_proxies), data, cfg.proxy_settings)
+                                if cfg.record_proxies else ({}, {}))
             t1 = time.perf_counter()
             cost = profile(spec, lat.resolution, lat.num_classes, lat.stem, cross_check=self.cross_check)
             t2 = time.perf_counter()
@@ -220,7 +220,7 @@ class Evaluator:
         for name in cfg.record_proxies:
             attrs[proxy_attr(name)] = _plain(proxies.get(name, math.nan))
         attrs.update(cost_attrs(cost))
-        return Evaluation(spec, (attrs[proxy_attr(cfg.proxy)], math.nan), attrs,
+        return Evaluation(spec, (attrs.get(proxy_attr(cfg.proxy), math.nan), math.nan), attrs,
                           {ATTR_TIME_PROXIES: t1 - t0, ATTR_TIME_PROFILE: t2 - t1}, tuple(cfg.objective_names),
                           phase=PROXIES, proxy_seconds=dict(seconds))
 
@@ -370,13 +370,16 @@ class Evaluator:
         return evaluation.values
 
 
-def evaluate_spec(spec: ArchSpec, proxies: list[str] | None, data_dir: str | None, seed: int = 0,
-                  latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224) -> dict:
+def evaluate_spec(spec: ArchSpec, proxies: Sequence[str] | None, data_dir: str | None, seed: int = 0,
+                  latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224,
+                  proxy_settings: ProxySettings | None = None) -> dict:
     """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
     data, through :class:`nas.study.Evaluator`. Accounting uses the deployment settings: ``latency``'s
-    when given, else ``resolution``, 1,000 classes and the imagenet stem. Without ``proxies``: every
-    zero-cost proxy plus params and flops, the data-free ones only when no data folder is found."""
-    if proxies:
+    when given, else ``resolution``, 1,000 classes and the imagenet stem. ``proxies``: the names to
+    compute (an empty list: none, the accounting and latency only); ``None``: every zero-cost proxy
+    plus the size baselines, the data-free ones only when no data folder is found. ``proxy_settings``
+    (a study's, for a trial) replaces the default settings; ``seed`` applies to the default ones."""
+    if proxies is not None:
         names = list(proxies)
         data = load_cifar10(resolve_data_dir(data_dir)) if any(n in NEEDS_DATA for n in names) else None
     else:
@@ -390,7 +393,8 @@ def evaluate_spec(spec: ArchSpec, proxies: list[str] | None, data_dir: str | Non
             names = [n for n in names if n not in NEEDS_DATA]
     settings = latency if latency is not None else LatencySettings.from_dict({"resolution": resolution},
                                                                              where="latency")
-    evaluator = Evaluator.for_spec(names, proxy_settings=ProxySettings(seed=seed), latency=settings, data=data,
+    evaluator = Evaluator.for_spec(names, proxy_settings=proxy_settings or ProxySettings(seed=seed), latency=settings,
+                                   data=data,
                                    latency_cache="default" if use_cache else None)
     part = evaluator.proxy_phase(spec)
     cost = {k: part.attrs[k] for k in COST_ATTRS}

@@ -104,9 +104,25 @@ def _check_same_objectives(study: optuna.Study, config: StudyConfig, attrs: dict
         if diff:
             k = diff[0]
             raise StudyMismatchError(
-                f"{where}: was created with {section}.{k} = {a.get(k)!r}, the study file says {b.get(k)!r} "
+                f"{where}: was created with {section}.{k} = {a.get(k)!r}, {_asks(section, k, b.get(k), config)} "
                 f"({len(diff)} {section} setting(s) differ: {', '.join(diff)}); a study's objectives and space "
-                f"cannot change: give another --study-name (or --storage), or restore the setting")
+                f"cannot change: give another --study-name (or --storage), or restore the setting"
+                + _created_with(section, attrs[STUDY_CONFIG]))
+
+
+def _asks(section: str, key: str, value: Any, config: StudyConfig) -> str:
+    """Where this run's value comes from: a latency override (``--runtime`` ...) or the study file."""
+    if section == "latency" and key in config.latency_overrides:
+        return f"this run overrides it to {value!r} (latency override {key})"
+    return f"the study file says {value!r}"
+
+
+def _created_with(section: str, stored: dict[str, Any]) -> str:
+    """A hint naming the overrides the study was created with, so that a resume can pass them again."""
+    overrides = stored.get("latency_overrides") or {}
+    if section != "latency" or not overrides:
+        return ""
+    return "; it was created with the latency overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
 
 
 

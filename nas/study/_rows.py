@@ -15,16 +15,19 @@ multiplier of a baseline's canonical config), ``spec``, ``spec_hash``, ``short``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+from search_space import ArchSpec, SpecError
 from shufflenet import CANONICAL
 
+from nas._errors import NasError
 from nas.study._verified import merge_verified
 from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED,
                                ATTR_LATENCY_SETTINGS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
-                               METRIC_KEYS, PROXY_PREFIX, STUDY_LATENCY_REFERENCE, STUDY_LATENCY_REFERENCE_SERIES,
-                               STUDY_LATENCY_REMEASURED, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
-                               STUDY_TARGET_FINGERPRINT, constraint_values, is_feasible, latency_quality)
+                               METRIC_KEYS, PROXY_PREFIX, STUDY_CONFIG, STUDY_LATENCY_REFERENCE,
+                               STUDY_LATENCY_REFERENCE_SERIES, STUDY_LATENCY_REMEASURED, STUDY_LATENCY_SETTINGS,
+                               STUDY_OBJECTIVE_NAMES, STUDY_PROXY, STUDY_TARGET_FINGERPRINT, constraint_values,
+                               is_feasible, latency_quality)
 
 
 def _canonical_facts(name: Any) -> dict[str, Any] | None:
