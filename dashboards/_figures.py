@@ -36,6 +36,9 @@ COLORS = {
 }
 BASELINE_SYMBOLS = {"v1": "diamond", "v2": "square", None: "star"}
 BASELINE_NAMES = {"v1": "V1 baselines (by g)", "v2": "V2 baselines (by width)", None: "other baselines"}
+# label text: the family's hue, darkened to >= 4.5:1 contrast on white (WCAG AA)
+BASELINE_TEXT = {"v1": "#15507a", "v2": "#a04e00", None: "#4d4d4d"}
+HOVER_TEXT = "#1f2933"   # hover labels: dark text on white, whatever the trace's colour
 
 
 def _info_of(data: Any) -> StudyInfo:
@@ -76,7 +79,8 @@ def _layout(fig: go.Figure, title: str, subtitle: str, top: int = 90, **kw: Any)
         title={"text": title, "subtitle": {"text": subtitle}, "x": 0.01, "xanchor": "left",
                "yref": "container", "y": 0.985, "yanchor": "top"},
         margin={"l": 70, "r": 20, "t": top, "b": 60}, legend={"orientation": "h", "y": -0.16, "x": 0},
-        hoverlabel={"align": "left", "font": {"size": 12}, "bgcolor": "white", "bordercolor": "#9aa5b1"}, **kw,
+        hoverlabel={"align": "left", "font": {"size": 12, "color": HOVER_TEXT}, "bgcolor": "white",
+                    "bordercolor": "#5f6b7a"}, **kw,
     )
 
 
@@ -126,17 +130,26 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
         return {"type": "data", "array": arr, "visible": any(arr), "thickness": 1, "width": 3,
                 "color": "rgba(90,90,90,0.7)"}
 
-    # per (x, y): every trace's x, y, name and x error bars, in trace order
-    def group_data(i: int, j: int) -> list[tuple[list, list, str, dict]]:
+    reference = info.reference_baseline
+
+    def labels(ts, p: Any) -> list[str]:
+        """Labels of the baselines on the baselines' own front and of the reference; the others are
+        named on hover (29 labels in one corner are unreadable; the page also hides any that overlap)."""
+        keep = set(p.baseline_front.numbers)
+        return [(t.baseline_label or t.baseline) if t.number in keep or t.baseline == reference else ""
+                for t in ts]
+
+    # per (x, y): every trace's x, y, name, x error bars and text, in trace order
+    def group_data(i: int, j: int) -> list[tuple[list, list, str, dict, list | None]]:
         ax, ay, p = xs_axes[i], ys_axes[j], grid[i][j]
         none = {"visible": False}
         out = [(values(search, ax.key), values(search, ay.key), f"trials ({len(p.trials.numbers)})",
-                error_bars(search, ax.key)),
-               (list(p.front.xs), list(p.front.ys), f"Pareto front ({len(p.front.numbers)})", none),
-               (list(p.baseline_front.xs), list(p.baseline_front.ys), "baselines' front", none)]
+                error_bars(search, ax.key), None),
+               (list(p.front.xs), list(p.front.ys), f"Pareto front ({len(p.front.numbers)})", none, None),
+               (list(p.baseline_front.xs), list(p.baseline_front.ys), "baselines' front", none, None)]
         for f in base_fams:
             out.append((values(by_fam[f], ax.key), values(by_fam[f], ay.key), BASELINE_NAMES[f],
-                        error_bars(by_fam[f], ax.key)))
+                        error_bars(by_fam[f], ax.key), labels(by_fam[f], p)))
         return out
 
     per_group = 3 + len(base_fams)
@@ -145,7 +158,7 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
         p = grid[xi0][j]
         data_j = group_data(xi0, j)
         visible = j == yj0
-        (x0, y0, n0, e0), (x1, y1, n1, _), (x2, y2, n2, _) = data_j[:3]
+        (x0, y0, n0, e0, _), (x1, y1, n1, _, _), (x2, y2, n2, _, _) = data_j[:3]
         fig.add_trace(scatter(
             x=x0, y=y0, name=n0, mode="markers", visible=visible, legendgroup="trials", error_x=e0,
             customdata=[t.number for t in search], hovertext=[hover[t.number] for t in search], hoverinfo="text",
@@ -161,30 +174,32 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
             x=x2, y=y2, name=n2, mode="lines", visible=visible, legendgroup="bfront", hoverinfo="skip",
             line={"color": COLORS["baseline_front"], "width": 1.5, "dash": "dash", "shape": p.line_shape},
         ))
-        for f, (bx, by, bn, be) in zip(base_fams, data_j[3:]):
+        for f, (bx, by, bn, be, bt) in zip(base_fams, data_j[3:]):
             ts = by_fam[f]
             fig.add_trace(scatter(
                 x=bx, y=by, name=bn, mode="markers+text", visible=visible, legendgroup=f"base-{f}", error_x=be,
-                text=[t.baseline_label or t.baseline for t in ts], textposition="top center",
-                textfont={"size": 11, "color": COLORS[f]},
+                text=bt, textposition="top center", textfont={"size": 11, "color": BASELINE_TEXT[f]},
                 customdata=[t.number for t in ts], hovertext=[hover[t.number] for t in ts], hoverinfo="text",
                 marker={"color": COLORS[f], "symbol": [_open(BASELINE_SYMBOLS[f], t) for t in ts], "size": 12,
                         "line": {"color": "black", "width": 1}},
+                meta={"role": "baselines",
+                      "label_priority": [0 if t.baseline == reference else 1 for t in ts]},
             ))
     n_traces = per_group * len(ys_axes)
     indices = list(range(n_traces))
 
     x_buttons = []
     for i, ax in enumerate(xs_axes):
-        xs, ys, names, errs = [], [], [], []
+        xs, ys, names, errs, texts = [], [], [], [], []
         for j in range(len(ys_axes)):
-            for tx, ty, tn, te in group_data(i, j):
+            for tx, ty, tn, te, tt in group_data(i, j):
                 xs.append(tx)
                 ys.append(ty)
                 names.append(tn)
                 errs.append(te)
+                texts.append(tt)
         x_buttons.append({"label": ax.label, "method": "update",
-                          "args": [{"x": xs, "y": ys, "name": names, "error_x": errs,
+                          "args": [{"x": xs, "y": ys, "name": names, "error_x": errs, "text": texts,
                                     "line.shape": grid[i][0].line_shape},
                                    {"xaxis.title.text": axis_title(ax), "xaxis.autorange": True}, indices]})
     y_buttons = []
@@ -240,6 +255,8 @@ def flops_latency_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -
             hoverinfo="text", marker={"color": COLORS[fam], "size": 8, "opacity": 0.7},
         ))
     b = fl.baselines
+    ref_label = next((t.baseline_label for t in info.trials if t.baseline and t.baseline == info.reference_baseline),
+                     None)
     for fam in ("v1", "v2", None):
         idx = [k for k, f in enumerate(b.families) if f == fam]
         if not idx:
@@ -247,15 +264,18 @@ def flops_latency_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -
         fig.add_trace(scatter(
             x=[b.xs[k] for k in idx], y=[b.ys[k] for k in idx], name=BASELINE_NAMES[fam], mode="markers+text",
             legendgroup=f"base-{fam}", text=[b.labels[k] for k in idx], textposition="top center",
-            textfont={"size": 11, "color": COLORS[fam]}, customdata=[b.numbers[k] for k in idx],
+            textfont={"size": 11, "color": BASELINE_TEXT[fam]}, customdata=[b.numbers[k] for k in idx],
+            meta={"role": "baselines", "label_priority": [0 if b.labels[k] == ref_label else 2 for k in idx]},
             hovertext=[hover[b.numbers[k]] for k in idx], hoverinfo="text",
             marker={"color": COLORS[fam], "symbol": BASELINE_SYMBOLS[fam], "size": 12,
                     "line": {"color": "black", "width": 1}},
         ))
     sub = f"{fl.n} measured architectures"
-    if fl.spearman is not None:
-        sub += f" · Spearman rank correlation of MFLOPs and latency: {fl.spearman:.2f}"
-    _layout(fig, "FLOPs are not latency", sub,
+    if fl.discordant is not None:
+        sub += f" · {fl.discordant * 100:.0f}% of pairs ordered oppositely by MFLOPs and latency"
+    if fl.equal_flops_spread is not None and fl.equal_flops_spread > 1.0:
+        sub += f" · within 10% in MFLOPs, latency differs up to {fl.equal_flops_spread:.1f}x"
+    _layout(fig, fl.finding, sub,
             xaxis={"title": {"text": "MFLOPs (multiply-adds / 1e6)"}},
             yaxis={"title": {"text": "measured latency (ms, median)"}}, meta={"view": "flops_latency"})
     if fl.notice:

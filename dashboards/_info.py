@@ -35,6 +35,7 @@ METRIC_AXES = (
     (ATTR_PARAMS, "params"),
     (ATTR_MMAC, "MAC (M elements)"),
 )
+DEFAULT_REFERENCE = "v2_1.0x"   # the baseline a study is compared with unless the data names another
 FAMILY_NAMES = {"v1": "ShuffleNet V1 units", "v2": "ShuffleNet V2 units", "mixed": "V1 + V2 mixed",
                 None: "unknown family"}
 
@@ -89,6 +90,7 @@ class StudyInfo(NamedTuple):
     default_x: str
     default_y: str
     meta: dict
+    reference_baseline: str | None = None   # the baseline trials are compared with (default v2_1.0x)
 
 
 class Points(NamedTuple):
@@ -120,13 +122,16 @@ class ParetoInfo(NamedTuple):
 
 
 class FlopsLatencyInfo(NamedTuple):
-    """MFLOPs against measured latency, grouped by unit family."""
+    """MFLOPs against measured latency, grouped by unit family, and what the data shows."""
 
     groups: dict                # family -> Points (search trials)
     baselines: LabelledPoints
     spearman: float | None      # rank correlation of MFLOPs and latency over every drawn point
     n: int
     notice: str | None
+    finding: str = ""           # the title: what the correlation says on this device
+    discordant: float | None = None      # share of pairs that MFLOPs and latency order oppositely
+    equal_flops_spread: float | None = None   # largest latency ratio among pairs within 10% in MFLOPs
 
 
 class HypervolumeInfo(NamedTuple):
@@ -219,15 +224,15 @@ def latency_settings_text(settings: Mapping[str, Any] | None, keys: Sequence[str
     return " · ".join(parts)
 
 
-def baseline_label(name: str, config: Mapping[str, Any] | None = None, same_g_twice: bool = False
-                   ) -> tuple[str, str | None]:
+def baseline_label(name: str, config: Mapping[str, Any] | None = None) -> tuple[str, str | None]:
     """(label, family) of a baseline from its canonical config (a row's ``baseline_config``: family,
-    groups, multiplier): V1 by group count, V2 by width multiplier; the bare name without one."""
+    groups, multiplier): ``V1 g3 0.5x``, ``V2 1.0x`` (always with the width: a bare ``V1 g8`` does not
+    say which of five it is); the bare name without a config."""
     if not isinstance(config, Mapping) or config.get("family") not in ("v1", "v2"):
         return name, None
     mult = f"{config.get('multiplier')}x"
     if config["family"] == "v1":
-        return (f"V1 g{config.get('groups')} {mult}" if same_g_twice else f"V1 g{config.get('groups')}"), "v1"
+        return f"V1 g{config.get('groups')} {mult}", "v1"
     return f"V2 {mult}", "v2"
 
 
@@ -378,8 +383,6 @@ def gather(data: Any) -> StudyInfo:
 
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     study_settings = meta.get("latency_settings")
-    v1_gs = [(r.get("baseline_config") or {}).get("groups") for r in complete
-             if r.get("baseline") and (r.get("baseline_config") or {}).get("family") == "v1"]
 
     trials = []
     for r in complete:
@@ -395,8 +398,7 @@ def gather(data: Any) -> StudyInfo:
         label, bfam = (None, None)
         if baseline:
             config = r.get("baseline_config") if isinstance(r.get("baseline_config"), Mapping) else None
-            label, bfam = baseline_label(baseline, config, bool(config and config.get("family") == "v1"
-                                                                and v1_gs.count(config.get("groups")) > 1))
+            label, bfam = baseline_label(baseline, config)
         family = spec_family(spec) or bfam
         settings = r.get("latency_settings") if isinstance(r.get("latency_settings"), Mapping) else study_settings
         constraints = constraints_of(r)
@@ -430,7 +432,10 @@ def gather(data: Any) -> StudyInfo:
     if main_proxy in proxy_names:
         proxy_names.remove(main_proxy)
         proxy_names.insert(0, main_proxy)
-    y_axes = tuple(Axis(f"proxy:{p}", f"proxy: {p}", MAXIMIZE) for p in proxy_names)
+    described = objective_info_of(meta)
+    y_axes = tuple(Axis(f"proxy:{p}", f"proxy: {p}" + (f" ({described['label']})" if p == main_proxy and
+                                                      described.get("label") else ""), MAXIMIZE)
+                   for p in proxy_names)
 
     notices = []
     if not has_attrs and trials:
@@ -454,12 +459,35 @@ def gather(data: Any) -> StudyInfo:
     default_y = y_axes[0].key
     if not proxies_on_y:  # objective values on both axes: the first one not already on x
         default_y = next((a.key for a in y_axes if a.key != default_x), default_y)
+    present = [t.baseline for t in trials if t.baseline]
+    wanted = meta.get("reference_baseline")
+    reference = wanted if wanted in present else (DEFAULT_REFERENCE if DEFAULT_REFERENCE in present else
+                                                  (present[0] if present else None))
     return StudyInfo(
+        reference_baseline=reference,
         study_name=str(meta.get("study_name") or ""), directions=directions, objective_names=objective_names,
         counts=counts, trials=tuple(trials), failed=failed, has_attrs=has_attrs, notices=tuple(notices),
         x_axes=x_axes, y_axes=y_axes, objective_axes=objective_axes, default_x=default_x, default_y=default_y,
         meta=dict(meta),
     )
+
+
+def objective_info_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's stored ``objective_info`` (what the accuracy objective is worth: label, what it is
+    computed on, its measured rank correlation against the reference protocol; ``nas.study``) or
+    ``{}`` for a study that predates the record."""
+    info = (meta.get("user_attrs") or {}).get("objective_info") or meta.get("objective_info")
+    return dict(info) if isinstance(info, Mapping) else {}
+
+
+def objective_caveat(meta: Mapping[str, Any]) -> str:
+    """One line on what the accuracy objective is worth (the stored record's text), "not validated"
+    where nothing was measured (as ``nas.study.objective_text``, read from plain data: no torch)."""
+    info = objective_info_of(meta)
+    if info.get("text"):
+        return str(info["text"])
+    proxy = meta.get("proxy") or "the proxy"
+    return f"{proxy}: not validated against the reference protocol (the study predates the record)"
 
 
 def _ensure(data: Any) -> StudyInfo:
@@ -562,8 +590,47 @@ def flops_latency_info(data: Any) -> FlopsLatencyInfo:
     if not all_x:
         notice = ("No completed trial records both mflops and latency_ms, so there is nothing to compare"
                   + ("." if info.has_attrs else ": this study was not run by `shufflenas launch`."))
-    return FlopsLatencyInfo(groups=groups, baselines=baselines, spearman=spearman(all_x, all_y), n=len(all_x),
-                            notice=notice)
+    rho = spearman(all_x, all_y)
+    discordant, spread = _flops_disagreement(all_x, all_y)
+    return FlopsLatencyInfo(groups=groups, baselines=baselines, spearman=rho, n=len(all_x), notice=notice,
+                            finding=flops_finding(rho, len(all_x)), discordant=discordant, equal_flops_spread=spread)
+
+
+EQUAL_FLOPS = 0.10   # two architectures within 10% in MFLOPs count as "equal FLOPs"
+
+
+def _flops_disagreement(xs: Sequence[float], ys: Sequence[float]) -> tuple[float | None, float | None]:
+    """(share of pairs ordered oppositely by MFLOPs and latency, the largest latency ratio among pairs
+    within :data:`EQUAL_FLOPS` of each other in MFLOPs). O(n^2) pairs, sampled down to 600 points."""
+    pts = [(x, y) for x, y in zip(xs, ys) if x > 0 and y > 0]
+    if len(pts) > 600:
+        pts = pts[:: math.ceil(len(pts) / 600)]
+    if len(pts) < 3:
+        return None, None
+    opposite = pairs = 0
+    spread = 1.0
+    for i in range(len(pts)):
+        xi, yi = pts[i]
+        for j in range(i + 1, len(pts)):
+            xj, yj = pts[j]
+            if xi != xj and yi != yj:
+                pairs += 1
+                opposite += (xi < xj) != (yi < yj)
+            if abs(xi - xj) <= EQUAL_FLOPS * max(xi, xj):
+                spread = max(spread, yi / yj, yj / yi)
+    return (opposite / pairs if pairs else None), spread
+
+
+def flops_finding(rho: float | None, n: int) -> str:
+    """The FLOPs-vs-latency view's title: the finding the correlation supports on this device (the
+    ShuffleNet V2 paper's "FLOPs are not latency" only where the data shows it)."""
+    if rho is None:
+        return "MFLOPs against latency"
+    if rho >= 0.95:
+        return f"FLOPs rank latency well on this device (Spearman {rho:.2f}, {n} architectures)"
+    if rho >= 0.7:
+        return f"FLOPs rank latency only roughly on this device (Spearman {rho:.2f}, {n} architectures)"
+    return f"FLOPs are not latency on this device (Spearman {rho:.2f}, {n} architectures)"
 
 
 def hypervolume_info(data: Any, reference: Sequence[float] | None = None) -> HypervolumeInfo:

@@ -23,10 +23,11 @@ from nas.study import (ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_FINGERPRI
                        IDENTITY_ATTRS, METRIC_KEYS, PROXY_PREFIX)
 
 from ._errors import DashboardError
+from ._design import design_figures
 from ._figures import WEBGL_THRESHOLD, counts_text, figures
 from ._host import host_figure
 from ._verified import verified_figure
-from ._info import StudyInfo, _rows_and_meta, gather, latency_settings_text
+from ._info import StudyInfo, _rows_and_meta, gather, latency_settings_text, objective_caveat
 
 # attributes the page shows in their own places; the rest are listed as "other attributes"
 KNOWN_ATTRS = {*IDENTITY_ATTRS, ATTR_FAIL_REASON, *METRIC_KEYS, ATTR_LATENCY_SETTINGS, ATTR_DEVICE_FINGERPRINT,
@@ -115,6 +116,7 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
             "optuna_params": {} if t.spec else (r.get("params") or {}), "other_attrs": other,  # spec says it all
             "datetime_start": r.get("datetime_start"), "datetime_complete": r.get("datetime_complete"),
             "duration_s": r.get("duration_s"),
+            "feasible": t.feasible,
             "export_command": export_command(shown_storage, study, t.number) if t.spec else None,
             "spec_filename": f"trial_{t.number}_{t.spec_hash or 'spec'}.json",
         }
@@ -122,6 +124,9 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
     if isinstance(data, Mapping) and "rows" in data:
         figs["verified"] = verified_figure(data)  # reference accuracy (shufflenas verify) vs latency
         figs["host"] = host_figure(data)  # the reference network over the study: when the host was busy
+    figs.update(design_figures(data))   # parameter importance per objective, per-knob EDFs
+    baselines = [{"name": t.baseline, "label": t.baseline_label or t.baseline, "number": t.number}
+                 for t in sorted((t for t in info.trials if t.baseline), key=lambda t: t.baseline)]
     payload = {
         "version": data_version(data),
         "title": title or (f"shufflenas · {info.study_name}" if info.study_name else "shufflenas dashboard"),
@@ -132,7 +137,9 @@ def page_payload(data: Any, *, storage: str | None = None, title: str | None = N
         "meta": {"objective_names": list(info.objective_names), "directions": list(info.directions),
                  "proxy": meta.get("proxy"), "latency_settings": meta.get("latency_settings"),
                  "latency_text": latency_settings_text(meta.get("latency_settings")),
-                 "target_fingerprint": meta.get("target_fingerprint")},
+                 "target_fingerprint": meta.get("target_fingerprint"),
+                 "objective_text": objective_caveat(meta) if info.has_attrs else None},
+        "compare": {"reference": info.reference_baseline, "baselines": baselines},
         "storage": shown_storage,
         "has_attrs": info.has_attrs,
         "figures": {name: _hover_by_reference(fig.to_plotly_json(), trials) for name, fig in figs.items()},
@@ -151,7 +158,7 @@ def _hover_by_reference(fig: dict, trials: Mapping[str, Any]) -> dict:
             continue
         if all(trials.get(str(n), {}).get("hover") == h for n, h in zip(numbers, texts)):
             del trace["hovertext"]
-            trace["meta"] = {"hover_from_trials": True}
+            trace["meta"] = {**(trace.get("meta") or {}), "hover_from_trials": True}
     return fig
 
 
@@ -229,11 +236,16 @@ _TEMPLATE = """<!DOCTYPE html>
 <div id="notices"></div>
 <main>
   <section class="views">
-    <div class="card"><div id="pareto" class="fig fig-pareto"></div></div>
+    <div class="card">
+      <div class="compare" id="compare"><label for="compare-select">Compare with baseline</label>
+        <select id="compare-select"></select><span id="compare-summary" class="compare-summary"></span></div>
+      <div id="pareto" class="fig fig-pareto"></div></div>
     <div class="card"><div id="flops_latency" class="fig"></div></div>
     <div class="card"><div id="hypervolume" class="fig fig-small"></div></div>
     <div class="card"><div id="verified" class="fig"></div></div>
     <div class="card"><div id="host" class="fig fig-small"></div></div>
+    <div class="card"><div id="importance" class="fig fig-auto"></div></div>
+    <div class="card"><div id="knob_edf" class="fig fig-auto"></div></div>
     <div class="card meta-card" id="study-meta"></div>
     <details class="card failed" id="failed"></details>
   </section>
@@ -272,6 +284,7 @@ main { display: grid; grid-template-columns: minmax(0, 1fr) 460px; gap: 16px; pa
 .fig { height: 460px; }
 .fig-pareto { height: 600px; }
 .fig-small { height: 380px; }
+.fig-auto { height: auto; min-height: 320px; }
 .meta-card, .failed { padding: 12px 16px; }
 .failed summary { cursor: pointer; font-weight: 600; }
 .failed li { margin: 4px 0; }
@@ -296,6 +309,10 @@ button, a.button { font: inherit; font-size: 13px; padding: 5px 12px; border-rad
                    background: #fff; color: var(--fg); cursor: pointer; text-decoration: none; }
 button:hover, a.button:hover { background: #f0f2f5; }
 .note { color: var(--muted); font-size: 12px; margin: 6px 0; }
+.compare { display: flex; flex-wrap: wrap; align-items: center; gap: 8px; padding: 4px 8px 0; font-size: 13px; }
+.compare select { font: inherit; font-size: 13px; padding: 2px 4px; }
+.compare-summary { color: var(--fg); }
+.caveat { color: #7a4b00; }
 @media (max-width: 1150px) { main { grid-template-columns: 1fr; } .detail { position: static; max-height: none; } }
 """
 
@@ -303,11 +320,13 @@ _APP_JS = r"""
 (function () {
   "use strict";
   const BOOT = window.SHUFFLENAS_BOOT;
-  const FIGS = ["pareto", "flops_latency", "hypervolume", "verified", "host"];
+  const FIGS = ["pareto", "flops_latency", "hypervolume", "verified", "host", "importance", "knob_edf"];
+  const LABELLED = ["pareto", "flops_latency"];  // figures whose baseline labels are de-cluttered
   const CONFIG = {responsive: true, displaylogo: false, scrollZoom: false,
                   toImageButtonOptions: {format: "png", scale: 2}};
   let payload = null;
   let shown = null;  // trial number in the detail panel
+  let compareRef = undefined;  // the baseline name trials are compared with (null: none)
 
   function el(tag, attrs, children) {
     const e = document.createElement(tag);
@@ -361,6 +380,100 @@ _APP_JS = r"""
     return [el("table", {class: "stages"}, [el("thead", {}, head), el("tbody", {}, rows)]), extra];
   }
 
+  // ---- compare with a baseline --------------------------------------------------------------
+  function refTrial() {
+    if (!payload || !compareRef) return null;
+    const b = payload.compare.baselines.find(x => x.name === compareRef);
+    return b ? payload.trials[String(b.number)] : null;
+  }
+  function ratios(t, ref) {
+    if (!ref || t === ref) return null;
+    const lat = t.metrics.latency_ms, rlat = ref.metrics.latency_ms;
+    const v = t.values.length ? t.values[0].value : null, rv = ref.values.length ? ref.values[0].value : null;
+    const out = {};
+    if (typeof lat === "number" && typeof rlat === "number" && rlat > 0) out.latency = lat / rlat;
+    if (typeof v === "number" && typeof rv === "number" && rv !== 0) out.proxy = v / rv;
+    return Object.keys(out).length ? out : null;
+  }
+  function compareLine(t) {
+    const ref = refTrial(), r = ref && ratios(t, ref);
+    if (!r) return "";
+    const name = (ref.baseline_label || ref.baseline);
+    const parts = [];
+    if (r.latency !== undefined) parts.push("latency " + r.latency.toFixed(2) + "x");
+    if (r.proxy !== undefined) parts.push(payload.meta.objective_names[0] + " " + r.proxy.toFixed(2) + "x");
+    return "<br><b>vs " + name.replace(/</g, "&lt;") + ":</b> " + parts.join(", ");
+  }
+  function hoverOf(n) { const t = payload.trials[String(n)]; return t ? t.hover + compareLine(t) : ""; }
+  function beatsRef(t, ref) {  // faster and at least as good by the objective, feasible, not a baseline
+    const r = ratios(t, ref);
+    if (!r || t.baseline || t.feasible === false || r.latency === undefined || r.proxy === undefined) return false;
+    const max = (payload.meta.directions[0] || "maximize") === "maximize";
+    return r.latency < 1 && (max ? t.values[0].value >= ref.values[0].value : t.values[0].value <= ref.values[0].value);
+  }
+  function renderCompare() {
+    const box = document.getElementById("compare");
+    const sel = document.getElementById("compare-select");
+    const opts = payload.compare.baselines;
+    box.style.display = opts.length ? "" : "none";
+    if (compareRef === undefined) compareRef = payload.compare.reference || null;
+    sel.replaceChildren(el("option", {value: "", text: "none"}),
+      ...opts.map(b => { const o = el("option", {value: b.name, text: b.label + " (" + b.name + ")"});
+                          if (b.name === compareRef) o.selected = true; return o; }));
+    const ref = refTrial(), summary = document.getElementById("compare-summary");
+    if (!ref) { summary.textContent = ""; return; }
+    const better = Object.values(payload.trials).filter(t => beatsRef(t, ref));
+    better.sort((a, b) => a.metrics.latency_ms - b.metrics.latency_ms);
+    const dir = (payload.meta.directions[0] || "maximize") === "maximize" ? "at least as high" : "at most as high";
+    let text = better.length + " searched trial" + (better.length === 1 ? " is" : "s are") + " faster than " +
+      (ref.baseline_label || ref.baseline) + " (" + fmt(ref.metrics.latency_ms) + " ms) with " +
+      payload.meta.objective_names[0] + " " + dir;
+    if (better.length) {
+      const r = ratios(better[0], ref);
+      text += "; fastest: trial " + better[0].number + " at " + r.latency.toFixed(2) + "x the latency";
+    }
+    summary.textContent = text + ".";
+    summary.setAttribute("data-better", better.map(t => t.number).join(","));
+  }
+
+  // ---- baseline labels that stay readable -------------------------------------------------------
+  // Plotly draws every text label; with many baselines they pile up. Keep the labels by priority
+  // (the compared baseline, then the baselines' front, then the rest) and hide any that would overlap
+  // one already kept; a hidden label's baseline is still named on hover.
+  function declutter(gd) {
+    const items = [], markers = [];
+    gd.querySelectorAll(".scatterlayer .trace").forEach(g => {
+      const cd = g.__data__, tr = cd && cd[0] && cd[0].trace;
+      const pts = Array.from(g.querySelectorAll(".points .point"));
+      pts.forEach((pt, k) => markers.push({g: g, k: k, box: pt.getBoundingClientRect()}));
+      if (!tr || !tr.meta || tr.meta.role !== "baselines") return;
+      g.querySelectorAll(".textpoint").forEach((tp, k) => {
+        const text = tp.querySelector("text");
+        if (!text) return;
+        text.style.display = "";
+        if (!text.textContent) return;
+        const d = tp.__data__ || {};
+        const i = typeof d.i === "number" ? d.i : k;
+        const num = tr.customdata ? tr.customdata[i] : null;
+        const t = payload.trials[String(num)];
+        let pr = (tr.meta.label_priority || [])[i];
+        if (t && compareRef && t.baseline === compareRef) pr = -1;
+        items.push({text: text, g: g, k: i, pr: pr === undefined ? 2 : pr, box: text.getBoundingClientRect()});
+      });
+    });
+    items.sort((a, b) => a.pr - b.pr || a.box.left - b.box.left);
+    const kept = [];
+    const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    for (const it of items) {
+      // a label never covers another kept label; a low-priority one (not the compared baseline nor on
+      // the baselines' front) does not cover another point's marker either
+      const clash = kept.some(k => overlaps(k, it.box)) ||
+        (it.pr >= 2 && markers.some(m => !(m.g === it.g && m.k === it.k) && overlaps(m.box, it.box)));
+      if (clash) { it.text.style.display = "none"; it.text.setAttribute("data-hidden", "overlap"); }
+      else { kept.push(it.box); it.text.removeAttribute("data-hidden"); }
+    }
+  }
+
   function showTrial(number) {
     const t = payload && payload.trials[String(number)];
     const panel = document.getElementById("detail");
@@ -380,6 +493,14 @@ _APP_JS = r"""
     const obj = {};
     t.values.forEach(v => { obj[v.name + (v.direction ? " (" + v.direction + ")" : "")] = v.value; });
     panel.appendChild(table(obj));
+    const ref = refTrial(), r = ref && ratios(t, ref);
+    if (r) {
+      panel.appendChild(el("h3", {text: "Compared with " + (ref.baseline_label || ref.baseline)}));
+      const cmp = {};
+      if (r.latency !== undefined) cmp["latency ratio"] = r.latency.toFixed(3) + "x";
+      if (r.proxy !== undefined) cmp[payload.meta.objective_names[0] + " ratio"] = r.proxy.toFixed(3) + "x";
+      panel.appendChild(table(cmp));
+    }
     if (Object.keys(t.metrics).length) { panel.appendChild(el("h3", {text: "Metrics"})); panel.appendChild(table(t.metrics, METRIC_LABELS)); }
     if (Object.keys(t.proxies).length) { panel.appendChild(el("h3", {text: "Proxies"})); panel.appendChild(table(t.proxies)); }
     const settings = t.latency_settings || (t.metrics.latency_ms !== undefined ? payload.meta.latency_settings : null);
@@ -442,6 +563,7 @@ _APP_JS = r"""
     const meta = document.getElementById("study-meta");
     const rows = {"objectives": m.objective_names.map((n, i) => n + " (" + (m.directions[i] || "") + ")").join(", ")};
     if (m.proxy) rows["accuracy proxy"] = m.proxy;
+    if (m.objective_text) rows["what the objective is worth"] = m.objective_text;
     if (m.latency_text) rows["latency settings"] = m.latency_text;
     if (m.target_fingerprint) rows["device"] = m.target_fingerprint;
     if (p.storage) rows["storage"] = p.storage;
@@ -458,7 +580,14 @@ _APP_JS = r"""
   async function renderFigure(id, fig) {
     const gd = document.getElementById(id);
     for (const tr of fig.data) {  // hover texts travel once per trial (see _hover_by_reference)
-      if (tr.meta && tr.meta.hover_from_trials) tr.hovertext = tr.customdata.map(n => payload.trials[String(n)].hover);
+      if (tr.meta && tr.meta.hover_from_trials) tr.hovertext = tr.customdata.map(hoverOf);
+      if (tr.meta && tr.meta.role === "baselines" && Array.isArray(tr.text)) {  // the compared baseline is labelled
+        if (!tr.meta.text0) tr.meta.text0 = tr.text.slice();
+        tr.text = tr.customdata.map((n, i) => {
+          const t = payload.trials[String(n)];
+          return t && compareRef && t.baseline === compareRef ? (t.baseline_label || t.baseline) : tr.meta.text0[i];
+        });
+      }
     }
     const fresh = !gd.data;
     const layout = fig.layout;
@@ -473,13 +602,24 @@ _APP_JS = r"""
       });
     }
     await Plotly.react(gd, fig.data, layout, CONFIG);
+    if (!fresh) {  // react does not redraw arrays rewritten in place (the compared baseline's texts): restyle them
+      const hov = [], lab = [];
+      fig.data.forEach((tr, k) => {
+        if (tr.meta && tr.meta.hover_from_trials) hov.push(k);
+        if (tr.meta && tr.meta.role === "baselines" && Array.isArray(tr.text)) lab.push(k);
+      });
+      if (hov.length) await Plotly.restyle(gd, {hovertext: hov.map(k => fig.data[k].hovertext.slice())}, hov);
+      if (lab.length) await Plotly.restyle(gd, {text: lab.map(k => fig.data[k].text.slice())}, lab);
+    }
     for (const b of reapply) {  // keep the user's axis choice across live updates
       const titles = {};
       for (const [k, v] of Object.entries(b.args[1] || {})) if (k.endsWith("title.text")) titles[k] = v;
       await Plotly.restyle(gd, b.args[0], b.args[2]);
       await Plotly.relayout(gd, titles);
     }
+    if (LABELLED.includes(id)) declutter(gd);
     if (fresh) {
+      if (LABELLED.includes(id)) gd.on("plotly_afterplot", () => declutter(gd));
       gd.on("plotly_click", ev => {
         const pt = ev && ev.points && ev.points[0];
         if (pt && pt.customdata !== undefined && pt.customdata !== null) showTrial(pt.customdata);
@@ -490,6 +630,7 @@ _APP_JS = r"""
   async function render(p) {
     payload = p;
     renderHeader(p);
+    renderCompare();
     for (const id of FIGS) if (p.figures[id]) await renderFigure(id, p.figures[id]);
     if (shown !== null && p.trials[String(shown)]) showTrial(shown);
     document.body.setAttribute("data-version", p.version);
@@ -517,6 +658,11 @@ _APP_JS = r"""
     }
     setTimeout(() => poll(live), live.poll_ms);
   }
+
+  document.getElementById("compare-select").addEventListener("change", async ev => {
+    compareRef = ev.target.value || null;
+    if (payload) await render(payload);
+  });
 
   async function start() {
     if (BOOT.live) await poll(BOOT.live);

@@ -317,6 +317,31 @@ class ArchSpec:
                          f"x{st.depth} w{st.width}")
         return parts
 
+    def knob_summary(self) -> dict[str, Any]:
+        """The network's knob values as the design-space views group them: for each unit knob the
+        value most of its units use (``family``: ``mixed`` when both families appear; ``split`` over
+        the V2 units only, ``None`` without any; ``fragments`` as ``"1"``, ``"2-series"``, ...), the
+        total ``depth`` (units), the last stage's ``width`` and the ``head`` width (0: none)."""
+        choices = [st.choice(i) for st in self.stages for i in range(st.depth)]
+        families = {c.family for c in choices}
+
+        def most(values: list[Any]) -> Any:
+            if not values:
+                return None
+            counts: dict[Any, int] = {}
+            for v in values:
+                counts[v] = counts.get(v, 0) + 1
+            return max(counts, key=lambda v: counts[v])   # ties: the first seen
+
+        return {"family": families.pop() if len(families) == 1 else "mixed",
+                "groups": most([c.groups for c in choices]),
+                "split": most([c.split for c in choices if c.family == "v2"]),
+                "bottleneck": most([c.bottleneck for c in choices]),
+                "kernel": most([c.kernel for c in choices]),
+                "fragments": most(["1" if c.fragments == 1 else f"{c.fragments}-{c.layout}" for c in choices]),
+                "depth": sum(st.depth for st in self.stages), "width": self.stages[-1].width,
+                "head": self.final_channels}
+
     def short(self) -> str:
         """A one-line display form: the stem, :meth:`stage_descriptions`, the head (display only;
         readers take the structured fields)."""

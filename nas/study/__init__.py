@@ -86,6 +86,7 @@ _EXPORTS = {
     "config_from_dict": "nas.study._config",
     "load_study_config": "nas.study._config",
     "study_data": "nas.study._rows",
+    "param_importances": "nas.study._importance",
     "trial_row": "nas.study._rows",
     "trial_source": "nas.study._rows",
     "Census": "nas.study._census",

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -66,6 +67,7 @@ def open_study(config: StudyConfig, storage: Any, study_name: str | None = None,
             study.set_user_attr(k, v)
     else:
         _check_same_objectives(study, config, attrs)
+    name_objectives(study, config.objective_names)
     n_existing = len(study.get_trials(deepcopy=False))
     seed = config.sampler.seed
     if seed_offset and n_existing:
@@ -73,6 +75,17 @@ def open_study(config: StudyConfig, storage: Any, study_name: str | None = None,
     study.sampler = make_sampler(config.sampler.name, seed, population_size=config.sampler.population_size,
                                  n_startup_trials=config.sampler.n_startup_trials)
     return study
+
+
+def name_objectives(study: optuna.Study, names: list[str]) -> None:
+    """Optuna's own objective names (``study.set_metric_names``: optuna-dashboard and
+    ``optuna.visualization`` show them instead of "0" and "1"), set once, also on a study made before
+    shufflenas set them."""
+    if study.metric_names == list(names):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
 
 
 def new_study_attrs(config: StudyConfig) -> dict[str, Any]:

@@ -218,3 +218,40 @@ def add_trial(images):
         finally:
             torch.set_num_threads(threads)
     return add
+
+
+# ---- a study with every canonical baseline (29), launched as a user launches one -------------------------
+
+ALL_BASELINES_TOML = {
+    "name": "all-baselines", "trials": 12, "baselines": "all",
+    "space": {"families": ["v1", "v2"], "groups": [1, 2, 3, 4, 8], "depth": [[1, 2], [1, 3], [1, 2]],
+              "first_width": [24, 240], "growth": [2.0], "final_channels": [0, 512, 1024]},
+    "proxy": {"name": "params", "record": ["flops"]},
+    "latency": {"resolution": 64, "warmup": 1, "warmup_seconds": 0.0, "min_runs": 5, "max_runs": 9,
+                "max_seconds": 0.2},
+    "sampler": {"name": "random"},
+}
+
+
+@pytest.fixture(scope="session")
+def all_baselines(tmp_path_factory) -> dict:
+    """A real study (``nas.study.launch``: the CLI's path) holding all 29 canonical baselines and 12
+    searched trials, latency measured at 64x64 in a short protocol; a journal file."""
+    from nas.fleet import open_storage, parse_storage
+    from nas.study import Evaluator, config_from_dict, launch, quiet_optuna
+
+    folder = tmp_path_factory.mktemp("all-baselines")
+    journal = folder / "all.journal"
+    config = config_from_dict(ALL_BASELINES_TOML)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SHUFFLENAS_LOCK_DIR", str(folder))  # timings are not asserted: no queue behind other benchmarks
+    try:
+        with quiet_optuna():
+            storage = open_storage(parse_storage(str(journal)), create=True)
+            launch(config, storage, evaluator=Evaluator(config, latency_cache=None))
+    finally:
+        mp.undo()
+        torch.set_num_threads(threads)
+    return {"journal": journal, "study": config.name, "n_search": config.trials, "n_baselines": len(config.baselines)}

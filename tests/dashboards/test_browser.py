@@ -203,3 +203,118 @@ def test_serve_shows_new_trials_live(browser, study_db, facts, add_trial, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---- 29 baselines: labels readable, hover legible, compare with a baseline, the design-space views ------
+
+_LABEL_BOXES = """(id) => {
+    const out = [];
+    document.querySelectorAll('#' + id + ' .scatterlayer .trace').forEach(g => {
+      const cd = g.__data__, tr = cd && cd[0] && cd[0].trace;
+      if (!tr || !tr.meta || tr.meta.role !== 'baselines') return;
+      g.querySelectorAll('.textpoint text').forEach(t => {
+        if (!t.textContent || getComputedStyle(t).display === 'none') return;
+        const b = t.getBoundingClientRect();
+        out.push({text: t.textContent, l: b.left, r: b.right, t: b.top, b: b.bottom});
+      });
+    });
+    return out; }"""
+
+
+def _overlapping(boxes: list[dict]) -> list[tuple[str, str]]:
+    return [(a["text"], b["text"]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a["l"] < b["r"] and b["l"] < a["r"] and a["t"] < b["b"] and b["t"] < a["b"]]
+
+
+def _luminance(rgb: str) -> float:
+    vals = [int(v) / 255 for v in re.findall(r"\d+", rgb)[:3]]
+    lin = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in vals]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(fg: str, bg: str) -> float:
+    a, b = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def test_29_baselines_readable_labels_hover_compare_and_design_views(browser, all_baselines, tmp_path, capsys):
+    out = tmp_path / "all.html"
+    assert main(["dashboard", "--storage", str(all_baselines["journal"]), "--out", str(out)]) == 0  # --study inferred
+    capsys.readouterr()
+    page, errors = _open(browser, out.as_uri())
+    n_base = all_baselines["n_baselines"]
+    assert n_base == 29
+    assert page.evaluate("document.querySelectorAll('#flops_latency .scatterlayer .point').length") >= n_base
+
+    # no two shown baseline labels overlap, in either view; the compared baseline (V2 1.0x) is labelled
+    for fig in ("pareto", "flops_latency"):
+        boxes = page.evaluate(_LABEL_BOXES, fig)
+        assert len(boxes) >= 3, (fig, boxes)
+        assert _overlapping(boxes) == [], fig
+    assert "V2 1.0x" in {b["text"] for b in page.evaluate(_LABEL_BOXES, "pareto")}
+
+    # a baseline whose label is hidden is still named on hover
+    page.locator("#flops_latency").scroll_into_view_if_needed()
+    hidden = page.evaluate("""() => {
+        const centre = e => { const b = e.getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; };
+        const all = Array.from(document.querySelectorAll('#flops_latency .scatterlayer .point')).map(centre);
+        let n = 0, pick = null;
+        for (const g of document.querySelectorAll('#flops_latency .scatterlayer .trace')) {
+          const tr = g.__data__[0].trace;
+          if (!tr.meta || tr.meta.role !== 'baselines') continue;
+          const texts = g.querySelectorAll('.textpoint text'), pts = g.querySelectorAll('.points .point');
+          for (let k = 0; k < texts.length; k++) if (texts[k].getAttribute('data-hidden')) {
+            n += 1;
+            const [x, y] = centre(pts[k]);
+            const alone = all.every(([u, v]) => (u - x) ** 2 + (v - y) ** 2 === 0 || (u - x) ** 2 + (v - y) ** 2 > 144);
+            if (alone && !pick) pick = {x: x, y: y, label: texts[k].textContent};
+          } }
+        return {n: n, pick: pick}; }""")
+    assert hidden["n"] > 0  # 29 labels do not all fit: some are left to the hover
+    hidden = hidden["pick"]
+    assert hidden is not None, "no hidden-label baseline stands alone to hover"
+    page.mouse.move(hidden["x"], hidden["y"])
+    page.wait_for_function("(document.querySelector('#flops_latency .hoverlayer .hovertext') || {}).textContent"
+                           f"?.includes('baseline {hidden['label']}')", timeout=10_000)
+
+    # hover text is dark on white: WCAG AA contrast (>= 4.5:1), for a faint search-trial point too
+    page.locator("#pareto").scroll_into_view_if_needed()
+    k, box = _isolated_point(page, 0)
+    _click(page, box)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#pareto .hoverlayer .hovertext text", timeout=10_000)
+    fg, bg = page.evaluate("""() => { const h = document.querySelector('#pareto .hoverlayer .hovertext');
+        return [getComputedStyle(h.querySelector('text')).fill, getComputedStyle(h.querySelector('path')).fill]; }""")
+    assert _contrast(fg, bg) >= 4.5, (fg, bg)
+
+    # compare with another baseline: the summary counts the trials faster and at least as good, as
+    # computed here from the study; the hover and the detail panel give each trial's ratios to it
+    page.select_option("#compare-select", "v1_g3_1.0x")
+    page.wait_for_function("document.getElementById('compare-summary').textContent.includes('V1 g3 1.0x')",
+                           timeout=10_000)
+    study = optuna.load_study(study_name=all_baselines["study"], storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(all_baselines["journal"]))))
+    ref = next(t for t in study.trials if t.user_attrs.get("baseline") == "v1_g3_1.0x")
+    better = sorted(t.number for t in study.trials if t.state.name == "COMPLETE" and "baseline" not in t.user_attrs
+                    and t.values[1] < ref.values[1] and t.values[0] >= ref.values[0])
+    got = page.get_attribute("#compare-summary", "data-better")
+    assert sorted(int(n) for n in got.split(",") if n) == better
+    assert "V1 g3 1.0x" in {b["text"] for b in page.evaluate(_LABEL_BOXES, "pareto")}   # now labelled
+    assert _overlapping(page.evaluate(_LABEL_BOXES, "pareto")) == []
+    assert page.locator("#compare-summary").inner_text().startswith(f"{len(better)} searched trial")
+    _click(page, box, hover_check="vs V1 g3 1.0x:")
+    page.wait_for_function("document.getElementById('detail').textContent.includes('Compared with V1 g3 1.0x')",
+                           timeout=10_000)
+
+    # the design-space views: importance per objective (fANOVA) and per-knob EDFs with a knob dropdown
+    bars = page.evaluate("document.getElementById('importance').data.map(t => [t.type, t.y.length])")
+    assert [b[0] for b in bars] == ["bar", "bar"] and all(n >= 3 for _, n in bars)
+    assert page.locator("#importance .gtitle").first.text_content().startswith("Parameter importance per objective")
+    page.locator("#knob_edf .updatemenu-header-group").first.click()
+    page.locator("#knob_edf .updatemenu-dropdown-button", has_text="group count g").first.click()
+    page.wait_for_function("document.getElementById('knob_edf').data.filter(t => t.visible === true)"
+                           ".every(t => t.legendgroup.startsWith('groups:'))", timeout=10_000)
+    shown = page.evaluate("document.getElementById('knob_edf').data.filter(t => t.visible === true).length")
+    assert shown >= 4  # at least two group counts, an accuracy and a latency EDF each
+    page.screenshot(path=str(tmp_path / "dashboard_29_baselines.png"), full_page=True)
+    assert errors == []

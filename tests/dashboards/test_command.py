@@ -37,4 +37,4 @@ def test_mode_is_required(capsys, storage_url):
     with pytest.raises(SystemExit) as exc:
         main(["dashboard", "--storage", storage_url])
     assert exc.value.code == 2
-    assert "one of the arguments --out --serve is required" in capsys.readouterr().err
+    assert "one of the arguments --out --serve --to-optuna-dashboard is required" in capsys.readouterr().err

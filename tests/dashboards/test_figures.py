@@ -14,8 +14,9 @@ import sys
 import optuna
 import pytest
 
-from dashboards import (DashboardError, figures, flops_latency_figure, gather, host_figure, host_points,
-                        hypervolume_figure, hypervolume_info, page_payload, pareto_figure, pareto_info, render_html, write_html)
+from dashboards import (DashboardError, figures, flops_latency_figure, flops_latency_info, gather, host_figure,
+                        host_points, hypervolume_figure, hypervolume_info, page_payload, pareto_figure, pareto_info,
+                        render_html, write_html)
 
 from nas.study import study_data
 
@@ -76,10 +77,15 @@ def test_pareto_figure_traces_front_and_baselines(dash_data):
     assert front.line.shape == "hv" and front.mode == "lines+markers" and front.name == f"Pareto front ({len(p.front.numbers)})"
     assert (tuple(bfront.x), tuple(bfront.y)) == (p.baseline_front.xs, p.baseline_front.ys)
     assert bfront.line.dash == "dash"
-    assert (v1.name, tuple(v1.text)) == ("V1 baselines (by g)", ("V1 g3", "V1 g8"))
-    assert (v2.name, tuple(v2.text)) == ("V2 baselines (by width)", ("V2 0.5x", "V2 1.0x"))
-    for trace, symbol in ((v1, "diamond"), (v2, "square")):
-        assert list(trace.marker.symbol) == [symbol + ("-open" if by_number[n].noisy else "") for n in trace.customdata]
+    # labels: the baselines on their own front and the compared one (v2_1.0x); the others on hover only
+    labelled = set(p.baseline_front.numbers) | {t.number for t in info.trials if t.baseline == "v2_1.0x"}
+    names = {t.number: t.baseline_label for t in info.trials if t.baseline}
+    for tr, name, symbol in ((v1, "V1 baselines (by g)", "diamond"), (v2, "V2 baselines (by width)", "square")):
+        assert tr.name == name
+        assert list(tr.marker.symbol) == [symbol + ("-open" if by_number[n].noisy else "") for n in tr.customdata]
+        assert list(tr.text) == [names[n] if n in labelled else "" for n in tr.customdata]
+        assert tr.meta["role"] == "baselines"
+    assert sorted(names.values()) == ["V1 g3 0.5x", "V1 g8 0.5x", "V2 0.5x", "V2 1.0x"]
     assert set(v1.customdata) | set(v2.customdata) == {t.number for t in info.trials if t.baseline}
     x_menu, y_menu = fig.layout.updatemenus
     assert [b.label for b in x_menu.buttons] == ["latency (ms, median)", "MFLOPs", "params", "MAC (M elements)"]
@@ -150,8 +156,11 @@ def test_flops_latency_figure(dash_data):
         assert len(fams) == 1 and tr.marker.color  # one family per colour
         assert [by_number[n].metrics["latency_ms"] for n in tr.customdata] == list(tr.y)
     base = [t for t in fig.data if t.mode == "markers+text"]
-    assert sorted(x for t in base for x in t.text) == ["V1 g3", "V1 g8", "V2 0.5x", "V2 1.0x"]
-    assert "Spearman" in fig.layout.title.subtitle.text
+    assert sorted(x for t in base for x in t.text) == ["V1 g3 0.5x", "V1 g8 0.5x", "V2 0.5x", "V2 1.0x"]
+    # the title states what the data shows, not the paper's claim regardless of it
+    fl = flops_latency_info(info)
+    assert fig.layout.title.text == fl.finding and f"Spearman {fl.spearman:.2f}" in fl.finding
+    assert "ordered oppositely" in fig.layout.title.subtitle.text
 
 
 def test_hypervolume_figure(dash_data):
@@ -191,7 +200,8 @@ def test_page_is_self_contained_and_carries_every_trial(dash_data, storage_url, 
         assert t["export_command"] == (f"shufflenas export --storage {storage_url} --study {facts['study']} "
                                        f"--trial {n} --format onnx --out trial_{n}.onnx")
     assert [f["number"] for f in payload["failed"]] == [n for n, r in rows.items() if r["state"] == "FAIL"]
-    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume", "verified", "host"}
+    assert set(payload["figures"]) == {"pareto", "flops_latency", "hypervolume", "verified", "host", "importance",
+                                       "knob_edf"}
     trials_trace = payload["figures"]["pareto"]["data"][0]  # hover texts are sent once, with the trials
     assert "hovertext" not in trials_trace and trials_trace["meta"] == {"hover_from_trials": True}
     assert all(f"trial {n}" in payload["trials"][str(n)]["hover"] for n in trials_trace["customdata"])

@@ -88,9 +88,8 @@ def test_spearman():
 def test_baseline_labels_come_from_the_structured_config():
     """A row's ``baseline_config`` (family, groups, multiplier), not a parse of the name."""
     v1_half = {"family": "v1", "groups": 3, "multiplier": 0.5}
-    assert baseline_label("v1_g3_0.5x", v1_half) == ("V1 g3", "v1")
-    assert baseline_label("v1_g3_0.5x", v1_half, same_g_twice=True) == ("V1 g3 0.5x", "v1")
-    assert baseline_label("v1_g8_0.25x", {"family": "v1", "groups": 8, "multiplier": 0.25}) == ("V1 g8", "v1")
+    assert baseline_label("v1_g3_0.5x", v1_half) == ("V1 g3 0.5x", "v1")   # always with its width
+    assert baseline_label("v1_g8_0.25x", {"family": "v1", "groups": 8, "multiplier": 0.25}) == ("V1 g8 0.25x", "v1")
     assert baseline_label("v2_1.0x", {"family": "v2", "groups": 1, "multiplier": 1.0}) == ("V2 1.0x", "v2")
     assert baseline_label("resnet18") == ("resnet18", None)
     assert baseline_label("v2_1.0x") == ("v2_1.0x", None)   # no config: the name as it is
@@ -116,7 +115,7 @@ def test_gather_counts_axes_and_baselines(dash_data, facts):
     assert (info.default_x, info.default_y) == ("latency_ms", "proxy:naswot")
     assert info.has_attrs and info.notices == ()
     labels = {t.baseline: (t.baseline_label, t.family) for t in info.trials if t.baseline}
-    assert labels == {"v1_g3_0.5x": ("V1 g3", "v1"), "v1_g8_0.5x": ("V1 g8", "v1"),
+    assert labels == {"v1_g3_0.5x": ("V1 g3 0.5x", "v1"), "v1_g8_0.5x": ("V1 g8 0.5x", "v1"),
                       "v2_0.5x": ("V2 0.5x", "v2"), "v2_1.0x": ("V2 1.0x", "v2")}
     # a bare list of rows works too
     assert gather(dash_data["rows"]).counts == info.counts
@@ -164,7 +163,7 @@ def test_flops_latency_groups_by_family(dash_data):
     assert sum(len(p.numbers) for p in fl.groups.values()) == len(search)
     for fam, pts in fl.groups.items():
         assert {t.family for t in search if t.number in pts.numbers} == {fam}
-    assert sorted(fl.baselines.labels) == ["V1 g3", "V1 g8", "V2 0.5x", "V2 1.0x"]
+    assert sorted(fl.baselines.labels) == ["V1 g3 0.5x", "V1 g8 0.5x", "V2 0.5x", "V2 1.0x"]
     assert fl.n == len(info.trials) and -1 <= fl.spearman <= 1 and fl.notice is None
 
 
@@ -247,3 +246,70 @@ def test_empty_study_and_bad_input(dash_data):
         pareto_info(dash_data, y="accuracy")
     with pytest.raises(DashboardError, match="reference"):
         hypervolume_info(dash_data, reference=(1.0, float("nan")))
+
+
+# ---- the design-space views' data (importance per objective, per-knob EDFs) ----------------------------
+
+@pytest.fixture(scope="module")
+def all_data(all_baselines):
+    from nas.fleet import load_existing_study
+    from nas.study import param_importances, study_data
+
+    study, _ = load_existing_study(str(all_baselines["journal"]), None)
+    data = study_data(study)
+    data["meta"]["importance"] = param_importances(study)
+    return data
+
+
+def test_importance_is_per_objective_over_searched_trials_only(all_data, all_baselines):
+    from dashboards import importance_info
+
+    imp = all_data["meta"]["importance"]
+    assert imp["n_trials"] == all_baselines["n_search"] and imp["notice"] is None  # the 29 baselines left out
+    assert [o["name"] for o in imp["objectives"]] == ["proxy:params", "latency_ms"]
+    for o in imp["objectives"]:
+        assert sum(o["importances"].values()) == pytest.approx(1.0)
+        assert "s1_growth" not in o["importances"]   # one value in the space ([2.0]): nothing to attribute
+    info = importance_info(all_data)
+    assert [name for name, _, _ in info.objectives] == ["proxy:params", "latency_ms"]
+    assert all(list(s) == sorted(s, key=lambda kv: -kv[1]) for _, _, s in info.objectives)
+
+
+def test_knob_edfs_group_the_searched_trials_by_knob_value(all_data, all_baselines):
+    from dashboards import knob_edf_info
+
+    info = knob_edf_info(all_data)
+    assert info.accuracy_source == "objective" and info.n == all_baselines["n_search"]
+    by_key = {k.key: k for k in info.knobs}
+    assert {"family", "groups", "depth"} <= set(by_key)
+    for knob in info.knobs:
+        # every trial has a value of each knob, but the V2 split ratio: only trials with V2 units
+        assert (sum(s.n for s in knob.series) <= info.n if knob.key == "split" else
+                sum(s.n for s in knob.series) == info.n) and len(knob.series) >= 2
+        assert all(list(s.accuracy) == sorted(s.accuracy) and len(s.latency) == s.n for s in knob.series)
+    # the groups EDF holds exactly the trials whose units mostly use that group count
+    from search_space import ArchSpec
+    rows = [r for r in all_data["rows"] if r["state"] == "COMPLETE" and not r["baseline"]]
+    g = {str(ArchSpec.from_dict(r["spec"]).knob_summary()["groups"]) for r in rows}
+    assert {s.value for s in by_key["groups"].series} == g
+
+
+def test_knob_edfs_use_the_reference_accuracy_where_it_is_on_the_objectives_scale(all_data):
+    from dashboards import knob_edf_info
+
+    rows = [dict(r) for r in all_data["rows"]]
+    searched = [r for r in rows if r["state"] == "COMPLETE" and not r["baseline"]]
+    for k, r in enumerate(searched):
+        r["acc_reference"] = 40.0 + k
+    everyone = {"meta": all_data["meta"], "rows": rows}
+    info = knob_edf_info(everyone)
+    assert info.accuracy_source == "reference"
+    assert sorted(a for s in info.knobs[0].series for a in s.accuracy) == [40.0 + k for k in range(len(searched))]
+    # some verified and a params objective: another scale, so the objective alone (and says so)
+    for r in searched[3:]:
+        del r["acc_reference"]
+    info = knob_edf_info(everyone)
+    assert info.accuracy_source == "objective" and "3 verified trials on another scale" in info.accuracy_label
+    # a predictor objective is on the reference scale: reference where verified, else predicted
+    info = knob_edf_info({"meta": {**all_data["meta"], "proxy": "predictor"}, "rows": rows})
+    assert info.accuracy_source == "reference where verified, else predicted"
