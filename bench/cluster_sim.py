@@ -46,7 +46,7 @@ def _trial_attrs() -> dict:
 
     spec = sample_specs(SearchSpace(), 1, seed=0)[0]
     return {"spec": spec.to_dict(), "spec_hash": spec.content_hash(), "short": spec.short(),
-            "proxy_params": 1.2e6, "proxy_flops": 140.0, "params": 1_200_000, "mflops": 140.1, "mmac": 30.2,
+            "proxy_params_cifar": 1.2e6, "proxy_flops": 140.0, "params": 1_200_000, "mflops": 140.1, "mmac": 30.2,
             "fragments": 50, "kernel_launches": 180, "elementwise_ops": 70,
             "elementwise": {"relu": 30, "add": 10, "concat": 16, "shuffle": 16},
             "latency_ms": 12.3, "latency_iqr_ms": 0.2, "latency_runs": 40,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from nas._errors import NasError
@@ -13,7 +14,7 @@ from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_
 from nas.cli._spec_arg import load_spec_arg
 from nas.fleet import load_existing_study
 from nas.measure import LatencySettings
-from nas.proxies import PROXY_NAMES, ProxySettings
+from nas.proxies import PROXY_ALIASES, PROXY_NAMES, ProxySettings, current_proxy_name, proxy_alias_notice
 from nas.study import check_latency_overrides, evaluate_spec, study_data, trial_source
 
 
@@ -27,7 +28,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                                                        "database URL")
     src.add_argument("--study", metavar="NAME", help="study name (default: the only study in the storage)")
     src.add_argument("--trial", type=int, metavar="N", help="trial number")
-    p.add_argument("--proxy", action="append", choices=PROXY_NAMES, metavar="NAME",
+    p.add_argument("--proxy", action="append", choices=(*PROXY_NAMES, *PROXY_ALIASES), metavar="NAME",
                    help=f"proxy to compute (repeatable): {', '.join(PROXY_NAMES)}. Default: none with --latency; "
                         f"else a trial's recorded proxies, or every zero-cost proxy plus params and flops (the "
                         f"data-free ones only when no data folder is given)")
@@ -66,7 +67,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         spec = load_spec_arg(args.spec)
     if args.proxy is not None:
-        proxies = list(args.proxy)
+        for name in args.proxy:
+            if name in PROXY_ALIASES:
+                print(f"shufflenas evaluate: note: {proxy_alias_notice(name)}", file=sys.stderr)
+        proxies = [current_proxy_name(n) for n in args.proxy]
     elif args.latency:
         proxies = []                 # --latency computes only the proxies asked for
     elif source is not None:

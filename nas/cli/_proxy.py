@@ -32,7 +32,7 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="B", help="training batch size (default: the study's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the study's)")
     p.add_argument("--proxies", nargs="+", metavar="NAME",
-                   help="proxies to score (default: naswot synflow zen grad_norm snip params flops)")
+                   help="proxies to score (default: naswot synflow zen grad_norm snip params_cifar flops)")
     p.add_argument("--ensemble", nargs="*", metavar="NAME",
                    help="proxies of the rank ensemble (default: the five zero-cost proxies; none to skip)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's proxy device)")

@@ -13,8 +13,9 @@ from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
-from nas.study import (Evaluator, Progress, front_summary, launch, load_study_config, quiet_optuna, stop_on_sigterm,
-                       study_data, verdict_lines, verified_summary)
+from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, front_summary, launch, load_study_config,
+                       objective_info, objective_text, quiet_optuna, stop_on_sigterm, study_data, verdict_lines,
+                       verified_summary)
 
 # ---- launch ---------------------------------------------------------------------------------------
 
@@ -50,6 +51,8 @@ def _run_launch(args: argparse.Namespace) -> int:
                               trials=args.trials, data_dir=args.data_dir, threads=args.proxy_threads,
                               latency_overrides=overrides, remeasure_end=not args.no_remeasure)
     config = load_study_config(args.study_file).with_latency_overrides(**overrides)
+    for notice in config.notices:
+        print(f"shufflenas launch: note: {notice}", file=sys.stderr)
     if args.trials is not None:
         config = config.replace(trials=args.trials)
     location = parse_storage(args.storage, args.study_file)
@@ -65,6 +68,9 @@ def _run_launch(args: argparse.Namespace) -> int:
           f"{config.latency.threads} thread(s)"
           + (f" (overridden: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""),
           file=sys.stderr)
+    # what the accuracy objective is worth, before anything runs (stored with the study as objective_info)
+    print(f"accuracy objective {config.objective_names[0]}: "
+          f"{objective_text(objective_info(config.proxy, config.proxy_settings), config.proxy)}", file=sys.stderr)
     with quiet_optuna(), stop_on_sigterm():
         summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress,
                          remeasure_end=not args.no_remeasure)
@@ -125,10 +131,16 @@ def _run_pareto(args: argparse.Namespace) -> int:
     summary = front_summary(data)
     summary["verified"] = verified = verified_summary(data)
     summary["architecture_legend"] = SHORT_LEGEND
+    info = (data["meta"].get("user_attrs") or {}).get(STUDY_OBJECTIVE_INFO)
+    summary["objective_info"] = info
+    summary["objective_text"] = objective_text(info, data["meta"].get("proxy"))
     if args.json:
         print(json.dumps(summary, default=_json_default))
         return 0
     names = summary["objective_names"]
+    meta = data["meta"]
+    print(f"accuracy objective {names[0]}: "
+          f"{objective_text((meta.get('user_attrs') or {}).get(STUDY_OBJECTIVE_INFO), meta.get('proxy'))}")
     print(f"{'rank':>4s} {'trial':>5s} {names[0]:>16s} {names[1]:>13s} {'again':>9s} {'params':>10s} {'MFLOPs':>8s} "
           f"{'beats':>5s}  architecture")
     for r in summary["front"]:

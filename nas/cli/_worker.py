@@ -70,6 +70,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.proxy_threads is not None and args.proxy_threads < 1:
         raise NasError(f"--proxy-threads: got {args.proxy_threads}; expected an integer >= 1")
     config = load_study_config(args.study_file).with_latency_overrides(**latency_overrides(args))
+    for notice in config.notices:
+        print(f"shufflenas worker: note: {notice}", file=sys.stderr)
     location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)
     me = worker_id()
     handler = _logging(f"worker {me}")

@@ -153,6 +153,8 @@ def render_card_md(card: Mapping[str, Any]) -> str:
             n = names[i] if i < len(names) else f"objective {i}"
             d = dirs[i] if i < len(dirs) else ""
             lines.append(f"| objective {i}: {n} ({d}) | {_fmt_num(v)} |")
+        if study.get("objective_text"):
+            lines.append(f"| what objective 0 is worth | {study['objective_text']} |")
         for k, v in sorted((study.get("proxies") or {}).items()):
             lines.append(f"| proxy {k} | {_fmt_num(v)} |")
         for k, v in sorted((study.get("metrics") or {}).items()):

@@ -48,7 +48,8 @@ from nas.export._formats import (FORMATS, PYTORCH_FORMAT, SUFFIXES, _check_pytor
                                  load_artifact, load_pytorch, read_metadata)
 from nas.fleet import open_storage, parse_storage
 from nas.measure import profile
-from nas.study import ATTR_FINGERPRINT_ID, ATTR_LATENCY_MEASURED_AT, pareto_front, study_data
+from nas.study import (ATTR_FINGERPRINT_ID, ATTR_LATENCY_MEASURED_AT, STUDY_OBJECTIVE_INFO, objective_text, pareto_front,
+                       study_data)
 
 CALIBRATION_BATCHES = 2
 CALIBRATION_BATCH_SIZE = 8
@@ -385,7 +386,11 @@ def _provenance(display: str, meta: Mapping[str, Any], row: Mapping[str, Any], s
         "storage": display, "study": meta["study_name"], "trial": row["number"], "state": row["state"],
         "selected": selected, "baseline": row.get("baseline"),
         "objective_names": list(meta.get("objective_names") or []), "directions": list(meta.get("directions") or []),
-        "values": row.get("values"), "proxy": meta.get("proxy"), "proxies": dict(row.get("proxies") or {}),
+        "values": row.get("values"), "proxy": meta.get("proxy"),
+        # what the accuracy objective is worth (the study's objective_info; "not validated" for older studies)
+        "objective_info": (meta.get("user_attrs") or {}).get(STUDY_OBJECTIVE_INFO),
+        "objective_text": objective_text((meta.get("user_attrs") or {}).get(STUDY_OBJECTIVE_INFO), meta.get("proxy")),
+        "proxies": dict(row.get("proxies") or {}),
         "metrics": dict(row.get("metrics") or {}), "latency_settings": row.get("latency_settings"),
         "device_fingerprint": row.get("device_fingerprint"),
         "fingerprint_id": (row.get("attrs") or {}).get(ATTR_FINGERPRINT_ID),

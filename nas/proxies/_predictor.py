@@ -20,7 +20,7 @@ Validation (:func:`cross_validate`) cannot flatter the model: random k-fold and 
 fold holds out every architecture that has one value of one knob, e.g. every architecture with
 g = 8 in stage 2, so the model predicts for a knob value it never saw), Kendall tau and Spearman
 rho of the pooled held-out predictions against the seed-averaged reference accuracy, beside the
-unfitted baselines (params, flops and zero-cost proxies) on the same architectures.
+unfitted baselines (params_cifar, flops and zero-cost proxies) on the same architectures.
 """
 
 from __future__ import annotations
@@ -337,12 +337,12 @@ def validate_bank(bank: Any, *, proxies: Mapping[str, Mapping[str, float]] | Non
                   extra_scores: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """Everything a user needs to judge the predictor on ``bank`` (a :class:`nas._bank.Bank`):
     the noise ceiling, random and grouped cross-validated tau of each model and feature set, and the
-    unfitted baselines (params, flops, every zero-cost proxy in ``proxies`` = {spec_hash: {name: value}},
+    unfitted baselines (params_cifar, flops, every zero-cost proxy in ``proxies`` = {spec_hash: {name: value}},
     and any ``extra_scores`` = {score name: {spec_hash: value}}) on the same architectures.
 
     Feature sets name groups of :data:`FEATURE_GROUPS` plus ``zero_cost`` (the bank's proxies as
     features). The report's ``choice`` is the candidate with the best mean grouped tau, and whether
-    it beats ``params`` by more than the standard error."""
+    it beats ``params_cifar`` (the CIFAR build's parameter count) by more than the standard error."""
     archs = [a for a in bank.archs]
     if len(archs) < 8:
         raise PredictorError(f"bank {bank.name}: {len(archs)} trained architectures; validation needs at least 8")
@@ -368,7 +368,7 @@ def validate_bank(bank: Any, *, proxies: Mapping[str, Mapping[str, float]] | Non
         for m, r in cv["models"].items():
             candidates[f"predictor[{m}; {fs_name}]"] = {"kind": "predictor", "model": m, "features": list(groups), **r}
     baselines: dict[str, list[float]] = {
-        "params": [cifar_counts(s)["params"] for s in specs],
+        "params_cifar": [cifar_counts(s)["params"] for s in specs],
         "flops": [cifar_counts(s)["macs"] for s in specs],
     }
     if proxies:
@@ -394,7 +394,7 @@ def validate_bank(bank: Any, *, proxies: Mapping[str, Mapping[str, float]] | Non
             tt = [kendall_tau([v[i] for i in t], [y[i] for i in t]) for t in tertile_idx]
             c["tau_within_latency_tertiles"] = sum(tt) / len(tt)
     best = max((c for c in candidates.items()), key=lambda kv: kv[1]["grouped_tau_mean"])
-    params_tau = candidates["params"]["grouped_tau_mean"]
+    params_tau = candidates["params_cifar"]["grouped_tau_mean"]
     nc = bank.noise_ceiling()
     return {
         "bank": bank.summary(), "n": n, "tau_se": se, "noise_ceiling": nc, "candidates": candidates,

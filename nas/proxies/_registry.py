@@ -4,8 +4,10 @@ architectures the way trained accuracy does.
 Every network is ``shufflenet.build_model(spec, num_classes=10, stem="cifar")``, i.e. the network
 the CIFAR-10 training fidelity trains, at 32x32. Every proxy is deterministic for a seed: the seed
 fixes the weight initialisation, the minibatch drawn from the training set and any random input.
-Higher is better for every proxy (``params`` and ``flops`` are plain size measures: the baselines
-published work keeps finding hard to beat).
+Higher is better for every proxy (``params_cifar`` and ``flops`` are plain size measures: the baselines
+published work keeps finding hard to beat). ``params_cifar`` is the parameter count of that CIFAR
+network, not of the deployed 224 / 1,000-class build the study's ``params`` metric counts (they differ
+1.07-7.1x and rank differently); its old name ``params`` is accepted with a notice (:data:`PROXY_ALIASES`).
 
 ========== ======== ================================================================================
 name       data     what it is
@@ -15,7 +17,7 @@ synflow    none     Tanaka et al. 2020 / Abdelfattah et al. 2021: sum |theta * d
 zen        none     Lin et al. 2021 (Zen-NAS): log E||f(x) - f(x + a e)|| + sum log sigma_BN
 grad_norm  CIFAR-10 Abdelfattah et al. 2021: sum over layers of ||dL/dW||_2
 snip       CIFAR-10 Lee et al. 2019 / Abdelfattah et al. 2021: sum |W * dL/dW|
-params     none     parameter count (10 classes)
+params_cifar none   parameter count of the CIFAR build (10 classes, cifar stem; not the deployed count)
 flops      none     multiply-adds / 1e6 at 32x32, cifar stem
 train      CIFAR-10 short SGD training, top-1 % on held-out test images (:mod:`nas.proxies._train`)
 ensemble   (mixed)  weighted mean percentile of chosen proxies among a validate-proxy results file's
@@ -44,12 +46,13 @@ from nas._errors import DataError, NasError
 from nas.measure import analytic_macs
 from nas.proxies._bank import load_bank
 from nas.proxies._data import Cifar10
+from nas.proxies._names import PROXY_ALIASES
 from nas.proxies._predictor import DEFAULT_MODEL, MODELS, Predictor
 from nas.proxies._results import load_reference
 from nas.proxies._train import (TRAIN_FLOAT_LIMITS, TRAIN_INT_LIMITS, TrainSettings, normalise, resolve_device,
                                 train_short)
 
-PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params", "flops", "train", "ensemble", "predictor",
+PROXY_NAMES = ("naswot", "synflow", "zen", "grad_norm", "snip", "params_cifar", "flops", "train", "ensemble", "predictor",
                "predictor_std")
 # ``predictor_std`` is the predictor's uncertainty (a Gaussian process's standard deviation, %), recorded beside
 # it; never an objective
@@ -59,7 +62,7 @@ TRAIN_SCORES = ("accuracy", "loss")
 NEEDS_DATA = frozenset({"naswot", "grad_norm", "snip", "train", "ensemble"})
 ENSEMBLE_WEIGHTS = ("equal", "fitted")
 ZERO_COST = ("naswot", "synflow", "zen", "grad_norm", "snip")
-BASELINES = ("params", "flops")
+BASELINES = ("params_cifar", "flops")
 
 NASWOT_SINGULAR = -1e9  # naswot's value for a singular activation kernel (published: -inf)
 
@@ -147,6 +150,9 @@ class ProxySettings:
         if self.train_epochs == 0 and self.train_steps == 0:
             raise ProxyError(f"{where}.train_epochs: 0 with train_steps 0; give epochs or steps to train for")
         comps = self.ensemble_of
+        if isinstance(comps, tuple) and any(c in PROXY_ALIASES for c in comps):  # old names, read as the new
+            comps = tuple(PROXY_ALIASES.get(c, c) for c in comps)
+            object.__setattr__(self, "ensemble_of", comps)
         if not isinstance(comps, tuple) or not comps or any(c not in PROXY_NAMES or c in ("train", "ensemble")
                                                              for c in comps) or len(set(comps)) != len(comps):
             raise ProxyError(f"{where}.ensemble_of: got {list(comps) if isinstance(comps, tuple) else comps!r}; "
@@ -222,12 +228,22 @@ class ProxySettings:
 
 # ---- the public entry points ---------------------------------------------------------------------
 
+def proxy_alias_notice(name: str) -> str | None:
+    """The notice for an old proxy name (``params`` -> ``params_cifar``), ``None`` for a current one."""
+    new = PROXY_ALIASES.get(name)
+    if new is None:
+        return None
+    return (f"proxy {name!r} is now called {new!r} (the parameter count of the 10-class CIFAR build, not the deployed "
+            f"model's 'params'); read as {new!r}: rename it to silence this notice")
+
+
 def check_proxy_names(names: Sequence[str] | str, where: str = "proxy") -> tuple[str, ...]:
     """The names, checked and de-duplicated in order; raises :class:`ProxyError` naming the allowed ones."""
     if isinstance(names, str):
         names = [names]
     out: list[str] = []
     for n in names:
+        n = PROXY_ALIASES.get(n, n)
         if n not in PROXY_NAMES:
             raise ProxyError(f"{where}: unknown proxy {n!r}; allowed: {', '.join(PROXY_NAMES)}", param=where)
         if n not in out:
@@ -445,8 +461,9 @@ def snip(spec: ArchSpec, data: Cifar10, settings: ProxySettings, device: torch.d
     return _finite("snip", spec, value)
 
 
-def params(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
-    """Parameter count of the CIFAR network (cifar stem, 10 classes). No data, no randomness."""
+def params_cifar(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, device: torch.device) -> float:
+    """Parameter count of the CIFAR network (cifar stem, 10 classes): not the deployed model's count
+    (the study's ``params`` metric, at the latency's class count and stem). No data, no randomness."""
     model = build_model(spec, num_classes=10, stem="cifar")
     return float(sum(p.numel() for p in model.parameters()))
 
@@ -520,7 +537,7 @@ def ensemble(spec: ArchSpec, data: Cifar10 | None, settings: ProxySettings, devi
 
 _FUNCS: dict[str, Callable[[ArchSpec, Any, ProxySettings, torch.device], float]] = {
     "naswot": naswot, "synflow": synflow, "zen": zen, "grad_norm": grad_norm, "snip": snip,
-    "params": params, "flops": flops, "train": train, "ensemble": ensemble, "predictor": predictor,
+    "params_cifar": params_cifar, "flops": flops, "train": train, "ensemble": ensemble, "predictor": predictor,
     "predictor_std": predictor_std,
 }
 assert tuple(_FUNCS) == PROXY_NAMES

@@ -361,22 +361,22 @@ def _kind(name: str) -> str:
 
 
 def _recommend(scores: Mapping[str, Mapping[str, Any]], se: float) -> dict[str, Any]:
-    if "params" not in scores or not scores:
-        return {"default": "params", "why": "not enough scored architectures (or #params not scored) to move the "
+    if "params_cifar" not in scores or not scores:
+        return {"default": "params_cifar", "why": "not enough scored architectures (or #params not scored) to move the "
                                             "default away from #params"}
-    base = scores["params"]["tau"]
-    best, best_tau = "params", base
+    base = scores["params_cifar"]["tau"]
+    best, best_tau = "params_cifar", base
     for name, s in scores.items():  # ensemble_cv's tau is held-out; every other score has nothing fitted
         if s["tau"] == s["tau"] and s["tau"] > best_tau:
             best, best_tau = name, s["tau"]
     margin = best_tau - base
-    if best != "params" and margin > se:
+    if best != "params_cifar" and margin > se:
         return {"default": best, "tau": best_tau, "params_tau": base, "margin": margin, "se": se,
                 "why": f"{best} beats #params by {margin:.3f} in tau, more than the standard error {se:.3f}"}
     why = (f"no proxy beats #params by more than the standard error of tau ({se:.3f}): the best, {best}, "
-           f"{'is #params itself' if best == 'params' else f'is ahead by {margin:.3f}'}; #params is the honest "
+           f"{'is #params itself' if best == 'params_cifar' else f'is ahead by {margin:.3f}'}; #params is the honest "
            f"default (the short-training fidelity 'train' where a GPU is at hand)")
-    return {"default": "params", "best": best, "tau": best_tau, "params_tau": base, "margin": margin, "se": se,
+    return {"default": "params_cifar", "best": best, "tau": best_tau, "params_tau": base, "margin": margin, "se": se,
             "why": why}
 
 
@@ -418,7 +418,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     finite = {n: sc["tau"] for n, sc in scores.items() if sc["tau"] == sc["tau"]}
     if finite:
         best = max(finite, key=finite.get)
-        for ref in dict.fromkeys([best, "params"]):
+        for ref in dict.fromkeys([best, "params_cifar"]):
             if ref in finite:
                 near = [n for n in finite if n != ref and abs(finite[n] - finite[ref]) < se]
                 lines.append(f"within one SE of {ref} (not evidence of a difference): {', '.join(near) or 'none'}")

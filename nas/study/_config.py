@@ -35,13 +35,13 @@ from shufflenet import CANONICAL, canonical_names
 
 from nas._errors import NasError, StudyFileError
 from nas.measure import LatencySettings
-from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_NAMES, ProxySettings
+from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_ALIASES, PROXY_NAMES, ProxySettings, proxy_alias_notice
 from nas.study._samplers import SAMPLERS
 
 TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_start", "space", "proxy", "latency",
             "sampler", "constraints")
 BASELINE_SETS = ("all", "v1", "v2", "none")
-DEFAULT_PROXY = "params"
+DEFAULT_PROXY = "params_cifar"
 DEFAULT_TRIALS = 100
 # The deployment settings a run may override on the command line (``launch`` / ``worker`` / ``evaluate``
 # ``--runtime`` etc.): recorded in the study, and a resume with other values is refused like a changed file.
@@ -110,6 +110,7 @@ class StudyConfig:
     path: str | None = None                  # the study file it came from, if any
     warm_start: bool = True                  # the canonical configs the space expresses enqueued first
     latency_overrides: Mapping[str, Any] = field(default_factory=dict)   # applied over the file's [latency]
+    notices: tuple[str, ...] = ()            # accepted but worth saying (an old proxy name): the CLI prints them
 
     @property
     def objective_names(self) -> list[str]:
@@ -191,6 +192,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
 class _Problems:
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.notices: list[str] = []   # accepted, but worth a word (an old proxy name)
 
     def add(self, message: str) -> None:
         self.items.append(message)
@@ -243,7 +245,7 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
     return StudyConfig(name=name, space=space, proxy=proxy, record_proxies=record, proxy_settings=proxy_settings,
                        latency=latency, sampler=sampler, constraints=constraints, trials=trials,
                        baselines=baselines, data_dir=data_dir, description=description, path=source,
-                       warm_start=warm_start)
+                       warm_start=warm_start, notices=tuple(f"{source}: {n}" for n in problems.notices))
 
 
 def _table(value: Any, key: str, problems: _Problems) -> Mapping[str, Any] | None:
@@ -302,6 +304,12 @@ def _proxy(value: Any, problems: _Problems, base_dir: Path | None = None) -> tup
         table.pop(key)
     name = table.pop("name", DEFAULT_PROXY)
     record = table.pop("record", [])
+    if isinstance(name, str) and name in PROXY_ALIASES:   # an old name: read as the new one, with a notice
+        problems.notices.append(f"proxy.name: {proxy_alias_notice(name)}")
+        name = PROXY_ALIASES[name]
+    if isinstance(record, list) and any(isinstance(r, str) and r in PROXY_ALIASES for r in record):
+        problems.notices += [f"proxy.record: {proxy_alias_notice(r)}" for r in record if r in PROXY_ALIASES]
+        record = [PROXY_ALIASES.get(r, r) for r in record]
     if name not in PROXY_NAMES or name in NOT_OBJECTIVES:
         allowed = [n for n in PROXY_NAMES if n not in NOT_OBJECTIVES]
         problems.add(f"proxy.name: got {name!r}; allowed: {', '.join(allowed)}")

@@ -5,7 +5,7 @@ study attribute ``objective_info``.
 
 The numbers come from ``shufflenas bank validate --write`` (the bank folder's ``validation.json``):
 grouped cross-validated Kendall tau for the predictor (the model never saw the held-out knob value),
-plain Kendall tau over the bank for unfitted proxies (params, flops, zero-cost), and for the ``train``
+plain Kendall tau over the bank for unfitted proxies (params_cifar, flops, zero-cost), and for the ``train``
 fidelity the tau of the same budget and score measured on the bank. Anything else is "not validated".
 """
 
@@ -16,13 +16,13 @@ import math
 from typing import Any, Mapping
 
 from nas._errors import NasError
-from nas.proxies import ProxySettings, resolve_bank_path
+from nas.proxies import PROXY_ALIASES, ProxySettings, resolve_bank_path
 
 DESCRIPTIONS = {
     "predictor": ("predicted reference accuracy (%)",
                   "a model fitted on a bank of architectures trained under the reference protocol, from the "
                   "spec alone"),
-    "params": ("parameter count of the CIFAR build", "the 10-class, cifar-stem network the bank trains (not the "
+    "params_cifar": ("parameter count of the CIFAR build", "the 10-class, cifar-stem network the bank trains (not the "
                "deployed model's count)"),
     "flops": ("multiply-adds of the CIFAR build (M)", "the 10-class, cifar-stem network at 32x32"),
     "train": ("mini-training score", "a short SGD run on CIFAR-10 with the schedule compressed into its budget"),
@@ -63,7 +63,10 @@ def objective_info(proxy: str, settings: ProxySettings) -> dict[str, Any]:
                             "kendall_tau": None, "tau_se": None, "n": None, "protocol": None, "source": None}
     report = load_validation(settings.bank)
     name = _candidate_name(proxy, settings)
-    cand = (report or {}).get("candidates", {}).get(name) if name else None
+    candidates = (report or {}).get("candidates", {})
+    cand = candidates.get(name) if name else None
+    if cand is None and name:  # a report written before a rename (params -> params_cifar)
+        cand = next((candidates[old] for old, new in PROXY_ALIASES.items() if new == name and old in candidates), None)
     if cand is not None and report:
         tau = cand.get("grouped_tau_mean") if cand.get("kind") == "predictor" else cand.get("random_tau")
         if isinstance(tau, (int, float)) and math.isfinite(tau):
@@ -77,8 +80,9 @@ def objective_info(proxy: str, settings: ProxySettings) -> dict[str, Any]:
                         f"(SE {info['tau_se']:.2f}) against {info['protocol']} accuracy over {info['n']} architectures "
                         f"({info['source']})")
     else:
-        info["text"] = f"{proxy}: {label}; not validated against the reference protocol (no measurement of its rank " \
-                       f"correlation for these settings)"
+        info["text"] = (f"{proxy}: {label}" + (f", computed on {computed_on}" if computed_on else "")
+                        + "; not validated against the reference protocol (no measurement of its rank correlation "
+                          "for these settings)")
     return info
 
 

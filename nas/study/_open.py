@@ -16,6 +16,7 @@ import optuna
 
 from nas._errors import NasError
 from nas.measure import device_fingerprint, fingerprint_id
+from nas.proxies import current_proxy_name
 from nas.study._config import StudyConfig
 from nas.study._objective_info import objective_info
 from nas.study._samplers import make_sampler
@@ -34,6 +35,8 @@ class TargetDeviceError(NasError):
 def _comparable(study_config: dict[str, Any]) -> dict[str, Any]:
     proxy = dict(study_config.get("proxy", {}))
     proxy.pop("record", None)
+    if isinstance(proxy.get("name"), str):   # a study made before a rename is the same objective
+        proxy["name"] = current_proxy_name(proxy["name"])
     proxy.pop("device", None)  # where proxies run changes no value's meaning
     latency = dict(study_config.get("latency") or {})
     for key in QUALITY_KNOBS:  # how hard a measurement tries to be quiet changes no value's meaning

@@ -21,6 +21,7 @@ from search_space import ArchSpec, SpecError
 from shufflenet import CANONICAL
 
 from nas._errors import NasError
+from nas.proxies._names import current_proxy_name
 from nas.study._verified import merge_verified
 from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED,
                                ATTR_LATENCY_SETTINGS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
@@ -40,7 +41,8 @@ def trial_row(trial: Any) -> dict[str, Any]:
     """A plain dict of one ``optuna.trial.FrozenTrial``."""
     attrs = dict(trial.user_attrs)
     values = list(trial.values) if trial.values is not None else None
-    proxies = {k[len(PROXY_PREFIX):]: v for k, v in attrs.items() if k.startswith(PROXY_PREFIX)}
+    # an old study's proxy_params reads as params_cifar (nas.proxies._names), so readers see one name
+    proxies = {current_proxy_name(k[len(PROXY_PREFIX):]): v for k, v in attrs.items() if k.startswith(PROXY_PREFIX)}
     constraints = constraint_values(attrs)
     row = {
         "number": trial.number,
@@ -71,6 +73,13 @@ def trial_row(trial: Any) -> dict[str, Any]:
     return row
 
 
+def _current_objective(name: Any) -> Any:
+    """``proxy:params`` (an old study's objective name) -> ``proxy:params_cifar``."""
+    if isinstance(name, str) and name.startswith("proxy:"):
+        return "proxy:" + current_proxy_name(name[len("proxy:"):])
+    return name
+
+
 def study_data(study: Any) -> dict[str, Any]:
     """``{"meta": {...}, "rows": [...]}`` for an ``optuna.Study``: everything a reader needs, as
     plain data (JSON-serialisable)."""
@@ -80,8 +89,9 @@ def study_data(study: Any) -> dict[str, Any]:
     meta = {
         "study_name": study.study_name,
         "directions": directions,
-        "objective_names": attrs.get(STUDY_OBJECTIVE_NAMES) or [f"objective {i}" for i in range(len(directions))],
-        "proxy": attrs.get(STUDY_PROXY),
+        "objective_names": [_current_objective(n) for n in attrs.get(STUDY_OBJECTIVE_NAMES) or []]
+        or [f"objective {i}" for i in range(len(directions))],
+        "proxy": current_proxy_name(attrs[STUDY_PROXY]) if isinstance(attrs.get(STUDY_PROXY), str) else None,
         "latency_settings": attrs.get(STUDY_LATENCY_SETTINGS),
         "target_fingerprint": attrs.get(STUDY_TARGET_FINGERPRINT),
         "n_trials": len(trials),
@@ -97,3 +107,29 @@ def study_data(study: Any) -> dict[str, Any]:
         for row in rows:
             row["latency_remeasured"] = remeasured.get(row.get("spec_hash"))
     return {"meta": meta, "rows": rows}
+
+
+def trial_source(data: Mapping[str, Any], number: int) -> dict[str, Any]:
+    """Trial ``number`` of study data (:func:`study_data`) as ``evaluate --trial`` takes it:
+    ``{"spec": ArchSpec, "row": the row, "latency": the latency settings it was measured with (the
+    study's when the trial has none), "proxy": the study's [proxy] table (name, record, settings)}``.
+    A missing trial, or one without a valid spec, is a :class:`NasError` naming the trial."""
+    meta, rows = data.get("meta") or {}, data.get("rows") or []
+    where = f"study {meta.get('study_name')!r}"
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise NasError(f"trial: got {number!r}; expected a trial number (an integer >= 0)", param="trial")
+    row = next((r for r in rows if r["number"] == number), None)
+    if row is None:
+        span = f"0..{max(r['number'] for r in rows)}" if rows else "none"
+        raise NasError(f"trial: {where} has no trial {number} (trial numbers: {span})", param="trial")
+    doc = row.get("spec")
+    if not isinstance(doc, Mapping):
+        raise NasError(f"trial: trial {number} of {where} has no spec (state {row['state']}); it was not made by "
+                       f"`shufflenas launch`", param="trial")
+    try:
+        spec = ArchSpec.from_dict(doc)
+    except SpecError as exc:
+        raise NasError(f"trial: trial {number} of {where} has an invalid stored spec ({exc})", param="trial") from None
+    config = (meta.get("user_attrs") or {}).get(STUDY_CONFIG) or {}
+    latency = row.get("latency_settings") or meta.get("latency_settings") or config.get("latency") or {}
+    return {"spec": spec, "row": row, "latency": dict(latency), "proxy": dict(config.get("proxy") or {})}

@@ -101,7 +101,7 @@ def evaluate_into(trial: optuna.Trial, spec, images: torch.Tensor, baseline: str
     fp = _fingerprint()
     attrs = {
         "spec": spec.to_dict(), "spec_hash": spec.content_hash(), "short": spec.short(),
-        "proxy_naswot": score, "proxy_params": float(cost.params),
+        "proxy_naswot": score, "proxy_params_cifar": float(cost.params),
         "params": cost.params, "mflops": cost.mflops, "mmac": cost.mmac, "fragments": cost.fragments,
         "kernel_launches": cost.kernel_launches, "elementwise_ops": cost.elementwise_ops,
         "latency_ms": median, "latency_iqr_ms": iqr, "latency_runs": LATENCY_SETTINGS["runs"],
@@ -226,7 +226,7 @@ ALL_BASELINES_TOML = {
     "name": "all-baselines", "trials": 12, "baselines": "all",
     "space": {"families": ["v1", "v2"], "groups": [1, 2, 3, 4, 8], "depth": [[1, 2], [1, 3], [1, 2]],
               "first_width": [24, 240], "growth": [2.0], "final_channels": [0, 512, 1024]},
-    "proxy": {"name": "params", "record": ["flops"]},
+    "proxy": {"name": "params_cifar", "record": ["flops"]},
     "latency": {"resolution": 64, "warmup": 1, "warmup_seconds": 0.0, "min_runs": 5, "max_runs": 9,
                 "max_seconds": 0.2},
     "sampler": {"name": "random"},

@@ -89,7 +89,7 @@ def test_pareto_figure_traces_front_and_baselines(dash_data):
     assert set(v1.customdata) | set(v2.customdata) == {t.number for t in info.trials if t.baseline}
     x_menu, y_menu = fig.layout.updatemenus
     assert [b.label for b in x_menu.buttons] == ["latency (ms, median)", "MFLOPs", "params", "MAC (M elements)"]
-    assert [b.label for b in y_menu.buttons] == ["proxy: naswot", "proxy: params"]
+    assert [b.label for b in y_menu.buttons] == ["proxy: naswot", "proxy: params_cifar"]
     assert "1 failed (not plotted)" in fig.layout.title.subtitle.text
 
 

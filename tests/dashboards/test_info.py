@@ -110,7 +110,7 @@ def test_gather_counts_axes_and_baselines(dash_data, facts):
     assert sorted(t.number for t in info.trials if not t.feasible and not t.baseline) == too_big
     assert [r for _, r in info.failed][0].startswith("ValueError: resolution")
     assert [a.key for a in info.x_axes] == list(METRICS)
-    assert [a.key for a in info.y_axes] == ["proxy:naswot", "proxy:params"]  # the study's proxy first
+    assert [a.key for a in info.y_axes] == ["proxy:naswot", "proxy:params_cifar"]  # the study's proxy first
     assert {a.direction for a in info.x_axes} == {"minimize"} and {a.direction for a in info.y_axes} == {"maximize"}
     assert (info.default_x, info.default_y) == ("latency_ms", "proxy:naswot")
     assert info.has_attrs and info.notices == ()
@@ -122,7 +122,7 @@ def test_gather_counts_axes_and_baselines(dash_data, facts):
 
 
 @pytest.mark.parametrize("x", METRICS)
-@pytest.mark.parametrize("y", ["proxy:naswot", "proxy:params"])
+@pytest.mark.parametrize("y", ["proxy:naswot", "proxy:params_cifar"])
 def test_front_membership_matches_dominance(dash_data, x, y):
     complete = [r for r in dash_data["rows"] if r["state"] == "COMPLETE"]
     search = [r for r in complete if not r["baseline"]]
@@ -266,12 +266,12 @@ def test_importance_is_per_objective_over_searched_trials_only(all_data, all_bas
 
     imp = all_data["meta"]["importance"]
     assert imp["n_trials"] == all_baselines["n_search"] and imp["notice"] is None  # the 29 baselines left out
-    assert [o["name"] for o in imp["objectives"]] == ["proxy:params", "latency_ms"]
+    assert [o["name"] for o in imp["objectives"]] == ["proxy:params_cifar", "latency_ms"]
     for o in imp["objectives"]:
         assert sum(o["importances"].values()) == pytest.approx(1.0)
         assert "s1_growth" not in o["importances"]   # one value in the space ([2.0]): nothing to attribute
     info = importance_info(all_data)
-    assert [name for name, _, _ in info.objectives] == ["proxy:params", "latency_ms"]
+    assert [name for name, _, _ in info.objectives] == ["proxy:params_cifar", "latency_ms"]
     assert all(list(s) == sorted(s, key=lambda kv: -kv[1]) for _, _, s in info.objectives)
 
 

@@ -80,7 +80,7 @@ def test_optuna_dashboard_shows_objective_names_and_the_saved_figures(optuna_das
     studies = _get(base + "/api/studies")["study_summaries"]
     study = next(s for s in studies if s["study_name"] == all_baselines["study"])
     detail = _get(f"{base}/api/studies/{study['study_id']}")
-    assert detail["objective_names"] == ["proxy:params", "latency_ms"]       # not "0" and "1"
+    assert detail["objective_names"] == ["proxy:params_cifar", "latency_ms"]       # not "0" and "1"
     plots = {p["id"]: json.loads(p["graph_object"]) for p in detail["plotly_graph_objects"]}
     assert set(plots) == {"shufflenas-pareto", "shufflenas-importance", "shufflenas-knob-edf"}
     pareto = plots["shufflenas-pareto"]

@@ -5,12 +5,12 @@ from conftest import run_cli
 
 def test_evaluate_json_has_proxies_accounting_and_latency(tmp_path, cifar_dir):
     env = {"SHUFFLENAS_CACHE_DIR": str(tmp_path / "cache"), "SHUFFLENAS_LOCK_DIR": str(tmp_path)}
-    args = ("evaluate", "v2_0.5x", "--proxy", "params", "--proxy", "grad_norm", "--data-dir", str(cifar_dir),
+    args = ("evaluate", "v2_0.5x", "--proxy", "params_cifar", "--proxy", "grad_norm", "--data-dir", str(cifar_dir),
             "--latency", "--resolution", "32", "--json")
     out = run_cli(*args, env=env)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert set(doc["proxies"]) == {"params", "grad_norm"}
+    assert set(doc["proxies"]) == {"params_cifar", "grad_norm"}
     for key in ("params", "mflops", "mmac", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_settings",
                 "device_fingerprint"):
         assert key in doc, key

@@ -36,7 +36,7 @@ def test_shipped_studies_cover_the_issue():
 
 def test_defaults_and_baseline_sets():
     cfg = config_from_dict({})
-    assert cfg.sampler.name == "nsga2" and cfg.proxy == "params" and set(cfg.baselines) == set(CANONICAL)
+    assert cfg.sampler.name == "nsga2" and cfg.proxy == "params_cifar" and set(cfg.baselines) == set(CANONICAL)
     assert config_from_dict({"baselines": "v2"}).baselines == tuple(canonical_names("v2"))
     assert config_from_dict({"baselines": "none"}).baselines == ()
     assert config_from_dict({"baselines": ["v2_1.0x"]}).baselines == ("v2_1.0x",)
@@ -87,7 +87,7 @@ max_watts = 3
 @pytest.mark.parametrize("doc, key, allowed", [
     ({"sampler": {"name": "tpe", "population_size": 10}}, "sampler.population_size", "nsga2 / nsga3"),
     ({"sampler": {"seed": "zero"}}, "sampler.seed", "integer"),
-    ({"proxy": {"record": ["params", "magic"]}}, "proxy.record", "synflow"),
+    ({"proxy": {"record": ["params_cifar", "magic"]}}, "proxy.record", "synflow"),
     ({"proxy": {"flavour": 1}}, "proxy.flavour", "record"),
     ({"latency": {"threads": 0}}, "latency.threads", "[1,"),
     ({"latency": "fast"}, "latency", "table"),

@@ -190,7 +190,7 @@ depth = [[1, 2], [1, 2], [1, 2]]
 first_width = [24, 64]
 final_channels = [0, 256]
 [proxy]
-name = "params"
+name = "params_cifar"
 [latency]
 resolution = 32
 num_classes = 10

@@ -49,7 +49,7 @@ first_width = [24, 24]
 growth = [2.0]
 final_channels = [0, 1024]
 [proxy]
-name = "params"
+name = "params_cifar"
 [latency]
 resolution = 32
 num_classes = 10

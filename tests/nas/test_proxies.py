@@ -35,7 +35,7 @@ def data(cifar_dir):
 
 
 def test_zero_cost_proxies_finite_seed_stable_and_discriminating(data):
-    names = list(ZERO_COST) + ["params", "flops"]
+    names = list(ZERO_COST) + ["params_cifar", "flops"]
     small = compute_proxies(SMALL, names, data, FAST)
     again = compute_proxies(SMALL, names, data, FAST)
     large = compute_proxies(LARGE, names, data, FAST)
@@ -45,7 +45,7 @@ def test_zero_cost_proxies_finite_seed_stable_and_discriminating(data):
         assert small[name] == pytest.approx(again[name], rel=1e-9, abs=1e-9), name
         assert small[name] != pytest.approx(large[name], rel=1e-3), name
     # the bigger, deeper network is the one every size-sensitive proxy scores higher
-    for name in ("synflow", "snip", "params", "flops", "naswot"):
+    for name in ("synflow", "snip", "params_cifar", "flops", "naswot"):
         assert large[name] > small[name], name
     other_seed = compute_proxies(SMALL, ["naswot", "zen", "grad_norm"], data, FAST.replace(seed=1))
     assert other_seed["zen"] != small["zen"] and other_seed["grad_norm"] != small["grad_norm"]
@@ -62,9 +62,9 @@ def test_baselines_match_cost_accounting():
 
     from nas import profile
 
-    values = compute_proxies(LARGE, ["params", "flops", "synflow", "zen"], None, FAST)  # data-free: no data needed
+    values = compute_proxies(LARGE, ["params_cifar", "flops", "synflow", "zen"], None, FAST)  # data-free: no data needed
     cost = profile(LARGE, 32, 10, "cifar")
-    assert values["params"] == cost.params == sum(p.numel() for p in build_model(LARGE, 10, "cifar").parameters())
+    assert values["params_cifar"] == cost.params == sum(p.numel() for p in build_model(LARGE, 10, "cifar").parameters())
     assert values["flops"] == pytest.approx(cost.mflops)
 
 
@@ -87,13 +87,13 @@ def test_train_learns_something(data):
 
 def test_bad_names_and_missing_data():
     with pytest.raises(NasError, match=r"unknown proxy 'nwot'; allowed: naswot, synflow, zen, grad_norm, snip, "
-                                       r"params, flops, train, ensemble"):
+                                       r"params_cifar, flops, train, ensemble"):
         compute_proxies(SMALL, ["nwot"], None)
     for name in sorted(NEEDS_DATA):
         with pytest.raises(DataError, match=rf"proxy {name} needs CIFAR-10 images"):
             compute_proxies(SMALL, [name], None)
     with pytest.raises(NasError, match=r"proxy\.ensemble_reference: not set"):
-        compute_proxies(SMALL, ["ensemble"], None, ProxySettings(ensemble_of=("params", "flops")))
+        compute_proxies(SMALL, ["ensemble"], None, ProxySettings(ensemble_of=("params_cifar", "flops")))
     assert set(NEEDS_DATA) < set(PROXY_NAMES)
 
 
@@ -111,4 +111,4 @@ def test_settings_validate_and_round_trip():
         ProxySettings(device="gpu")
     if not torch.cuda.is_available():
         with pytest.raises(NasError, match="sees no CUDA device"):
-            compute_proxies(SMALL, ["params"], None, ProxySettings(device="cuda"))
+            compute_proxies(SMALL, ["params_cifar"], None, ProxySettings(device="cuda"))

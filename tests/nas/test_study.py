@@ -33,7 +33,7 @@ first_width = [16, 48]
 growth = [2.0]
 final_channels = [0, 128]
 [proxy]
-name = "params"
+name = "params_cifar"
 record = ["flops"]
 [latency]
 resolution = 64
@@ -48,7 +48,7 @@ name = "nsga2"
 population_size = 2
 """
 
-TRIAL_KEYS = {"spec", "spec_hash", "short", "proxy_params", "proxy_flops", "params", "mflops", "mmac", "fragments",
+TRIAL_KEYS = {"spec", "spec_hash", "short", "proxy_params_cifar", "proxy_flops", "params", "mflops", "mmac", "fragments",
               "kernel_launches", "elementwise_ops", "latency_ms", "latency_iqr_ms", "latency_runs",
               "latency_settings", "device_fingerprint", "fingerprint_id"}
 
@@ -67,7 +67,7 @@ def test_tiny_study_end_to_end_resume_and_pareto(tmp_path, monkeypatch, capsys):
     storage = open_storage(parse_storage(str(journal)), create=False)
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert {"objective_names", "proxy", "latency_settings", "target_fingerprint", "study_config"} <= set(study.user_attrs)
-    assert study.user_attrs["objective_names"] == ["proxy:params", "latency_ms"]
+    assert study.user_attrs["objective_names"] == ["proxy:params_cifar", "latency_ms"]
     assert study.user_attrs["latency_settings"]["resolution"] == 64
     trials = study.get_trials()
     baselines = [t for t in trials if "baseline" in t.user_attrs]
@@ -78,7 +78,7 @@ def test_tiny_study_end_to_end_resume_and_pareto(tmp_path, monkeypatch, capsys):
     assert len(searched) == 2
     for t in trials:
         assert TRIAL_KEYS <= set(t.user_attrs), TRIAL_KEYS - set(t.user_attrs)
-        assert t.values[0] == t.user_attrs["proxy_params"] and t.values[1] == t.user_attrs["latency_ms"]
+        assert t.values[0] == t.user_attrs["proxy_params_cifar"] and t.values[1] == t.user_attrs["latency_ms"]
         assert t.user_attrs["latency_settings"]["resolution"] == 64
     for t in searched:
         assert set(t.params) == set(param_names(config_from_dict({"space": {"depth": [[1, 2]] * 3}}).space))
@@ -137,7 +137,7 @@ class Injected(Evaluator):
         latency = float(sum(s.depth for s in spec.stages)) + spec.stages[-1].width / 50.0
         proxy = math.nan if what == "nan" else size
         attrs = {"spec": spec.to_dict(), "spec_hash": spec.content_hash(), "short": spec.short(),
-                 "proxy_params": proxy, "params": int(size), "mflops": size / 10, "mmac": 1.0, "fragments": 1,
+                 "proxy_params_cifar": proxy, "params": int(size), "mflops": size / 10, "mmac": 1.0, "fragments": 1,
                  "kernel_launches": 1, "elementwise_ops": 1, "latency_ms": latency, "latency_iqr_ms": 0.0,
                  "latency_runs": 1, "latency_settings": self.config.latency.to_dict(),
                  "device_fingerprint": self.fp, "fingerprint_id": fingerprint_id(self.fp)}
@@ -160,7 +160,7 @@ def test_failing_and_nan_trials_are_recorded_and_the_study_goes_on(storage):
     failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     reasons = sorted(t.user_attrs["fail_reason"] for t in failed)
     assert reasons[0] == "RuntimeError: injected failure"
-    assert reasons[1].startswith("non-finite objective: proxy:params = nan")
+    assert reasons[1].startswith("non-finite objective: proxy:params_cifar = nan")
     assert front_size(study) >= 1
 
 

@@ -32,7 +32,7 @@ first_width = [16, 32]
 growth = [2.0]
 final_channels = [0, 128]
 [proxy]
-name = "params"
+name = "params_cifar"
 record = ["flops"]
 [latency]
 runtime = "eager"
@@ -94,7 +94,9 @@ def test_overrides_are_recorded_and_a_mismatched_resume_is_refused(launched, cap
     assert capsys.readouterr().err.strip().endswith("--threads: got 0; expected an integer in [1, 1024]")
     # the same overrides resume it (nothing left to run)
     assert main(["launch", str(launched["file"]), "--no-progress", *OVERRIDES]) == 0
-    assert "(overridden: runtime=onnxruntime, threads=2, resolution=48)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(overridden: runtime=onnxruntime, threads=2, resolution=48)" in err
+    assert "accuracy objective proxy:params_cifar: params_cifar: parameter count of the CIFAR build" in err
 
 
 def test_launch_workers_pass_the_overrides_on(launched, capsys):
@@ -115,9 +117,9 @@ def test_evaluate_a_trial_with_the_studys_settings(launched, capsys):
     assert doc["study"]["stored_latency_ms"] == trial.user_attrs["latency_ms"]
     # overrides apply on top of the study's settings; a named proxy is computed with the study's settings
     assert main(["evaluate", "--storage", str(launched["journal"]), "--trial", str(trial.number), "--proxy",
-                 "params", "--resolution", "32", "--json"]) == 0
+                 "params_cifar", "--resolution", "32", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["proxies"] == {"params": trial.user_attrs["proxy_params"]} and doc["resolution"] == 32
+    assert doc["proxies"] == {"params_cifar": trial.user_attrs["proxy_params_cifar"]} and doc["resolution"] == 32
     assert main(["evaluate", "--storage", str(launched["journal"]), "--trial", "99"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--trial: study 'path' has no trial 99" in err
@@ -161,3 +163,69 @@ def test_the_architecture_string_has_a_legend(launched, capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert "architecture string: 'stem C | STAGE" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_accuracy_objective_says_what_it_is_worth_everywhere(launched, capsys):
+    """launch's summary, pareto (table and --json), the dashboard page (axis and study box) and the model
+    card name the objective, what it is computed on, and its measured rank correlation or "not validated"."""
+    study = _study(launched["journal"])
+    info = study.user_attrs["objective_info"]
+    assert info["proxy"] == "params_cifar" and "CIFAR build" in info["label"] and "not the deployed" in info["text"]
+    expected = info["text"]   # the shipped bank has no validation report yet: "not validated"
+    assert ("Kendall tau" in expected) == info["validated"] and (info["validated"] or "not validated" in expected)
+
+    assert main(["pareto", str(launched["file"])]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"accuracy objective proxy:params_cifar: {expected}"
+    assert main(["pareto", str(launched["file"]), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["objective_text"] == expected and doc["objective_info"]["label"] == info["label"]
+
+    page = launched["tmp"] / "page.html"
+    assert main(["dashboard", "--storage", str(launched["journal"]), "--out", str(page)]) == 0
+    capsys.readouterr()
+    import dashboards
+    from nas.study import study_data
+    payload = dashboards.page_payload(study_data(study))
+    assert payload["meta"]["objective_text"] == expected            # the study box
+    y_title = payload["figures"]["pareto"]["layout"]["yaxis"]["title"]["text"]
+    assert y_title.startswith(f"proxy: params_cifar ({info['label']})")   # the axis
+    assert expected in page.read_text()
+
+    out = launched["tmp"] / "card.json"
+    assert main(["export", "--storage", str(launched["journal"]), "--pareto-rank", "0", "--format", "json",
+                 "--out", str(out)]) == 0
+    md = out.with_name(out.name + ".card.md").read_text()
+    assert f"| what objective 0 is worth | {expected} |" in md
+
+
+def test_params_is_read_as_params_cifar_and_an_old_study_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SHUFFLENAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHUFFLENAS_LOCK_DIR", str(tmp_path))
+    study_file = tmp_path / "old.toml"
+    study_file.write_text(TOML.replace('name = "path"', 'name = "old"').replace('name = "params_cifar"',
+                                                                              'name = "params"')
+                          .replace('trials = 2', 'trials = 1').replace('baselines = ["v2_0.5x"]', 'baselines = "none"')
+                          .replace("resolution = 224", "resolution = 32"))
+    from nas.study import load_study_config, new_study_attrs
+    config = load_study_config(study_file)
+    assert config.proxy == "params_cifar" and "now called 'params_cifar'" in config.notices[0]
+    # a study made before the rename: its attributes say "params"
+    storage = open_storage(parse_storage(str(tmp_path / "old.journal")), create=True)
+    old = optuna.create_study(storage=storage, study_name="old", directions=config.directions)
+    attrs = new_study_attrs(config)
+    attrs["study_config"]["proxy"]["name"] = "params"
+    attrs.update(proxy="params", objective_names=["proxy:params", "latency_ms"])
+    for k, v in attrs.items():
+        old.set_user_attr(k, v)
+    assert main(["launch", str(study_file), "--no-progress"]) == 0   # the same objective: it resumes
+    err = capsys.readouterr().err
+    assert "shufflenas launch: note: " in err and "'params' is now called 'params_cifar'" in err
+    from nas.study import study_data
+    data = study_data(_study_named(tmp_path / "old.journal", "old"))
+    assert data["meta"]["proxy"] == "params_cifar" and data["meta"]["objective_names"][0] == "proxy:params_cifar"
+    assert all("params_cifar" in r["proxies"] for r in data["rows"] if r["state"] == "COMPLETE")
+
+
+def _study_named(journal, name):
+    return optuna.load_study(study_name=name, storage=open_storage(parse_storage(str(journal)), create=False))

@@ -75,12 +75,12 @@ def _records(protocol, truth, proxies, second=None):
 
 def test_report_rules_on_known_rankings():
     n = 24
-    protocol = ValidationProtocol(space=SearchSpace(), archs=n, proxies=("naswot", "synflow", "params", "flops"),
+    protocol = ValidationProtocol(space=SearchSpace(), archs=n, proxies=("naswot", "synflow", "params_cifar", "flops"),
                                   ensemble=("naswot", "synflow"))
     truth = [float(i) for i in range(n)]
     noisy = [t + (3.0 if i % 2 else -3.0) for i, t in enumerate(truth)]
     weak = [float((i * 7) % n) for i in range(n)]  # unrelated to accuracy
-    proxies = {"naswot": truth[::-1], "synflow": [t + 0.1 for t in truth], "params": weak, "flops": weak}
+    proxies = {"naswot": truth[::-1], "synflow": [t + 0.1 for t in truth], "params_cifar": weak, "flops": weak}
     specs, recs = _records(protocol, truth, proxies, second=noisy)
     report = summarize(protocol, specs, recs)
     assert report["n_archs"] == n
@@ -97,10 +97,10 @@ def test_report_rules_on_known_rankings():
 
     # a proxy ahead of #params by less than the standard error does not become the default
     close = [w + (0.5 if i % 5 == 0 else 0.0) for i, w in enumerate(weak)]
-    specs, recs = _records(protocol, truth, {"naswot": close, "synflow": close, "params": weak, "flops": weak},
+    specs, recs = _records(protocol, truth, {"naswot": close, "synflow": close, "params_cifar": weak, "flops": weak},
                            second=noisy)
     report = summarize(protocol, specs, recs)
-    assert report["recommendation"]["default"] == "params"
+    assert report["recommendation"]["default"] == "params_cifar"
     assert "standard error" in report["recommendation"]["why"]
 
 
@@ -111,7 +111,7 @@ def test_protocol_bad_input_names_the_parameter():
     with pytest.raises(ValidationError, match=r"^second_seed_fraction: 0.05 of 24 architectures gives 2"):
         ValidationProtocol(space=SearchSpace(), archs=24, second_seed_fraction=0.05)
     with pytest.raises(ValidationError, match=r"^proxies: 'train' is the truth"):
-        ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params", "train"))
+        ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params_cifar", "train"))
     with pytest.raises(Exception, match=r"^proxies: unknown proxy 'foo'"):
         ValidationProtocol(space=SearchSpace(), archs=5, proxies=("foo",))
 
@@ -128,7 +128,7 @@ def test_the_cli_says_the_flag(capsys):
                  "--epochs", "1", "--second-seed-fraction", "0.05"]) == 2
     assert "error: --second-seed-fraction: 0.05 of 24" in capsys.readouterr().err
     p1 = ValidationProtocol(space=SearchSpace(), archs=5)
-    assert p1.key() == ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params",), ensemble=()).key()
+    assert p1.key() == ValidationProtocol(space=SearchSpace(), archs=5, proxies=("params_cifar",), ensemble=()).key()
     assert p1.key() != ValidationProtocol(space=SearchSpace(), archs=5, settings=ProxySettings(train_epochs=3)).key()
 
 
@@ -136,7 +136,7 @@ def _run(tmp_path, cifar_dir, *extra):
     study = tmp_path / "tiny.toml"
     study.write_text(TINY_STUDY)
     return run_cli("validate-proxy", "--space", str(study), "--archs", "3", "--steps", "1",
-                   "--data-dir", str(cifar_dir), "--proxies", "naswot", "grad_norm", "params", "flops",
+                   "--data-dir", str(cifar_dir), "--proxies", "naswot", "grad_norm", "params_cifar", "flops",
                    "--results", str(tmp_path / "r.jsonl"), *extra)
 
 
@@ -159,10 +159,10 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
     assert "2 of 3 architectures already done, 1 to run" in again.stderr
     report = json.loads(again.stdout)
     assert report["n_archs"] == 3 and report["noise"]["pairs"] == 3
-    assert set(report["scores"]) == {"naswot", "grad_norm", "params", "flops", "ensemble_equal", "ensemble_cv"}
+    assert set(report["scores"]) == {"naswot", "grad_norm", "params_cifar", "flops", "ensemble_equal", "ensemble_cv"}
     rec = report["recommendation"]
     assert rec["se"] == pytest.approx(report["tau_standard_error"])
-    assert rec["default"] == "params" or rec["margin"] > rec["se"]  # the rule, whatever 3 tiny nets show
+    assert rec["default"] == "params_cifar" or rec["margin"] > rec["se"]  # the rule, whatever 3 tiny nets show
     records = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines() if x.startswith("{")
                and x.endswith("}")]
     assert len(records) == 9
@@ -174,7 +174,7 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
 
     from nas.proxies import compute_proxies, load_cifar10
 
-    settings = ProxySettings(naswot_batch_size=8, grad_batch_size=8, ensemble_of=("naswot", "params"),
+    settings = ProxySettings(naswot_batch_size=8, grad_batch_size=8, ensemble_of=("naswot", "params_cifar"),
                              ensemble_reference=str(tmp_path / "r.jsonl"))
     spec = ArchSpec.from_dict(records[0]["spec"])
     data = load_cifar10(cifar_dir)
@@ -182,9 +182,9 @@ def test_tiny_run_resume_and_json(tmp_path, cifar_dir):
         value = compute_proxies(spec, ["ensemble"], data, settings.replace(ensemble_weights=weights))["ensemble"]
         assert 0.0 <= value <= 1.0
     # a reference spec ranks where its own values put it: params is exact, so its percentile is known
-    pool = sorted(r["values"]["params"] for r in records if r["kind"] == "proxies")
-    mine = records[0]["values"]["params"]
-    only_params = settings.replace(ensemble_of=("params",))
+    pool = sorted(r["values"]["params_cifar"] for r in records if r["kind"] == "proxies")
+    mine = records[0]["values"]["params_cifar"]
+    only_params = settings.replace(ensemble_of=("params_cifar",))
     expected = (sum(v < mine for v in pool) + 0.5) / len(pool)
     assert compute_proxies(spec, ["ensemble"], data, only_params)["ensemble"] == pytest.approx(expected)
 

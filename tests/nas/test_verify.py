@@ -27,7 +27,7 @@ first_width = [16, 48]
 growth = [2.0]
 final_channels = [0]
 [proxy]
-name = "params"
+name = "params_cifar"
 [latency]
 resolution = 32
 warmup = 1

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 LIGHT_WORKER = Path(__file__).with_name("pg_light_worker.py")
 CLI_WORKER = Path(__file__).with_name("pg_cli_worker.py")
 BASELINES = ["v2_0.5x", "v1_g3_0.5x"]
-COMPLETE_ATTRS = ("spec", "spec_hash", "short", "proxy_params", "params", "mflops", "mmac", "fragments",
+COMPLETE_ATTRS = ("spec", "spec_hash", "short", "proxy_params_cifar", "params", "mflops", "mmac", "fragments",
                   "kernel_launches", "elementwise_ops", "latency_ms", "latency_iqr_ms", "latency_runs",
                   "latency_settings", "device_fingerprint", "fingerprint_id")
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
@@ -48,7 +48,7 @@ first_width = [24, 96]
 final_channels = [0, 256]
 
 [proxy]
-name = "params"
+name = "params_cifar"
 
 [latency]
 resolution = 32
@@ -315,7 +315,7 @@ def test_proxy_only_workers_and_latency_on_the_target_device(pg_url, study_file,
     assert len(pending) == until + len(BASELINES)
     for t in pending:
         assert t.state == TrialState.WAITING and t.system_attrs["shufflenas:latency_pending"] is True
-        assert "proxy_params" in t.user_attrs and "mflops" in t.user_attrs and "latency_ms" not in t.user_attrs
+        assert "proxy_params_cifar" in t.user_attrs and "mflops" in t.user_attrs and "latency_ms" not in t.user_attrs
 
     # The study's target is another device: a latency worker here refuses, naming both.
     from nas.measure import device_fingerprint, fingerprint_id
@@ -349,7 +349,7 @@ def test_proxy_only_workers_and_latency_on_the_target_device(pg_url, study_file,
         assert not missing, (t.number, missing)
         assert t.user_attrs["fingerprint_id"] == mine["id"]
         assert t.system_attrs["shufflenas:proxy_by"] != t.system_attrs["shufflenas:worker"]
-        assert t.values[0] == t.user_attrs["proxy_params"] and t.values[1] == t.user_attrs["latency_ms"]
+        assert t.values[0] == t.user_attrs["proxy_params_cifar"] and t.values[1] == t.user_attrs["latency_ms"]
 
 
 # ------------------------------------------------------------------------------------------ bad URLs
