@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from nas.proxies import Protocol, TrainSettings, build_bank, load_bank, read_results
-from nas.proxies._rank import kendall_tau_b, spearman_rho, tau_standard_error
+from nas.measure._rank import kendall_tau_b, spearman_rho, tau_standard_error
 
 RUNS = Path("bench/results/fidelity_runs.jsonl")
 

@@ -15,7 +15,8 @@ from typing import Sequence
 from search_space import SHORT_LEGEND, SpaceError, SpecError
 
 from nas._errors import NasError
-from nas.cli import _bank, _dashboard, _doctor, _evaluate, _export, _foundation, _guidelines, _proxy, _study, _worker
+from nas.cli import (_bank, _dashboard, _doctor, _evaluate, _export, _foundation, _guidelines, _latency_model,
+                     _proxy, _study, _worker)
 from nas.cli._command import Command
 
 _COMMANDS: tuple[Command, ...] = (
@@ -25,6 +26,7 @@ _COMMANDS: tuple[Command, ...] = (
     *_doctor.COMMANDS,          # doctor
     *_export.COMMANDS,          # export
     *_guidelines.COMMANDS,      # guidelines
+    *_latency_model.COMMANDS,   # latency-model build | check
     *_proxy.COMMANDS,           # validate-proxy
     *_bank.COMMANDS,            # bank (plan, build, status, validate), verify
     *_study.COMMANDS,           # launch, pareto

@@ -1,6 +1,8 @@
 """Measuring a spec on a device, knowing no Optuna: cost accounting (params, MFLOPs, MAC, fragments),
 deployment runtimes (eager, TorchScript, onnxruntime), the latency protocol with its device
-fingerprint, per-host lock and cache; its quality (retries while noisy, drift control with a reference network)."""
+fingerprint, per-host lock and cache; its quality (retries while noisy, drift control with a reference
+network); and the latency model (a lookup table of unit parts timed on this device plus a correction
+fitted on measured networks)."""
 
 from nas._lazy import lazy_exports
 
@@ -45,6 +47,14 @@ _EXPORTS = {
     "default_cache_path": "nas.measure._cache",
     "computing_on_host": "nas.measure._hostlock",
     "measuring_on_host": "nas.measure._hostlock",
+    "kendall_tau_b": "nas.measure._rank",
+    "LatencyModel": "nas.measure._latency_model",
+    "LatencyModelError": "nas.measure._latency_model",
+    "PartProtocol": "nas.measure._latency_model",
+    "Prediction": "nas.measure._latency_model",
+    "build_latency_model": "nas.measure._latency_model",
+    "check_latency_model": "nas.measure._latency_model",
+    "default_model_path": "nas.measure._latency_model",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -54,7 +54,7 @@ from nas._errors import NasError
 from nas.measure import LatencySettings, measure_latency
 from nas.proxies._data import load_cifar10
 from nas.proxies._train import TrainSettings, train_short
-from nas.proxies._rank import kendall_tau_b, tau_standard_error
+from nas.measure._rank import kendall_tau_b, tau_standard_error
 
 PLAN_FORMAT = "shufflenas-bank-plan"
 RESULTS_FORMAT = "shufflenas-bank"

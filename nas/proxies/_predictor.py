@@ -41,7 +41,7 @@ from sklearn.preprocessing import StandardScaler
 from search_space import ArchSpec, SearchSpace
 
 from nas._errors import NasError
-from nas.proxies._rank import kendall_tau_b, spearman_rho, tau_standard_error
+from nas.measure._rank import kendall_tau_b, spearman_rho, tau_standard_error
 
 
 class PredictorError(NasError):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from nas._errors import NasError
-from nas.proxies._rank import kendall_tau_b
+from nas.measure._rank import kendall_tau_b
 
 RESULTS_FORMAT = 1
 

@@ -38,7 +38,7 @@ from search_space import ArchSpec, SearchSpace, sample_specs
 from nas.proxies._bank import (PROXIES_FORMAT, VERSION, Protocol, append_result, read_bank_proxies, read_plan,
                                run_trainings, train_inline, zero_cost_key)
 from nas.proxies._data import load_cifar10
-from nas.proxies._rank import kendall_tau_b, ranks, spearman_rho, tau_standard_error
+from nas.measure._rank import kendall_tau_b, ranks, spearman_rho, tau_standard_error
 from nas.proxies._registry import BASELINES, ZERO_COST, ProxySettings, check_proxy_names, compute_proxies_timed
 from nas.proxies._results import RESULTS_FORMAT, ResultsFile, ValidationError, _Done, _index_records
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from nas.proxies._rank import kendall_tau_b
+from nas.measure._rank import kendall_tau_b
 from nas.study._pareto import dominates, front_indices
 from nas.study._schema import (ATTR_ACC_REFERENCE, ATTR_ACC_REFERENCE_PROTOCOL, ATTR_ACC_REFERENCE_SEEDS,
                                STUDY_VERIFIED_PREFIX)

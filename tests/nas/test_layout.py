@@ -8,7 +8,7 @@ An AST walk over ``nas/`` (nothing is imported). The rules, as README's "Layout"
 - ``measure`` and ``proxies`` know no Optuna; ``dashboards`` is imported only by ``nas.cli``;
 - no import cycle between modules;
 - a function-local import only defers an optional heavy dependency (onnx, onnxruntime, optuna_dashboard,
-  executorch, psycopg, plotly / dashboards) and carries a comment saying so;
+  executorch, psycopg, plotly / dashboards, scikit-learn) and carries a comment saying so;
 - Optuna's private modules and attributes are reached only from ``nas/_optuna.py``.
 """
 
@@ -32,7 +32,8 @@ LAYERS = {
     "nas.export": 6, "nas.guidelines": 6, "nas.cli": 7,
 }
 NO_OPTUNA = ("nas.measure", "nas.proxies")
-HEAVY = ("onnx", "onnxruntime", "executorch", "psycopg", "plotly", "dashboards", "optuna_dashboard")
+HEAVY = ("onnx", "onnxruntime", "executorch", "psycopg", "plotly", "dashboards", "optuna_dashboard",
+         "sklearn")   # scikit-learn: only the latency model's gbt correction
 OPTUNA_PRIVATE = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|\._thread_local\b|\._cached_frozen_trial\b"
                             r"|\._backend\b|\._file_path\b|_get_stale_trial_ids|_create_scoped_session"
                             r"|_set_trial_attr_without_commit|optuna\.storages\._|optuna\._")

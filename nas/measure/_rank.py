@@ -1,7 +1,8 @@
 """Rank correlation: Kendall's tau-b, Spearman's rho and the standard error of tau.
 
-The one implementation (proxy validation, the bank, the dashboards' FLOPs-vs-latency view). Plain
-Python, no scipy, no torch.
+The one implementation (proxy validation, the bank, the dashboards' FLOPs-vs-latency view, the
+latency model's check). It sits in ``nas.measure``, the lowest layer that needs it, so the latency
+model's check (``nas.measure``) and everything above share it. Plain Python, no scipy, no torch.
 """
 
 from __future__ import annotations
