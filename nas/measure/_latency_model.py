@@ -124,6 +124,7 @@ class Table:
         self.parts: dict[str, dict[str, Any]] = {}
         self.nets: dict[str, dict[str, Any]] = {}
         self.plans: dict[str, list[dict[str, Any]]] = {}
+        self.plan_seconds: dict[str, float] = {}
         self._offset = 0
         self._line = 0
 
@@ -224,6 +225,7 @@ class Table:
             self.nets[str(rec["hash"])] = rec
         elif t == "plan":
             self.plans[str(rec["id"])] = list(rec["parts"])
+            self.plan_seconds[str(rec["id"])] = float(rec.get("s", 0.0))
         elif t != "note":
             raise ValueError(f"unknown record type {t!r}")
 
@@ -273,10 +275,10 @@ def _append_line(path: Path, rec: Mapping[str, Any]) -> None:
 def measure_part(part: Part, part_settings: Any, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """Time one part in isolation (``time_module``: runtime conversion, lock, protocol) and return
     its table record."""
+    t0 = time.perf_counter()
     torch.manual_seed(0)
     module, shape = part_module(part)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    t0 = time.perf_counter()
     r = time_module(module, x, part_settings, fingerprint=fingerprint)
     return {"t": "part", "key": part.key, "part": part.to_dict(), "ms": r.median_ms, "iqr": r.iqr_ms, "runs": r.runs,
             "stop": r.stop, "s": round(time.perf_counter() - t0, 4)}
@@ -549,6 +551,13 @@ def _fit_specs(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
     return [next(stream)[1] for _ in range(n)]
 
 
+def build_seconds(table: Table) -> float:
+    """The measuring work a table holds: listing its entries plus every entry's and network's
+    measurement (what a build of it costs, however many calls it was split into)."""
+    return (sum(table.plan_seconds.values()) + sum(float(r.get("s", 0.0)) for r in table.parts.values())
+            + sum(float(r.get("s", 0.0)) for r in table.nets.values()))
+
+
 @dataclass
 class BuildReport:
     path: str
@@ -626,6 +635,7 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
     if plan_id in table.plans:   # a resumed build: the entries to measure were listed by the first call
         uniq = {d["key"]: Part.from_dict(d["part"]) for d in table.plans[plan_id]}
     else:
+        t_plan = time.perf_counter()
         vocab = vocabulary(space, settings, probe, seed)
         r, nc, st = settings.resolution, settings.num_classes, settings.stem
         for sp in fit_specs:   # the fit networks' own entries, whatever the probe drew
@@ -636,7 +646,8 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
         uniq = {}
         for v in vocab:
             uniq.setdefault(v.key, v)
-        table.append({"t": "plan", "id": plan_id, "parts": [{"key": k, "part": v.to_dict()} for k, v in uniq.items()]})
+        table.append({"t": "plan", "id": plan_id, "s": round(time.perf_counter() - t_plan, 2),
+                      "parts": [{"key": k, "part": v.to_dict()} for k, v in uniq.items()]})
     # the per-call entry first, then a fixed shuffled order: a noisy stretch of the host spreads
     # over many grids instead of biasing one
     keys = sorted(k for k in uniq if k != call_part().key)
