@@ -228,7 +228,10 @@ def pareto_figure(data: Any, *, webgl_threshold: int = WEBGL_THRESHOLD) -> go.Fi
 
 
 def _open(symbol: str, t: Any) -> str:
-    """A noisy latency (quality ``noisy`` or ``drift``) is drawn as an open marker."""
+    """A noisy latency (quality ``noisy`` or ``drift``) is drawn as an open marker; a predicted one
+    (the latency model's, never measured) as an open marker with a dot."""
+    if t.predicted:
+        return f"{symbol}-open-dot"
     return f"{symbol}-open" if t.noisy else symbol
 
 

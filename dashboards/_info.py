@@ -20,9 +20,10 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from search_space import ArchSpec, SpecError
 
 from nas.proxies import spearman_rho
-from nas.study import (ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_REF_DRIFT,
-                       ATTR_LATENCY_RUNS, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS, constraints_of, front_indices, hypervolume,
-                       is_feasible, is_noisy, latency_quality, reference_point)
+from nas.study import (ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MS, ATTR_LATENCY_PRED_MS,
+                       ATTR_LATENCY_REF_DRIFT, ATTR_LATENCY_RUNS, ATTR_LATENCY_SOURCE, ATTR_MFLOPS, ATTR_MMAC, ATTR_PARAMS,
+                       LATENCY_PREDICTED, LATENCY_SCREENED, constraints_of, front_indices, hypervolume, is_feasible,
+                       is_noisy, latency_quality, reference_point)
 
 from ._errors import DashboardError
 
@@ -67,10 +68,16 @@ class TrialInfo(NamedTuple):
     hover: str                    # plotly hover text (HTML-escaped)
     feasible: bool = True         # every stored constraint value <= 0 (user attr ``constraints``)
     latency_quality: str | None = None  # "ok" | "noisy" | "drift" (drawn open, IQR as an error bar) | None
+    latency_source: str | None = None  # "measured" | "predicted" | "screened" (a screen study's, not measured)
 
     @property
     def noisy(self) -> bool:
         return is_noisy(self.latency_quality)
+
+    @property
+    def predicted(self) -> bool:
+        """Its latency is the latency model's prediction, not a measurement (the views mark it)."""
+        return self.latency_source in (LATENCY_PREDICTED, LATENCY_SCREENED)
 
 
 class StudyInfo(NamedTuple):
@@ -289,6 +296,9 @@ def _hover(number: int, baseline: str | None, label: str | None, arch: Sequence[
         cost.append(f"MAC {fmt_number(metrics[ATTR_MMAC])} M")
     if cost:
         lines.append(" · ".join(cost))
+    if ATTR_LATENCY_PRED_MS in metrics:
+        lines.append(f"<i>latency predicted by the latency model: {fmt_number(metrics[ATTR_LATENCY_PRED_MS])} ms"
+                     + ("" if ATTR_LATENCY_MS in metrics else " (not measured)") + "</i>")
     if ATTR_LATENCY_MS in metrics:
         lat = f"latency {fmt_number(metrics[ATTR_LATENCY_MS])} ms"
         extra = []
@@ -412,6 +422,7 @@ def gather(data: Any) -> StudyInfo:
                          settings, r.get("params") if isinstance(r.get("params"), Mapping) else None,
                          constraints, quality, attrs, r.get("latency_remeasured")),
             feasible=is_feasible(constraints), latency_quality=quality,
+            latency_source=r.get(ATTR_LATENCY_SOURCE),
         ))
 
     counts = {"total": len(rows), "complete": len(complete),
@@ -426,7 +437,8 @@ def gather(data: Any) -> StudyInfo:
     has_attrs = any(t.spec or t.metrics or t.proxies for t in trials)
 
     objective_axes = tuple(Axis(f"value:{i}", objective_names[i], directions[i]) for i in range(len(directions)))
-    x_axes = tuple(Axis(k, label, MINIMIZE) for k, label in METRIC_AXES if any(k in t.metrics for t in trials))
+    x_axes = tuple(Axis(k, label, MINIMIZE) for k, label in METRIC_AXES
+                   if any(axis_value(t, k) is not None for t in trials))
     proxy_names = sorted({k for t in trials for k in t.proxies})
     main_proxy = meta.get("proxy")
     if main_proxy in proxy_names:
@@ -451,7 +463,7 @@ def gather(data: Any) -> StudyInfo:
     if not trials:
         notices.append("No completed trials yet: the views fill in as trials complete.")
     elif has_attrs:
-        no_lat = sum(1 for t in trials if ATTR_LATENCY_MS not in t.metrics)
+        no_lat = sum(1 for t in trials if axis_value(t, ATTR_LATENCY_MS) is None)
         if no_lat:
             notices.append(f"{no_lat} of {len(trials)} completed trials have no latency_ms; views that need it "
                            f"leave them out.")
@@ -495,7 +507,10 @@ def _ensure(data: Any) -> StudyInfo:
 
 
 def axis_value(trial: TrialInfo, key: str) -> float | None:
-    """The finite value of ``trial`` on axis ``key``, or None."""
+    """The finite value of ``trial`` on axis ``key``, or None (a predicted trial's latency axis
+    value is its prediction; the views mark it)."""
+    if key == ATTR_LATENCY_MS and trial.predicted and ATTR_LATENCY_MS not in trial.metrics:
+        return _finite(trial.metrics.get(ATTR_LATENCY_PRED_MS))
     if key == "number":
         return float(trial.number)
     if key.startswith("proxy:"):
@@ -538,6 +553,8 @@ def _front(kept: Sequence[TrialInfo], xs: Sequence[float], ys: Sequence[float], 
     for i in sorted(range(len(kept)), key=lambda i: kept[i].number):
         t = kept[i]
         if feasible_only and not t.feasible:
+            continue
+        if t.latency_source == LATENCY_SCREENED:   # a screened study's front is on measured latency only
             continue
         if t.spec_hash:
             if t.spec_hash in seen:

@@ -91,6 +91,11 @@ def _run_launch(args: argparse.Namespace) -> int:
     if summary.remeasure is not None and summary.remeasure.summary:
         for line in verdict_lines(summary.remeasure.summary, summary.remeasure):
             print(line, file=sys.stderr)
+    if summary.screen is not None:
+        sc = summary.screen
+        print(f"screen: {sc.front} predicted front member(s) and {sc.baselines} baseline(s); {sc.measured} measured "
+              f"now, {sc.already} already, in {sc.seconds:.1f} s; front size on measured latency "
+              f"{summary.front_size}", file=sys.stderr)
     if summary.stale_running:
         print(f"note: {summary.stale_running} trial(s) left RUNNING by an earlier process are not counted",
               file=sys.stderr)

@@ -25,7 +25,7 @@ from nas.fleet._join import open_worker_storage
 from nas.fleet._loop import WorkerError
 from nas.fleet._lost import fail_trial, requeue_once, worker_id
 from nas.fleet._storage import parse_storage
-from nas.study import Evaluator, Progress, load_study_config, quiet_optuna, remeasure, verdict_lines
+from nas.study import Evaluator, Progress, load_study_config, quiet_optuna, remeasure, run_screen, verdict_lines
 from nas.study._schema import SYS_WORKER
 
 STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a password off command lines
@@ -93,7 +93,9 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
         # A worker ends with 0 only once the study is complete; the lost ones' trials were re-queued.
         note = f" ({len(lost)} lost on the way, their trials re-queued)" if lost else ""
         print(f"launch: {k} workers done{note}", file=sys.stderr)
-        if remeasure_end:
+        if config.latency_mode.mode == "screen":   # the measured front, here once the workers are done
+            _screen_at_end(config, opened, name, data_dir=data_dir, threads=threads)
+        elif remeasure_end:
             _remeasure_at_end(config, opened, name, data_dir=data_dir, threads=threads)
         print(f"see the front: shufflenas pareto --storage {location} --study {name}", file=sys.stderr)
         return 0
@@ -113,6 +115,17 @@ def _remeasure_at_end(config: Any, storage: Any, name: str, *, data_dir: str | N
         report = remeasure(study, evaluator, on_done=Progress(config.objective_names, bar=False).remeasured)
     for line in verdict_lines(report.summary, report):
         print(line, file=sys.stderr)
+
+
+def _screen_at_end(config: Any, storage: Any, name: str, *, data_dir: str | None, threads: int | None) -> None:
+    """``[latency] mode = "screen"``: the predicted front and the baselines measured for real, side by
+    side, as ``launch`` ends (this is the screen's end-of-launch measurement; no second re-measurement)."""
+    evaluator = Evaluator(config, data_dir=data_dir, threads=threads)
+    with quiet_optuna():
+        study = optuna.load_study(study_name=name, storage=storage)
+        report = run_screen(study, config, reference_ms=evaluator.bind(study))
+    print(f"screen: {report.measured} front member(s) and baseline(s) measured now, {report.already} "
+          f"already, in {report.seconds:.1f} s", file=sys.stderr)
 
 
 def _recover_dead_worker(storage: Any, study_name: str, owner: str, code: int) -> None:

@@ -12,7 +12,8 @@ A study file (see ``studies/``)::
     [space]                      # the search space (search_space.SearchSpace keys)
     [proxy]                      # name = the proxy maximised; record = more proxies stored per trial;
                                  # the other keys are the proxies' settings
-    [latency]                    # where and how latency is measured (nas LatencySettings keys)
+    [latency]                    # where and how latency is measured (nas LatencySettings keys), and
+                                 # mode = "measured" | "predicted" | "screen" (nas.study._latency_mode)
     [sampler]                    # name = nsga2 | nsga3 | tpe | gp | random; seed; population_size
                                  # (nsga2/nsga3); n_startup_trials (tpe/gp)
     [constraints]                # max_params, max_mflops, max_mmac, max_latency_ms (all optional)
@@ -36,6 +37,7 @@ from shufflenet import CANONICAL, canonical_names
 from nas._errors import NasError, StudyFileError
 from nas.measure import LatencySettings
 from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_ALIASES, PROXY_NAMES, ProxySettings, proxy_alias_notice
+from nas.study._latency_mode import LatencyMode, latency_objective_name, latency_value, parse_mode
 from nas.study._samplers import SAMPLERS
 
 TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_start", "space", "proxy", "latency",
@@ -83,7 +85,8 @@ class Constraints:
         active limits (a missing measurement counts as violated)."""
         out = []
         for key, limit in self.active().items():
-            value = attrs.get(_CONSTRAINT_ATTR[key])
+            # a latency limit: the measurement when there is one, else the prediction
+            value = latency_value(attrs) if key == "max_latency_ms" else attrs.get(_CONSTRAINT_ATTR[key])
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             out.append((float(value) - limit) / limit if ok else 1.0)
         return out
@@ -111,10 +114,11 @@ class StudyConfig:
     warm_start: bool = True                  # the canonical configs the space expresses enqueued first
     latency_overrides: Mapping[str, Any] = field(default_factory=dict)   # applied over the file's [latency]
     notices: tuple[str, ...] = ()            # accepted but worth saying (an old proxy name): the CLI prints them
+    latency_mode: LatencyMode = field(default_factory=LatencyMode)   # [latency] mode, model, ...
 
     @property
     def objective_names(self) -> list[str]:
-        return [f"proxy:{self.proxy}", "latency_ms"]
+        return [f"proxy:{self.proxy}", latency_objective_name(self.latency_mode)]
 
     @property
     def directions(self) -> list[str]:
@@ -152,7 +156,7 @@ class StudyConfig:
             "baselines": list(self.baselines), "data_dir": self.data_dir, "warm_start": self.warm_start,
             "space": self.space.to_dict(),
             "proxy": {"name": self.proxy, "record": list(self.record_proxies), **self.proxy_settings.to_dict()},
-            "latency": self.latency.to_dict(), "sampler": self.sampler.to_dict(),
+            "latency": {**self.latency.to_dict(), **self.latency_mode.to_dict()}, "sampler": self.sampler.to_dict(),
             "constraints": self.constraints.to_dict(),
             "latency_overrides": dict(self.latency_overrides),
         }
@@ -234,7 +238,7 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         warm_start = True
     space = _space(doc.get("space", {}), problems)
     proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems, base_dir)
-    latency = _latency(doc.get("latency", {}), problems)
+    latency, latency_mode = _latency(doc.get("latency", {}), problems, base_dir)
     sampler = _sampler(doc.get("sampler", {}), problems)
     constraints = _constraints(doc.get("constraints", {}), problems)
 
@@ -243,8 +247,8 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         head = f"{source}: {n} problems: " if n > 1 else f"{source}: "
         raise StudyFileError(head + " | ".join(problems.items))
     return StudyConfig(name=name, space=space, proxy=proxy, record_proxies=record, proxy_settings=proxy_settings,
-                       latency=latency, sampler=sampler, constraints=constraints, trials=trials,
-                       baselines=baselines, data_dir=data_dir, description=description, path=source,
+                       latency=latency, latency_mode=latency_mode, sampler=sampler, constraints=constraints,
+                       trials=trials, baselines=baselines, data_dir=data_dir, description=description, path=source,
                        warm_start=warm_start, notices=tuple(f"{source}: {n}" for n in problems.notices))
 
 
@@ -336,13 +340,14 @@ def _proxy(value: Any, problems: _Problems, base_dir: Path | None = None) -> tup
     return name, names, settings
 
 
-def _latency(value: Any, problems: _Problems) -> Any:
+def _latency(value: Any, problems: _Problems, base_dir: Path | None = None) -> tuple[Any, LatencyMode]:
     table = _table(value, "latency", problems)
+    settings, mode = parse_mode(dict(table or {}), problems.add, base_dir)
     try:
-        return LatencySettings.from_dict(dict(table or {}), where="latency")
+        return LatencySettings.from_dict(settings, where="latency"), mode
     except (NasError, ValueError) as exc:
         problems.add(str(exc))
-        return LatencySettings()
+        return LatencySettings(), mode
 
 
 _SAMPLER_KEYS = {"name": None, "seed": None, "population_size": ("nsga2", "nsga3"),

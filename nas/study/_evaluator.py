@@ -35,18 +35,21 @@ from search_space import ArchSpec, SearchSpace, suggest
 
 from nas import _optuna
 from nas._errors import DataError, NasError
-from nas.measure import (REFERENCE_SPEC, LatencySettings, device_fingerprint, fingerprint_id, measure_latency, profile,
-                         reference_latency)
+from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, device_fingerprint, fingerprint_id,
+                         measure_latency, profile, reference_latency)
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
                          load_cifar10, space_within,
                          resolve_data_dir)
 from nas.study._config import StudyConfig
+from nas.study._latency_mode import LatencyMode
 from nas.study._open import new_study_attrs
-from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED, ATTR_LATENCY_REF_MS,
-                               ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, ATTR_TIME_LATENCY,
-                               ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL, COST_ATTRS, LATENCY_ATTRS,
-                               NOT_REUSED, REFERENCE_SERIES_CAP, STUDY_LATENCY_REFERENCE,
-                               STUDY_LATENCY_REFERENCE_SERIES, SYS_CONSTRAINT_PREFIX, TIMING_KEYS, cost_attrs, iso_utc,
+from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_DEVICE_FINGERPRINT, ATTR_FINGERPRINT_ID, ATTR_LATENCY_CACHED,
+                               ATTR_LATENCY_MODEL, ATTR_LATENCY_PRED_MS, ATTR_LATENCY_REF_MS, ATTR_LATENCY_SETTINGS,
+                               ATTR_LATENCY_SOURCE, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
+                               ATTR_TIME_LATENCY, ATTR_TIME_PROFILE, ATTR_TIME_PROXIES, ATTR_TIME_TRIAL, COST_ATTRS,
+                               LATENCY_ATTRS, LATENCY_PREDICTED, NOT_REUSED, REFERENCE_SERIES_CAP,
+                               STUDY_LATENCY_REFERENCE, STUDY_LATENCY_REFERENCE_SERIES, SYS_CONSTRAINT_PREFIX,
+                               TIMING_KEYS, cost_attrs, iso_utc,
                                latency_attrs, proxy_attr)
 
 PROXIES, COMPLETE = "proxies", "complete"   # Evaluation.phase
@@ -84,6 +87,39 @@ class Evaluation:
         return {**self.attrs, **{k: round(v, 6) for k, v in self.timings.items()}}
 
 
+class Predictor:
+    """The latency model of one study, loaded on first use (a missing or foreign table is one
+    clear :class:`nas.measure.LatencyModelError`)."""
+
+    def __init__(self, settings: LatencySettings, mode: LatencyMode) -> None:
+        self.settings = settings
+        self.mode = mode
+        self._model: Any = None
+
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = LatencyModel.load(self.settings, self.mode.model, on_missing=self.mode.on_missing)
+            self._model.correction()   # fit now: a table without networks fails here, before any trial
+        return self._model
+
+    def attrs(self, spec: Any) -> dict[str, Any]:
+        """The latency attributes of a predicted trial (no ``latency_ms``: nothing was measured)."""
+        model = self.model()
+        pred = model.predict(spec)
+        fp = dict(model.fingerprint)
+        return {
+            ATTR_LATENCY_PRED_MS: pred.ms,
+            ATTR_LATENCY_SOURCE: LATENCY_PREDICTED,
+            ATTR_LATENCY_MODEL: {"table": str(model.table.path), "fingerprint_id": model.table.header.get("fingerprint_id"),
+                                 "correction": pred.correction, "widths": pred.widths, "lut_ms": pred.lut_ms,
+                                 "measured_entries": pred.measured_entries},
+            ATTR_LATENCY_SETTINGS: self.settings.to_dict(),
+            ATTR_DEVICE_FINGERPRINT: fp,
+            ATTR_FINGERPRINT_ID: fingerprint_id(fp),
+        }
+
+
+
 class Evaluator:
     """Evaluates specs for one study config. Holds the data set (loaded once, on first need) and a
     per-process memo by spec hash for :meth:`evaluate`; latencies also go through the persistent
@@ -107,6 +143,7 @@ class Evaluator:
         # measures for (bind() reads it from the study, or measures and records it).
         self.reference_ms: float | None = None
         self._bound: Any = None
+        self._predictor: Predictor | None = None   # [latency] mode predicted / screen
 
     @classmethod
     def for_spec(cls, proxies: Sequence[str], *, proxy_settings: ProxySettings | None = None,
@@ -146,8 +183,8 @@ class Evaluator:
         """Drift control for ``study``: the reference network's value at the start of the study
         (study attribute ``latency_reference``), measured now (inside ``measuring()``) and recorded
         when the study has none yet. Returns it (``None`` without drift control). Once per study."""
-        if not self.config.latency.drift_control:
-            return None
+        if not self.config.latency.drift_control or self.config.latency_mode.mode == "predicted":
+            return None   # (a predicted study measures nothing)
         key = (study.study_name, id(_optuna.storage_of(study)))
         if self._bound == key:
             return self.reference_ms
@@ -182,6 +219,8 @@ class Evaluator:
         data set (if a proxy needs it) loads."""
         self.config.latency.validate()
         self.config.proxy_settings.torch_device()
+        if self.config.latency_mode.predicts:
+            self.predictor().model()     # the latency model's table is there, for this device and runtime
         self.data()
         if "predictor" in self.config.record_proxies:
             self.check_predictor()
@@ -196,6 +235,12 @@ class Evaluator:
                            f"({'; '.join(outside)}); the predictor would extrapolate. Build a bank for this space "
                            f"(shufflenas bank plan --space {self.config.path} --out DIR; shufflenas bank build DIR) "
                            f"and set [proxy] bank = \"DIR\", or narrow the space", param="proxy.bank")
+
+    def predictor(self) -> Predictor:
+        """The study's latency model (``[latency] mode`` predicted / screen), loaded once."""
+        if self._predictor is None:
+            self._predictor = Predictor(self.config.latency, self.config.latency_mode)
+        return self._predictor
 
     def data(self) -> Any:
         """The CIFAR-10 data set when a recorded proxy needs data, else ``None``."""
@@ -230,11 +275,16 @@ class Evaluator:
         if not isinstance(part, Evaluation):
             part = self.from_attrs(part)
         t0 = time.perf_counter()
-        latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache,
-                                  reference_ms=self.reference_ms)
-        attrs = {**part.attrs, **latency_attrs(latency)}
+        if self.config.latency_mode.predicts:   # [latency] mode predicted / screen: the model's prediction
+            attrs = {**part.attrs, **self.predictor().attrs(part.spec)}
+            value = float(attrs[ATTR_LATENCY_PRED_MS])
+        else:
+            latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache,
+                                      reference_ms=self.reference_ms)
+            attrs = {**part.attrs, **latency_attrs(latency)}
+            value = float(latency.median_ms)
         self._set_constraints(attrs)
-        return replace(part, values=(part.values[0], float(latency.median_ms)), attrs=attrs,
+        return replace(part, values=(part.values[0], value), attrs=attrs,
                        timings={**part.timings, ATTR_TIME_LATENCY: time.perf_counter() - t0}, phase=COMPLETE)
 
     def from_attrs(self, attrs: Mapping[str, Any]) -> Evaluation:

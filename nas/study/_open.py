@@ -20,7 +20,8 @@ from nas.proxies import current_proxy_name
 from nas.study._config import StudyConfig
 from nas.study._objective_info import objective_info
 from nas.study._samplers import make_sampler
-from nas.study._schema import (STUDY_CONFIG, STUDY_OBJECTIVE_INFO, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
+from nas.study._schema import (STUDY_CONFIG, STUDY_LATENCY_MODE, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_INFO,
+                               STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
                                STUDY_TARGET_FINGERPRINT)
 
 
@@ -41,6 +42,7 @@ def _comparable(study_config: dict[str, Any]) -> dict[str, Any]:
     latency = dict(study_config.get("latency") or {})
     for key in QUALITY_KNOBS:  # how hard a measurement tries to be quiet changes no value's meaning
         latency.pop(key, None)
+    latency.setdefault("mode", "measured")  # a study from before [latency] mode was measured
     return {"proxy": proxy, "latency": latency, "space": study_config.get("space")}
 
 
@@ -102,6 +104,7 @@ def new_study_attrs(config: StudyConfig) -> dict[str, Any]:
         STUDY_TARGET_FINGERPRINT: {**fp, "id": fingerprint_id(fp)},
         STUDY_CONFIG: config.to_dict(),
         STUDY_OBJECTIVE_INFO: objective_info(config.proxy, config.proxy_settings),
+        STUDY_LATENCY_MODE: config.latency_mode.mode,
     }
 
 

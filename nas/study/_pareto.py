@@ -103,6 +103,8 @@ def pareto_front(rows: Iterable[Mapping[str, Any]], directions: Sequence[str], *
     for r in sorted(rows, key=lambda r: r.get("number", 0)):
         if not usable(r, n) or not feasible(r) or (r.get("baseline") and not include_baselines):
             continue
+        if r.get("latency_source") == "screened":   # a screened study's front is on measured latency only
+            continue
         h = r.get("spec_hash")
         if h is not None:
             if h in seen:

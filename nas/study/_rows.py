@@ -4,7 +4,8 @@
 ``study_data(study)`` is ``{"meta": {...}, "rows": [trial_row(t), ...]}``, JSON-serialisable. A
 row's keys: ``number``, ``state``, ``values``, ``baseline``, ``baseline_config`` (family, groups and
 multiplier of a baseline's canonical config), ``spec``, ``spec_hash``, ``short``,
-``proxies`` ({name: value}), ``metrics`` (:data:`METRIC_KEYS`), ``latency_settings``,
+``proxies`` ({name: value}), ``metrics`` (:data:`METRIC_KEYS`, and ``latency_pred_ms`` when
+predicted), ``latency_source`` (``measured`` | ``predicted`` | ``screened``), ``latency_settings``,
 ``device_fingerprint``, ``latency_quality`` (:func:`nas.study._schema.latency_quality`: ``ok``,
 ``noisy``, ``drift``, or ``None`` without a latency), ``latency_cached``, ``latency_remeasured``
 (the end-of-launch re-measurement of this architecture, from the study attribute, or ``None``),
@@ -22,13 +23,14 @@ from shufflenet import CANONICAL
 
 from nas._errors import NasError
 from nas.proxies._names import current_proxy_name
+from nas.study._latency_mode import apply_screen
 from nas.study._verified import merge_verified
 from nas.study._schema import (ATTR_BASELINE, ATTR_DEVICE_FINGERPRINT, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED,
-                               ATTR_LATENCY_SETTINGS, ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
-                               METRIC_KEYS, PROXY_PREFIX, STUDY_CONFIG, STUDY_LATENCY_REFERENCE,
-                               STUDY_LATENCY_REFERENCE_SERIES, STUDY_LATENCY_REMEASURED, STUDY_LATENCY_SETTINGS,
-                               STUDY_OBJECTIVE_NAMES, STUDY_PROXY, STUDY_TARGET_FINGERPRINT, constraint_values,
-                               is_feasible, latency_quality)
+                               ATTR_LATENCY_MS, ATTR_LATENCY_PRED_MS, ATTR_LATENCY_SETTINGS, ATTR_LATENCY_SOURCE,
+                               ATTR_REUSED_FROM, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, LATENCY_MEASURED, METRIC_KEYS,
+                               PROXY_PREFIX, STUDY_CONFIG, STUDY_LATENCY_REFERENCE, STUDY_LATENCY_REFERENCE_SERIES,
+                               STUDY_LATENCY_REMEASURED, STUDY_LATENCY_SETTINGS, STUDY_OBJECTIVE_NAMES, STUDY_PROXY,
+                               STUDY_TARGET_FINGERPRINT, constraint_values, is_feasible, latency_quality)
 
 
 def _canonical_facts(name: Any) -> dict[str, Any] | None:
@@ -54,7 +56,8 @@ def trial_row(trial: Any) -> dict[str, Any]:
         "spec_hash": attrs.get(ATTR_SPEC_HASH),
         "short": attrs.get(ATTR_SHORT),
         "proxies": proxies,
-        "metrics": {k: attrs[k] for k in METRIC_KEYS if k in attrs},
+        "metrics": {k: attrs[k] for k in (*METRIC_KEYS, ATTR_LATENCY_PRED_MS) if k in attrs},
+        "latency_source": attrs.get(ATTR_LATENCY_SOURCE, LATENCY_MEASURED if ATTR_LATENCY_MS in attrs else None),
         "latency_settings": attrs.get(ATTR_LATENCY_SETTINGS),
         "device_fingerprint": attrs.get(ATTR_DEVICE_FINGERPRINT),
         "latency_quality": latency_quality(attrs),
@@ -106,6 +109,7 @@ def study_data(study: Any) -> dict[str, Any]:
     if isinstance(remeasured, dict):
         for row in rows:
             row["latency_remeasured"] = remeasured.get(row.get("spec_hash"))
+    apply_screen(meta, rows)   # a screened study: measured latencies on the latency axis, the rest marked
     return {"meta": meta, "rows": rows}
 
 

@@ -37,22 +37,25 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from search_space import suggest
+from search_space import ArchSpec, suggest
 from shufflenet import canonical_spec
 
 from nas._errors import NasError
+from nas.measure import measure_latency
 from nas.study._census import finished_count
 from nas.study._config import StudyConfig
 from nas.study._evaluator import Evaluation, Evaluator
+from nas.study._latency_mode import ScreenReport, screen_candidates, screen_key
 from nas.study._open import check_target_device, open_study
 from nas.study._pareto import pareto_front
-from nas.study._rows import trial_row
+from nas.study._rows import study_data, trial_row
 from nas.study._samplers import is_baseline
 from nas.study._remeasure import RemeasureReport, remeasure
-from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_INTERRUPTED, ATTR_LATENCY_ATTEMPTS,
-                               ATTR_LATENCY_CACHED, ATTR_LATENCY_MEASURED_AT, ATTR_LATENCY_QUALITY,
-                               ATTR_LATENCY_REF_DRIFT, ATTR_LATENCY_SPREAD, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH,
-                               ATTR_TIME_TRIAL, STUDY_LATENCY_REFERENCE, failure_reason, is_noisy)
+from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_FINGERPRINT_ID, ATTR_INTERRUPTED,
+                               ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_CACHED, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_MEASURED_AT,
+                               ATTR_LATENCY_MS, ATTR_LATENCY_QUALITY, ATTR_LATENCY_REF_DRIFT, ATTR_LATENCY_RUNS,
+                               ATTR_LATENCY_SPREAD, ATTR_SHORT, ATTR_SPEC, ATTR_SPEC_HASH, ATTR_TIME_TRIAL,
+                               STUDY_LATENCY_REFERENCE, STUDY_SCREEN_DONE, failure_reason, is_noisy)
 from nas.study._warm import enqueue_warm_start
 
 MAX_CONSECUTIVE_FAILURES = 10
@@ -145,6 +148,7 @@ class RunSummary:
     finished: int = 0            # finished searched trials in the study at the end
     stale_running: int = 0       # RUNNING trials left by an earlier process (not counted)
     front_size: int = 0
+    screen: ScreenReport | None = None       # [latency] mode "screen": what the screen measured
     failures: list[str] = field(default_factory=list)
     remeasure: RemeasureReport | None = None
 
@@ -193,8 +197,8 @@ def searched_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def front_size(study: optuna.Study) -> int:
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    return len(pareto_front(rows, [d.name.lower() for d in study.directions]))
+    data = study_data(study)   # a screened study's front is on its measured latencies
+    return len(pareto_front(data["rows"], data["meta"]["directions"]))
 
 
 def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *, target: int | None = None,
@@ -380,12 +384,57 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
     summary = run_trials(study, config, evaluator, target=target, progress=progress)
     summary.baselines = baselines
     summary.warm_started = warm
-    if remeasure_end and not summary.interrupted:
+    if config.latency_mode.mode == "screen" and not summary.interrupted:
+        # the screen is this mode's end-of-launch measurement (front and baselines side by side)
+        say = (lambda line: print(line, file=progress.stream)) if progress else None
+        summary.screen = run_screen(study, config, cache=evaluator.latency_cache, progress=say,
+                                    reference_ms=evaluator.reference_ms)
+        summary.interrupted = summary.screen.interrupted
+        summary.front_size = front_size(study)
+    elif remeasure_end and not summary.interrupted:
         try:
             summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)
         except KeyboardInterrupt:
             summary.interrupted = True
     return summary
+
+
+def run_screen(study: optuna.Study, config: StudyConfig, *, cache: Any = "default",
+               progress: Callable[[str], None] | None = None, reference_ms: float | None = None) -> ScreenReport:
+    """``[latency] mode = "screen"``, after the search: measure every screen candidate (the
+    predicted front, widened by ``screen_margin``) and every baseline the study has not measured
+    yet, each stored as the study attribute ``screen:<number>`` as soon as it is measured (a
+    re-launch resumes); ``screen_done`` records the summary (:mod:`nas.study._latency_mode`)."""
+    t0 = time.perf_counter()
+    report = ScreenReport()
+    directions = [d.name.lower() for d in study.directions]
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    front = screen_candidates([r for r in rows if not r.get("baseline")], directions, config.latency_mode.screen_margin)
+    baselines = [r for r in rows if r.get("baseline")]
+    report.front, report.baselines = len(front), len(baselines)
+    done = dict(study.user_attrs)
+    try:
+        for r in [*front, *baselines]:
+            key = screen_key(r["number"])
+            if key in done:
+                report.already += 1
+                continue
+            res = measure_latency(ArchSpec.from_dict(r["spec"]), config.latency, cache=cache,
+                                  reference_ms=reference_ms)
+            study.set_user_attr(key, {ATTR_LATENCY_MS: res.median_ms, ATTR_LATENCY_IQR_MS: res.iqr_ms,
+                                      ATTR_LATENCY_RUNS: res.runs, ATTR_FINGERPRINT_ID: res.fingerprint_id,
+                                      ATTR_LATENCY_CACHED: bool(res.cached), ATTR_LATENCY_QUALITY: res.quality,
+                                      ATTR_LATENCY_SPREAD: round(res.rel_iqr, 6),
+                                      ATTR_LATENCY_ATTEMPTS: res.attempts})
+            report.measured += 1
+            if progress:
+                progress(f"screen: trial {r['number']} predicted {r['values'][1]:.4g} ms, measured {res.median_ms:.4g} ms")
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.seconds = time.perf_counter() - t0
+    if not report.interrupted:
+        study.set_user_attr(STUDY_SCREEN_DONE, {**report.to_dict(), "time": time.time()})
+    return report
 
 
 @contextlib.contextmanager

@@ -33,6 +33,10 @@ key                        value
 ``latency_ref_ms``         the reference network's median, timed in alternation (drift control)
 ``latency_ref_ratio``      ``latency_ms / latency_ref_ms``
 ``latency_ref_drift``      ``latency_ref_ms`` relative to the study's start value, minus 1
+``latency_pred_ms``        the latency model's prediction (``[latency] mode`` predicted / screen)
+``latency_source``         ``measured``, or ``predicted`` (the latency is the model's; no ``latency_ms``);
+                           in a screened study's rows ``screened``: predicted and never measured
+``latency_model``          dict: the model's table, fingerprint id, correction, widths, sum of parts
 ``constraints``            one value per active ``[constraints]`` limit, ``(value - limit) / limit``;
                            feasible when every value is <= 0 (absent: no constraints)
 ``reused_from``            number of the trial whose measurement this one reuses (same spec and device)
@@ -52,6 +56,10 @@ series, ``[[unix_s, trial_number, ref_ms], ...]``, one point per measured trial,
 :data:`REFERENCE_SERIES_CAP` points), ``latency_remeasured`` (the end-of-launch re-measurement of
 the baselines and the front, by spec hash: ``{"ms", "iqr_ms", "quality", "spread", "first_ms",
 "first_quality", "at", "launch"}``).
+latency of the study is measured on), ``study_config`` (the study file as plain data),
+``latency_mode`` (``measured`` | ``predicted`` | ``screen``), and in a screened study ``screen:<n>``
+(trial n's measurement after the search: ``latency_ms``, ``latency_iqr_ms``, ``latency_runs``,
+``fingerprint_id``) and ``screen_done`` (the screen's summary, once it ran).
 
 Trial system attributes: ``constraints:<limit>`` (Optuna's own constraint attributes, which its
 samplers read), ``failed_trial`` / ``retry_history`` (Optuna's retry attributes, on a re-queued
@@ -105,6 +113,10 @@ ATTR_LATENCY_REF_RATIO = "latency_ref_ratio"
 ATTR_LATENCY_REF_DRIFT = "latency_ref_drift"
 QUALITY_ATTRS = (ATTR_LATENCY_QUALITY, ATTR_LATENCY_SPREAD, ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_MEASURED_AT,
                  ATTR_LATENCY_REF_MS, ATTR_LATENCY_REF_RATIO, ATTR_LATENCY_REF_DRIFT)
+ATTR_LATENCY_PRED_MS = "latency_pred_ms"
+ATTR_LATENCY_SOURCE = "latency_source"
+ATTR_LATENCY_MODEL = "latency_model"
+LATENCY_MEASURED, LATENCY_PREDICTED, LATENCY_SCREENED = "measured", "predicted", "screened"
 LATENCY_ATTRS = (ATTR_LATENCY_MS, ATTR_LATENCY_IQR_MS, ATTR_LATENCY_RUNS, ATTR_LATENCY_SETTINGS,
                  ATTR_DEVICE_FINGERPRINT, ATTR_FINGERPRINT_ID, ATTR_LATENCY_QUALITY, ATTR_LATENCY_SPREAD,
                  ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_MEASURED_AT)
@@ -148,6 +160,9 @@ STUDY_LATENCY_REFERENCE = "latency_reference"
 STUDY_LATENCY_REFERENCE_SERIES = "latency_reference_series"
 STUDY_LATENCY_REMEASURED = "latency_remeasured"
 REFERENCE_SERIES_CAP = 500   # points; when full, every other point is dropped (the span stays whole)
+STUDY_LATENCY_MODE = "latency_mode"
+STUDY_SCREEN_PREFIX = "screen:"
+STUDY_SCREEN_DONE = "screen_done"
 
 # ---- trial system attributes ------------------------------------------------------------------------
 SYS_CONSTRAINT_PREFIX = "constraints:"       # Optuna's: trial.set_constraint(name, value)
