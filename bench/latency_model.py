@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                   "settings": settings.to_dict(), "host": platform.node(),
                   "command": f"/work/bankwork/quiet.sh nice -n -15 python bench/latency_model.py --runtime {args.runtime} "
                              f"--budget {args.budget:g} --networks {args.networks} --fit-repeats {args.fit_repeats} "
-                             f"--n {args.n}"
+                             f"--n {args.n} --seed {args.seed}"
                              + (" --exact" if args.exact else "") + (f" --tag {args.tag}" if args.tag else "")})
     _save(out, state)
     print(f"{args.runtime}: phase {phase} after {slice_rec['seconds']:.0f} s (load {slice_rec['load_after'][0]:.2f}); "

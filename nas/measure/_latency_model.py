@@ -93,7 +93,10 @@ class PartProtocol:
     target_rel_iqr: float = 0.05
 
     def settings(self, base: Any) -> Any:
-        return base.replace(**dataclasses.asdict(self))
+        # A part is one pass of a noisy-host protocol of its own (the table's shuffled order spreads
+        # a noisy stretch): no retries, and no reference network timed in alternation (it would
+        # take 100-1000x the part's own time).
+        return base.replace(**dataclasses.asdict(self), retries=0, drift_control=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

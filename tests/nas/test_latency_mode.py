@@ -43,6 +43,8 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.05
+retries = 0
+drift_control = false
 """
 
 
@@ -140,7 +142,7 @@ def test_predicted_study_axis_says_predicted_and_dashboard_marks_it(tmp_path, mo
     assert all("predicted by the latency model" in t.hover and "(not measured)" in t.hover for t in searched)
     fig = pareto_figure(data)
     symbols = fig.data[0].marker.symbol
-    assert all(s.endswith("-open") for s in symbols)
+    assert all(s.endswith("-open-dot") for s in symbols)   # predicted: open with a dot (noisy: open)
     # a predicted study cannot be resumed as a measured one: its axis would mix
     measured = config_from_dict(_doc(study_file))
     assert measured.latency_mode.mode == "measured"

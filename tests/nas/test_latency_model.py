@@ -23,7 +23,8 @@ from nas.measure._lut import Part, call_part, ladder, part_module, spec_parts, u
 from search_space import ArchSpec, SearchSpace, StageSpec, UnitChoice, sample_specs
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(resolution=32, num_classes=10, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.05)
+TINY = dict(resolution=32, num_classes=10, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.05,
+            retries=0, drift_control=False)   # no retry waits, no reference network: small tests
 TINY_SPACE = SearchSpace(groups=(1, 2), bottleneck=(0.5, 1.0), split=(0.5, 0.75), kernel=(3,), fragments=(1, 2),
                          depth=((1, 2), (1, 1), (1, 1)), first_width=(8, 24), growth=(2.0,), final_channels=(0, 32))
 FAST_PARTS = PartProtocol(warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.01)
@@ -49,6 +50,8 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.05
+retries = 0
+drift_control = false
 """
 
 
