@@ -324,6 +324,7 @@ def test_build_resumes_after_sigkill_losing_at_most_the_entry_in_flight(tmp_path
     for key in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau", "repeatability_median_rel"):
         assert key in doc
     assert doc["n"] == 4 and 0 <= doc["within_10pct"] <= 1 and doc["repeatability_median_rel"] >= 0
+    assert doc["vs_fast_tail"]["n"] == 4 and doc["vs_fast_tail"]["repeatability_median_rel"] >= 0   # p10 beside
     fit_hashes = {json.loads(line)["hash"] for line in table.read_text().splitlines() if '"t":"net"' in line}
     assert not fit_hashes & {row["hash"] for row in doc["rows"]}   # held out: never a fit network
 
