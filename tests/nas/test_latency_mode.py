@@ -29,7 +29,7 @@ first_width = [8, 32]
 growth = [2.0]
 final_channels = [0, 32]
 [proxy]
-name = "params"
+name = "params_cifar"
 [sampler]
 name = "nsga2"
 population_size = 4
@@ -84,13 +84,13 @@ def test_screen_study_end_to_end_front_on_measured_latency(tmp_path, model):
     storage = open_storage(parse_storage(str(tmp_path / "screen.journal")), create=False)
     study = optuna.load_study(study_name="m_screen", storage=storage)
     assert study.user_attrs["latency_mode"] == "screen"
-    assert study.user_attrs["objective_names"] == ["proxy:params", "latency_pred_ms"]   # what the sampler saw
+    assert study.user_attrs["objective_names"] == ["proxy:params_cifar", "latency_pred_ms"]   # what the sampler saw
     for t in study.get_trials():                      # every trial was predicted, none measured during the search
         assert t.user_attrs["latency_source"] == "predicted"
         assert "latency_pred_ms" in t.user_attrs and "latency_ms" not in t.user_attrs
         assert t.values[1] == t.user_attrs["latency_pred_ms"]
     data = study_data(study)
-    assert data["meta"]["objective_names"] == ["proxy:params", "latency_ms"]         # the front's axis
+    assert data["meta"]["objective_names"] == ["proxy:params_cifar", "latency_ms"]         # the front's axis
     front = pareto_front(data["rows"], data["meta"]["directions"])
     assert front
     for r in front:
@@ -117,7 +117,7 @@ def test_screen_study_end_to_end_front_on_measured_latency(tmp_path, model):
     pj = run_cli("pareto", str(study_file), "--json", timeout=300)
     assert pj.returncode == 0, pj.stderr
     doc = json.loads(pj.stdout)
-    assert doc["objective_names"] == ["proxy:params", "latency_ms"]
+    assert doc["objective_names"] == ["proxy:params_cifar", "latency_ms"]
     assert [r["number"] for r in doc["front"]] == [r["number"] for r in front]
 
 
@@ -127,7 +127,7 @@ def test_predicted_study_axis_says_predicted_and_dashboard_marks_it(tmp_path, mo
     assert out.returncode == 0, out.stderr
     storage = open_storage(parse_storage(str(tmp_path / "predicted.journal")), create=False)
     study = optuna.load_study(study_name="m_predicted", storage=storage)
-    assert study.user_attrs["objective_names"] == ["proxy:params", "latency_pred_ms"]
+    assert study.user_attrs["objective_names"] == ["proxy:params_cifar", "latency_pred_ms"]
     for t in study.get_trials():
         assert t.user_attrs["latency_source"] == "predicted" and "latency_ms" not in t.user_attrs
         assert t.user_attrs["latency_model"]["table"].endswith("model.jsonl")
