@@ -226,7 +226,7 @@ def test_table_from_other_hardware_is_refused_in_one_line(tmp_path):
         Table.open(path, s)
     toml = tmp_path / "tiny.toml"
     toml.write_text(TINY_TOML)
-    r = run_cli("latency-model", "check", "--space", str(toml), "--table", str(path), "--n", "3", timeout=120)
+    r = run_cli("latency-model", "check", "--space", str(toml), "--table", str(path), "--n", "3", timeout=300)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "built on other hardware" in lines[0] and "Traceback" not in r.stderr
@@ -362,5 +362,5 @@ def test_build_and_check_argument_errors_are_one_line(tmp_path):
     toml = tmp_path / "tiny.toml"
     toml.write_text(TINY_TOML)
     r = run_cli("latency-model", "build", "--space", str(toml), "--table", str(tmp_path / "x.jsonl"),
-                "--part-seconds", "-1", timeout=120)
+                "--part-seconds", "-1", timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--part-seconds" in r.stderr
