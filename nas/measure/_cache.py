@@ -15,10 +15,9 @@ from typing import Any, Iterator, Mapping
 from search_space import ArchSpec
 
 from nas.measure._fingerprint import fingerprint_id
+from nas.measure._protocol import PROTOCOL_VERSION  # part of every cache key
 from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
 
-PROTOCOL_VERSION = 2  # bump when the timing protocol changes: old cached numbers then miss
-# 2: retries while noisy, the reference network timed in alternation (drift control), quality kept
 CACHE_ENV = "SHUFFLENAS_CACHE_DIR"
 CACHE_FILE = "latency.sqlite"
 

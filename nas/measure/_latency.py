@@ -5,7 +5,8 @@ The one path: ``measure_latency(spec, settings)`` builds ``shufflenet.build_mode
 settings.num_classes, settings.stem)`` in eval mode, looks the measurement up in the cache, and on
 a miss converts the model to the deployment runtime (eager PyTorch, TorchScript frozen with BN
 folded, or ONNX run by onnxruntime; conversions live in :mod:`nas.measure._runtimes`, shared with export)
-and times it with :func:`time_module`.
+and times it with :func:`time_module`. The protocol is defined once, in :mod:`nas.measure._protocol`
+(standard library only), shared with the remote device program (:mod:`nas.measure._remote`).
 
 Protocol (:func:`time_module`), all of it under :func:`latency_lock` so that measurements on one
 host never overlap:
@@ -43,9 +44,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import gc
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +59,9 @@ from shufflenet import build_model, resolve_spec
 from nas.measure._cache import LatencyCache, default_cache
 from nas.measure._fingerprint import device_fingerprint, fingerprint_id
 from nas.measure._hostlock import latency_lock
+from nas.measure._protocol import quartiles as _quartiles
+from nas.measure._protocol import run_timed
+from nas.measure._protocol import stop_reason as _protocol_stop_reason
 from nas.measure._quality import drift_of, verdict, with_retries
 from nas.measure._runtimes import export_onnx, onnx_session, to_torchscript
 from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
@@ -126,27 +128,12 @@ def prepare_runtime(module: nn.Module, example: torch.Tensor, settings: LatencyS
     return Runner(run, "onnxruntime", settings.device, cleanup=tmp.cleanup, module=session)
 
 
-def _quartiles(samples: list[float]) -> tuple[float, float, float]:
-    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else (
-        samples[0], samples[0], samples[0])
-    return q1, med, q3
-
-
 def stop_reason(samples: list[float], elapsed: float, settings: LatencySettings) -> str | None:
     """The adaptive stopping rule: ``None`` (keep going) until ``min_runs`` samples are in; then
     ``"max_runs"`` at ``max_runs``, ``"spread"`` once ``IQR / median <= target_rel_iqr``, ``"budget"``
-    once ``elapsed`` (seconds of timed runs) reaches ``max_seconds``."""
-    n = len(samples)
-    if n >= settings.max_runs:
-        return "max_runs"
-    if n < settings.min_runs:
-        return None
-    q1, med, q3 = _quartiles(samples)
-    if med > 0 and (q3 - q1) / med <= settings.target_rel_iqr:
-        return "spread"
-    if elapsed >= settings.max_seconds:
-        return "budget"
-    return None
+    once ``elapsed`` (seconds of timed runs) reaches ``max_seconds`` (one definition:
+    :func:`nas.measure._protocol.stop_reason`)."""
+    return _protocol_stop_reason(samples, elapsed, settings)
 
 
 @contextlib.contextmanager
@@ -195,39 +182,15 @@ def _timed_call(runner: Runner, example: torch.Tensor, settings: LatencySettings
 
 def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettings,
                   reference: tuple[Runner, torch.Tensor] | None = None) -> tuple[list[float], str, list[float]]:
-    """Warm-up, then adaptive timed runs. Returns the samples (ms), why it stopped, and the
+    """Warm-up, then adaptive timed runs (:func:`nas.measure._protocol.run_timed`, the protocol's one
+    definition, which the remote device program runs too). Returns the samples (ms), why it stopped, and the
     reference's samples: with ``reference`` (drift control) one reference run is timed after every
     timed run of the architecture (and warmed up beside it); its time does not count towards
     ``max_seconds``."""
     timed, untimed = _timed_call(runner, example, settings)
-    ref_timed, ref_untimed = _timed_call(*reference, settings) if reference is not None else (None, None)
+    ref = _timed_call(*reference, settings) if reference is not None else None
     with torch.no_grad():
-        start = time.perf_counter()
-        done = 0
-        while done < settings.warmup or time.perf_counter() - start < settings.warmup_seconds:
-            untimed()
-            if ref_untimed is not None:
-                ref_untimed()
-            done += 1
-        samples: list[float] = []
-        ref_samples: list[float] = []
-        stop = ""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            t_begin = time.perf_counter()
-            ref_seconds = 0.0
-            while not stop:
-                samples.append(timed())
-                if ref_timed is not None:
-                    t_ref = time.perf_counter()
-                    ref_samples.append(ref_timed())
-                    ref_seconds += time.perf_counter() - t_ref
-                stop = stop_reason(samples, time.perf_counter() - t_begin - ref_seconds, settings) or ""
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-    return samples, stop, ref_samples
+        return run_timed(timed, untimed, settings, reference=ref)  # the protocol's one loop (nas.measure._protocol)
 
 
 def _example(settings: LatencySettings) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from shufflenet import STEMS
 
 from nas._errors import NasError
+from nas.measure._protocol import PROTOCOL_DEFAULTS
 from nas.measure._runtimes import RUNTIMES, require
 
 DEVICES = ("cpu", "cuda")
@@ -104,12 +105,14 @@ class LatencySettings:
     batch: int = 1
     num_classes: int = 1000
     stem: str = "imagenet"
-    warmup: int = 5
-    warmup_seconds: float = 0.3
-    min_runs: int = 15
-    max_runs: int = 500
-    max_seconds: float = 4.0
-    target_rel_iqr: float = 0.03
+    # the protocol's knobs: one definition (nas.measure._protocol), shared with the remote device program
+    warmup: int = PROTOCOL_DEFAULTS["warmup"]
+    warmup_seconds: float = PROTOCOL_DEFAULTS["warmup_seconds"]
+    min_runs: int = PROTOCOL_DEFAULTS["min_runs"]
+    max_runs: int = PROTOCOL_DEFAULTS["max_runs"]
+    max_seconds: float = PROTOCOL_DEFAULTS["max_seconds"]
+    target_rel_iqr: float = PROTOCOL_DEFAULTS["target_rel_iqr"]
+    # quality (nas.measure._quality)
     retries: int = 2
     retry_wait_s: float = 2.0
     drift_control: bool = True
