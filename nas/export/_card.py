@@ -30,7 +30,7 @@ def _card_paths(out: Path) -> tuple[Path, Path]:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for dist in ("shufflenas", "onnx", "onnxruntime", "optuna"):
+    for dist in ("shufflenas", "onnx", "onnxruntime", "executorch", "optuna"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
     return out
@@ -83,7 +83,8 @@ def _card(fmt: str, out: Path, spec: ArchSpec, build: dict, resolution: int, cos
         "card_version": CARD_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "artifact": {"path": str(out), "file": out.name, "format": fmt, "bytes": size, "sha256": digest,
-                     "input": "float32 NCHW, 3 channels, any batch" + format_of(fmt).input_note,
+                     "input": (format_of(fmt).describe_input(list(checks)) if format_of(fmt).describe_input
+                               else "float32 NCHW, 3 channels, any batch" + format_of(fmt).input_note),
                      "load": deployment["load"]},
         "deployment": deployment,
         "name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(), "spec": spec.to_dict(),
@@ -98,7 +99,13 @@ def _card(fmt: str, out: Path, spec: ArchSpec, build: dict, resolution: int, cos
         "checks": [c.to_dict() for c in checks],
         "checks_passed": all(c.passed for c in checks),
         "versions": _versions(),
+        **({fmt_section_name(fmt): format_of(fmt).card_section(list(checks))} if format_of(fmt).card_section else {}),
     }
+
+
+def fmt_section_name(fmt: str) -> str:
+    """The card key of a format's own section (``pte``: ``executorch``)."""
+    return {"pte": "executorch"}.get(fmt, fmt)
 
 
 def _fmt_num(v: Any) -> str:
@@ -120,8 +127,12 @@ def render_card_md(card: Mapping[str, Any]) -> str:
              f"| file | `{a['file']}` |", f"| format | {a['format']} |", f"| size | {a['bytes']:,} bytes |",
              f"| sha256 | `{a['sha256']}` |", f"| input | {a['input']} |",
              f"| build | num_classes={b['num_classes']}, stem={b['stem']}, checked at {b['resolution']}x{b['resolution']} |",
-             f"| spec hash | `{card['spec_hash']}` |", f"| created | {card['created']} |", "",
-             "Load it:", "", "```python", a["load"], "```", ""]
+             f"| spec hash | `{card['spec_hash']}` |", f"| created | {card['created']} |", ""]
+    et = card.get("executorch")
+    if et:  # the pte format: which ExecuTorch ran it, with which delegate
+        lines.insert(len(lines) - 3, f"| runtime | ExecuTorch {et.get('executorch')}, {str(et.get('delegate')).upper()} "
+                                     f"delegate ({et.get('delegate_calls')} partition(s)) |")
+    lines += ["Load it:", "", "```python", a["load"], "```", ""]
     dep = card.get("deployment") or {}
     if dep.get("check"):
         what = ("Check that it runs as fast here as the study measured" if "the card says" in dep["check"]

@@ -13,6 +13,18 @@ weights, how it is written, checked, loaded back and read for its metadata, and 
 - ``onnx``: opset 17, dynamic batch axis, constant-folded, BatchNorm folded, input ``input`` and
   output ``output``, the spec and build settings in ``metadata_props``; checks add ``onnx_checker``,
   ``opset``, ``dynamic_batch`` and ``batchnorm_folded``.
+- ``pt2``: the ``torch.export`` program (``torch.export.save``) of the eval-mode model with a symbolic
+  batch axis (1..64), the spec and build settings in its extra file ``shufflenas.json``; loads with
+  ``torch.export.load(path).module()``. TorchScript's successor. Checks add ``dynamic_batch``.
+- ``pte``: the ExecuTorch program lowered from it with the XNNPACK delegate, static at batch 1
+  (:mod:`nas.measure._exported` says why), loaded back by ExecuTorch's own loader on one thread;
+  parity at batch 1 only. Checks add ``delegated`` (the XNNPACK delegate took part of the graph; the
+  ops left to ExecuTorch's portable kernels are listed) and ``dynamic_batch``, which records whether
+  a dynamic-batch program of the model runs in ExecuTorch and agrees with PyTorch at batch 1 and 2
+  (never a failure of the static artifact). The card records the ExecuTorch version and delegate.
+
+TorchScript is deprecated upstream (PyTorch 2.13); its calls go through
+``nas.measure._runtimes.torchscript_calls``, which says so once per process.
 
 A new format is one :class:`Format` row; nothing else branches on the format's name.
 """
@@ -35,7 +47,9 @@ from shufflenet import build_model
 
 from nas.export._checks import CHECK_BATCHES, Check, ExportError, _check_input, _loads, _no_grad, _parity, _Reference
 from nas.measure import ONNX_OPSET, count_batchnorm, export_onnx, onnx_session, to_torchscript
-from nas.measure._runtimes import require
+from nas.measure._exported import (DELEGATE, MAX_BATCH, PteProgram, PteRunner, export_program, load_program, load_pt2,
+                                   lower_pte, save_pt2, write_pte)
+from nas.measure._runtimes import require, torchscript_calls
 
 PYTORCH_FORMAT = "shufflenas.pytorch"
 PYTORCH_FORMAT_VERSION = 1
@@ -67,6 +81,8 @@ class Format:
     input_note: str = ""
     deploy_runtime: str | None = None
     handle: str = "model"
+    describe_input: Callable[[list], str] | None = None   # the card's input line from the checks, if not fixed
+    card_section: Callable[[list], dict | None] | None = None  # a format's own card section (pte: "executorch")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -135,14 +151,16 @@ def _check_loaded(fmt: str, path: Path, inputs: Mapping[int, torch.Tensor], refe
 def _save_torchscript(model: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
     with torch.no_grad():
         scripted = to_torchscript(copy.deepcopy(model), example)
-    torch.jit.save(scripted, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+    with torchscript_calls():
+        torch.jit.save(scripted, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
 
 
 def _check_torchscript(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
     checks = _check_loaded("torchscript", path, inputs, reference)
     if not checks[0].passed:
         return checks
-    module = torch.jit.load(str(path), map_location="cpu")
+    with torchscript_calls():
+        module = torch.jit.load(str(path), map_location="cpu")
     n = count_batchnorm(module)
     checks.append(Check("batchnorm_folded", n == 0, f"{n} batch_norm op(s) left in the frozen graph"
                         + ("" if n == 0 else " (expected 0: freezing folds BN into the convs)"), {"batchnorm_ops": n}))
@@ -191,6 +209,124 @@ def _check_onnx(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Refe
 
 
 
+# ---- pt2: the torch.export program ---------------------------------------------------------------------
+
+def _save_pt2(model: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+    program = export_program(copy.deepcopy(model).eval(), example, dynamic_batch=True)
+    save_pt2(program, path, {f"{METADATA_KEY}.json": json.dumps(meta, sort_keys=True)})
+
+
+def _check_pt2(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
+    checks = _check_loaded("pt2", path, inputs, reference)
+    if not checks[0].passed:
+        return checks
+    dims = _pt2_batch_dims(path)
+    dynamic = bool(dims) and all(not isinstance(d, int) for d in dims)
+    checks.append(Check("dynamic_batch", dynamic,
+                        f"the program's batch dimension is symbolic ({', '.join(map(str, dims))})" if dynamic else
+                        f"the program's batch dimension is fixed ({dims}); expected a symbolic dimension",
+                        {"batch_dims": [str(d) for d in dims]}))
+    return checks
+
+
+def _pt2_batch_dims(path: Path) -> list:
+    """The batch dimension of the program's user input and of its output (ints when fixed)."""
+    program, _ = load_program(path)
+    dims = []
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            val = node.meta.get("val")
+            if val is not None and len(val.shape):
+                dims.append(val.shape[0] if isinstance(val.shape[0], int) else str(val.shape[0]))
+        if node.op == "output":
+            for out in node.args[0] if isinstance(node.args[0], (list, tuple)) else [node.args[0]]:
+                val = getattr(out, "meta", {}).get("val")
+                if val is not None and len(val.shape):
+                    dims.append(val.shape[0] if isinstance(val.shape[0], int) else str(val.shape[0]))
+    return dims
+
+
+def _load_pt2(path: Path) -> Runner:
+    module, _ = load_pt2(path)
+    return _no_grad(module)
+
+
+def _meta_pt2(path: Path) -> dict | None:
+    _, extra = load_program(path, (f"{METADATA_KEY}.json",))
+    text = extra.get(f"{METADATA_KEY}.json")
+    return json.loads(text) if text else None
+
+
+# ---- pte: the ExecuTorch program (XNNPACK) ---------------------------------------------------------------
+
+# the program just written and its dynamic probe's differences from PyTorch, for its checks
+_LOWERED: dict[str, tuple[PteProgram, dict[int, float]]] = {}
+
+
+def _save_pte(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    program = lower_pte(copy.deepcopy(model).eval(), example[:1], probe_dynamic=True)
+    write_pte(program, path)
+    with torch.no_grad():
+        diffs = {b: float((got - model(x)).abs().max()) for b, (x, got) in program.dynamic_outputs.items()}
+    _LOWERED[str(path)] = (program, diffs)
+
+
+def _check_pte(path: Path, inputs: Mapping[int, torch.Tensor], reference: _Reference) -> list[Check]:
+    program, diffs = _LOWERED.pop(str(path), (None, {}))
+    batch = min(inputs)
+    runner, check = _loads("pte", lambda: PteRunner(path, threads=1))
+    if runner is None:
+        return [check]
+    try:
+        checks = [check] + _parity("pte", runner, {batch: inputs[batch]}, reference, TABLE["pte"].runtime)
+    finally:
+        runner.close()
+    if program is None:  # checking a file this process did not write: no lowering facts
+        return checks
+    checks.append(_dynamic_check(program, diffs, reference))
+    ops = ", ".join(f"{k} x{v}" for k, v in program.portable_ops.items()) or "none"
+    checks.append(Check("delegated", program.delegate_calls > 0,
+                        f"{program.delegate_calls} {DELEGATE.upper()} partition(s); ops left to ExecuTorch's portable "
+                        f"kernels: {ops}", {"delegate_calls": program.delegate_calls,
+                                            "portable_ops": program.portable_ops}))
+    return checks
+
+
+def _dynamic_check(program: PteProgram, diffs: Mapping[int, float], reference: _Reference) -> Check:
+    """Whether a dynamic-batch ExecuTorch program of this model runs and agrees with PyTorch (the
+    artifact itself is static; this is what the card tells a user who needs another batch)."""
+    dyn = dict(program.dynamic or {})
+    info = program.info()
+    if dyn.get("runs"):
+        diffs = dict(diffs)
+        ok = all(d <= reference.tolerance for d in diffs.values())
+        dyn.update({"max_abs_diff": diffs, "parity": ok})
+        detail = (f"static batch {program.batch} program; {dyn['note']}, max |diff| vs PyTorch "
+                  + ", ".join(f"{d:.2e} at batch {b}" for b, d in diffs.items())
+                  + ("" if ok else f" (above the tolerance {reference.tolerance:.2e}: do not use a dynamic program)"))
+    else:
+        detail = f"static batch {program.batch} program; {dyn.get('note', 'not probed')}"
+    info["dynamic_batch"] = dyn
+    return Check("dynamic_batch", True, detail, info)
+
+
+def _pte_card(checks: list) -> dict | None:
+    """The card's ``executorch`` section: version, delegate, partitions, and whether a dynamic-batch
+    program would run (from the checks)."""
+    for c in checks:
+        if c.name == "dynamic_batch" and "delegate" in c.data:
+            return dict(c.data)
+    return None
+
+
+def _pte_input(checks: list) -> str:
+    info = _pte_card(checks) or {}
+    dyn = info.get("dynamic_batch") or {}
+    return (f"float32 NCHW, 3 channels, batch {info.get('batch', 1)} (a static program; "
+            f"{dyn.get('note', 'dynamic batch not probed')})")
+
+
 # ---- loading back and metadata ------------------------------------------------------------------------
 
 def _load_json(path: Path) -> Runner:
@@ -198,7 +334,8 @@ def _load_json(path: Path) -> Runner:
 
 
 def _load_torchscript(path: Path) -> Runner:
-    return _no_grad(torch.jit.load(str(path), map_location="cpu"))
+    with torchscript_calls():
+        return _no_grad(torch.jit.load(str(path), map_location="cpu"))
 
 
 def _load_onnx(path: Path) -> Runner:
@@ -266,6 +403,23 @@ TABLE: dict[str, Format] = {f.name: f for f in (
                    "session = ort.InferenceSession({name!r}, sess_options=opts, providers=['CPUExecutionProvider'])\n"
                    "logits = session.run(None, {{'input': batch_nchw_float32}})[0]",
            input_note=" (symbolic axis 'batch')", deploy_runtime="onnxruntime", handle="session"),
+    Format("pt2", ".pt2", True, "torch.export program",
+           write=lambda model, spec, build, resolution, meta, example, path: _save_pt2(model, example, meta, path),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_pt2(path, inputs, ref),
+           load=_load_pt2, metadata=_meta_pt2,
+           snippet="import torch\ntorch.set_num_threads({threads})  # {threads_note}\n"
+                   "model = torch.export.load({name!r}).module()",
+           input_note=f" (symbolic batch axis, 1..{MAX_BATCH})", deploy_runtime="eager"),
+    Format("pte", ".pte", True, f"ExecuTorch ({DELEGATE})",
+           write=lambda model, spec, build, resolution, meta, example, path: _save_pte(model, example, path),
+           check=lambda path, spec, build, resolution, inputs, ref: _check_pte(path, inputs, ref),
+           load=lambda path: _no_grad(PteRunner(path, threads=1)), metadata=lambda path: None,
+           snippet="import torch\nfrom executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool\n"
+                   "from executorch.runtime import Runtime\n"
+                   "_unsafe_reset_threadpool({threads})  # XNNPACK's threadpool: {threads_note}\n"
+                   "forward = Runtime.get().load_program({name!r}).load_method('forward')\n"
+                   "logits = forward.execute([batch1_nchw_float32_tensor])[0]",
+           describe_input=_pte_input, card_section=_pte_card, deploy_runtime="executorch", handle="forward"),
 )}
 FORMATS = tuple(TABLE)
 SUFFIXES = {name: f.suffix for name, f in TABLE.items()}
@@ -314,6 +468,9 @@ def latency_check_snippet(fmt: str, batch: int, resolution: int, card_ms: float 
     if form.handle == "session":
         head = f"import time, statistics, numpy as np; x = np.random.rand({shape}).astype(np.float32); "
         call = "session.run(None, {'input': x})"
+    elif form.handle == "forward":  # an ExecuTorch method: a list of tensors in, a list out
+        head = f"import time, statistics; x = torch.rand({shape}); "
+        call = "forward.execute([x])"
     else:
         head = f"import time, statistics; torch.set_grad_enabled(False); x = torch.rand({shape}); "
         call = "model(x)"

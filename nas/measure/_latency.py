@@ -4,7 +4,8 @@ with an adaptive protocol, cached by spec, settings and device fingerprint.
 The one path: ``measure_latency(spec, settings)`` builds ``shufflenet.build_model(spec,
 settings.num_classes, settings.stem)`` in eval mode, looks the measurement up in the cache, and on
 a miss converts the model to the deployment runtime (eager PyTorch, TorchScript frozen with BN
-folded, or ONNX run by onnxruntime; conversions live in :mod:`nas.measure._runtimes`, shared with export)
+folded, ONNX run by onnxruntime, or an ExecuTorch program with the XNNPACK delegate; conversions live
+in :mod:`nas.measure._runtimes` and :mod:`nas.measure._exported`, shared with export)
 and times it with :func:`time_module`. The protocol is defined once, in :mod:`nas.measure._protocol`
 (standard library only), shared with the remote device program (:mod:`nas.measure._remote`).
 
@@ -57,6 +58,7 @@ from search_space import ArchSpec, StageSpec, UnitChoice
 from shufflenet import build_model, resolve_spec
 
 from nas.measure._cache import LatencyCache, default_cache
+from nas.measure._exported import PteRunner, lower_pte, write_pte
 from nas.measure._fingerprint import device_fingerprint, fingerprint_id
 from nas.measure._hostlock import latency_lock
 from nas.measure._protocol import quartiles as _quartiles
@@ -110,6 +112,8 @@ def prepare_runtime(module: nn.Module, example: torch.Tensor, settings: LatencyS
         with torch.no_grad():
             scripted = to_torchscript(module, example)
         return Runner(scripted, "torchscript", settings.device, module=scripted)
+    if settings.runtime == "executorch":
+        return _executorch_runner(module, example, settings)
     # onnxruntime
     tmp = tempfile.TemporaryDirectory(prefix="shufflenas-onnx-")
     try:
@@ -126,6 +130,25 @@ def prepare_runtime(module: nn.Module, example: torch.Tensor, settings: LatencyS
         return torch.from_numpy(session.run(None, {input_name: arr})[0])
 
     return Runner(run, "onnxruntime", settings.device, cleanup=tmp.cleanup, module=session)
+
+
+def _executorch_runner(module: nn.Module, example: torch.Tensor, settings: LatencySettings) -> Runner:
+    """torch.export at ``example``'s (static) shape, lowered with the XNNPACK delegate, loaded by
+    ExecuTorch's runtime with its threadpool at ``settings.threads`` (restored on close)."""
+    tmp = tempfile.TemporaryDirectory(prefix="shufflenas-pte-")
+    try:
+        with torch.no_grad():
+            path = write_pte(lower_pte(module.cpu(), example.cpu()), Path(tmp.name) / "model.pte")
+        runner = PteRunner(path, settings.threads)
+    except BaseException:
+        tmp.cleanup()
+        raise
+
+    def close() -> None:
+        runner.close()
+        tmp.cleanup()
+
+    return Runner(runner, "executorch", settings.device, cleanup=close, module=runner)
 
 
 def stop_reason(samples: list[float], elapsed: float, settings: LatencySettings) -> str | None:
@@ -151,10 +174,11 @@ def _threads(n: int) -> Iterator[None]:
 def _timed_call(runner: Runner, example: torch.Tensor, settings: LatencySettings) -> tuple[Callable[[], float],
                                                                                        Callable[[], None]]:
     """``(timed, untimed)``: one forward of ``runner`` returning its milliseconds (perf_counter on
-    the CPU, CUDA events on cuda; onnxruntime is synchronous, perf_counter on either device), and
-    one forward for the warm-up (synchronised on cuda)."""
-    use_events = settings.device == "cuda" and runner.runtime != "onnxruntime"
-    x = example.to(settings.device) if runner.runtime != "onnxruntime" else example.cpu()
+    the CPU, CUDA events on cuda; onnxruntime is synchronous, perf_counter on either device;
+    ExecuTorch runs on the CPU only), and one forward for the warm-up (synchronised on cuda)."""
+    host_side = runner.runtime in ("onnxruntime", "executorch")  # they take and return CPU arrays
+    use_events = settings.device == "cuda" and not host_side
+    x = example.cpu() if host_side else example.to(settings.device)
     fn = runner._fn
     if use_events:
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

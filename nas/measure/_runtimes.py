@@ -1,8 +1,16 @@
 """Deployment runtimes a model can be converted to: eager PyTorch, TorchScript (frozen, BN folded
-into convs) and ONNX (run by onnxruntime). Shared by latency measurement, export and the
+into convs), ONNX (run by onnxruntime) and ExecuTorch with the XNNPACK delegate (lowered from a
+``torch.export`` program: :mod:`nas.measure._exported`). Shared by latency measurement, export and the
 guideline benchmarks so that what is measured is exactly what is shipped.
 
-onnx / onnxruntime are optional: they are imported here, at the point of use, with an install hint.
+onnx / onnxruntime / executorch are optional: they are imported at the point of use, with an
+install hint.
+
+TorchScript is deprecated upstream (PyTorch 2.13 warns at every ``torch.jit.script`` / ``freeze``
+/ ``save`` / ``load``); shufflenas keeps the ``torchscript`` runtime and format while torch ships
+them. Its calls go through :func:`torchscript_calls`, which silences torch's per-call warnings and
+says it once per process with a :class:`TorchScriptDeprecation` (a ``FutureWarning``, so users see
+it) pointing at the successors, ``pt2`` (``torch.export``) and ``pte`` (ExecuTorch).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,8 +27,11 @@ import torch
 from torch import nn
 
 from nas._errors import NasError
+from nas.measure._device_program import executorch_version, ort_session_options, quiet_native_stderr
 
-RUNTIMES = ("eager", "torchscript", "onnxruntime")
+RUNTIMES = ("eager", "torchscript", "onnxruntime", "executorch")
+DELEGATE = "xnnpack"          # ExecuTorch's backend for the CPU (Arm and x86)
+EXECUTORCH_INSTALL = "`pip install -c constraints-cpu.txt -e '.[executorch]'` (or `pip install executorch`)"
 ONNX_OPSET = 17
 
 
@@ -36,12 +48,48 @@ def require(module: str, extra: str = "onnx") -> Any:
                                  f"`pip install -c constraints-cpu.txt -e '.[{extra}]'` (or `pip install {module}`)") from None
 
 
+class TorchScriptDeprecation(FutureWarning):
+    """TorchScript (``torch.jit``) is deprecated upstream; said once per process."""
+
+
+_TORCHSCRIPT_NOTICE = {"said": False}
+
+
+@contextlib.contextmanager
+def torchscript_calls():
+    """Run ``torch.jit`` calls without torch's per-call DeprecationWarnings; the first time in a
+    process, warn once (:class:`TorchScriptDeprecation`) that TorchScript is deprecated upstream."""
+    if not _TORCHSCRIPT_NOTICE["said"]:
+        _TORCHSCRIPT_NOTICE["said"] = True
+        warnings.warn(f"TorchScript (torch.jit script/freeze/save/load) is deprecated in PyTorch {torch.__version__}; "
+                      "shufflenas keeps the torchscript runtime and format while torch ships them: prefer the pt2 "
+                      "format (torch.export) or ExecuTorch (runtime executorch, format pte)",
+                      TorchScriptDeprecation, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
+
+
+def require_executorch() -> Any:
+    """Import ExecuTorch's compiler entry points (the ``executorch`` extra), or raise the one-line
+    install hint."""
+    try:
+        with warnings.catch_warnings(), quiet_native_stderr():
+            warnings.simplefilter("ignore")
+            # deferred: executorch is an optional heavy dependency (the executorch extra)
+            import executorch.exir  # noqa: F401
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"executorch is not installed ({exc.name or exc}); install it with "
+                                 f"{EXECUTORCH_INSTALL}") from None
+    return sys.modules["executorch"]
+
+
 def to_torchscript(model: nn.Module, example: torch.Tensor | None = None) -> torch.jit.ScriptModule:
     """Script the model (tracing as a fallback when ``example`` is given), then freeze it: weights
     become constants and BatchNorm is folded into the preceding convs."""
     model = model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with torchscript_calls():
         try:
             scripted = torch.jit.script(model)
         except Exception:
@@ -79,12 +127,7 @@ def onnx_session(path: str | Path, threads: int = 1, device: str = "cpu") -> Any
     """An onnxruntime session pinned to ``threads`` intra-op threads, one inter-op thread,
     sequential execution, all graph optimisations."""
     ort = require("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = ort_session_options(ort, threads)  # the same options as on a remote device
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -98,4 +141,8 @@ def runtime_versions(runtime: str) -> dict[str, str]:
     out = {"torch": torch.__version__}
     if runtime == "onnxruntime":
         out["onnxruntime"] = require("onnxruntime").__version__
+    if runtime == "executorch":
+        require_executorch()
+        out["executorch"] = executorch_version()
+        out["delegate"] = DELEGATE
     return out

@@ -14,7 +14,7 @@ from shufflenet import STEMS
 
 from nas._errors import NasError
 from nas.measure._protocol import PROTOCOL_DEFAULTS
-from nas.measure._runtimes import RUNTIMES, require
+from nas.measure._runtimes import RUNTIMES, require, require_executorch
 
 DEVICES = ("cpu", "cuda")
 
@@ -82,7 +82,8 @@ def _check_value(where: str, key: str, value: Any) -> Any:
 class LatencySettings:
     """Where and how a latency is measured. Every field is part of the cache key.
 
-    Deployment settings: ``device`` (cpu | cuda), ``runtime`` (eager | torchscript | onnxruntime),
+    Deployment settings: ``device`` (cpu | cuda), ``runtime`` (eager | torchscript | onnxruntime |
+    executorch),
     ``threads`` (intra-op threads), ``resolution`` (square input side), ``batch``, ``num_classes``
     and ``stem`` (as ``shufflenet.build_model``). Protocol knobs: ``warmup`` runs and
     ``warmup_seconds``, then timed runs until ``IQR / median <= target_rel_iqr`` once ``min_runs``
@@ -164,6 +165,9 @@ class LatencySettings:
     def validate(self) -> None:
         """Host checks: the device and runtime are usable here (raises :class:`LatencyError`, or
         ``RuntimeUnavailable`` for a runtime whose package is not installed)."""
+        if self.runtime == "executorch" and self.device != "cpu":
+            raise LatencyError("latency.runtime: executorch (XNNPACK delegate) runs on the cpu; use --device cpu "
+                               "with --runtime executorch")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise LatencyError("latency.device: got 'cuda' but torch.cuda.is_available() is False on this host "
                                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
@@ -172,6 +176,8 @@ class LatencySettings:
         if self.device == "cpu" and self.threads > cpus:
             raise LatencyError(f"latency.threads: got {self.threads} but this host has {cpus} logical CPUs; "
                                f"use 1..{cpus} (oversubscribed threads make latency meaningless)")
+        if self.runtime == "executorch":
+            require_executorch()
         if self.runtime == "onnxruntime":
             require("onnx")
             ort = require("onnxruntime")
@@ -214,6 +220,7 @@ class LatencyResult:
     ref_iqr_ms: float | None = None
     ref_drift: float | None = None
     measured_at: float = 0.0
+    remote: dict = field(default_factory=dict, repr=False, compare=False)  # how a remote device was reached
 
     @property
     def rel_iqr(self) -> float:
