@@ -1,8 +1,9 @@
 """Measuring a spec on a device, knowing no Optuna: cost accounting (params, MFLOPs, MAC, fragments),
-deployment runtimes (eager, TorchScript, onnxruntime), the latency protocol with its device
-fingerprint, per-host lock and cache; its quality (retries while noisy, drift control with a reference
-network); and the latency model (a lookup table of unit parts timed on this device plus a correction
-fitted on measured networks)."""
+deployment runtimes (eager, TorchScript, onnxruntime, ExecuTorch with XNNPACK), the latency
+protocol (defined once, shared with the device program) with its device fingerprint, per-host lock
+and cache; its quality (retries while noisy, drift control with a reference network); the latency
+model (a lookup table of unit parts timed on this device plus a correction fitted on measured
+networks); and the remote device runner (ssh or command templates)."""
 
 from nas._lazy import lazy_exports
 
@@ -55,6 +56,22 @@ _EXPORTS = {
     "build_latency_model": "nas.measure._latency_model",
     "check_latency_model": "nas.measure._latency_model",
     "default_model_path": "nas.measure._latency_model",
+    "check_latency_target": "nas.measure._latency",
+    "export_for_device": "nas.measure._latency",
+    "latency_fingerprint": "nas.measure._latency",
+    "time_module_remote": "nas.measure._latency",
+    "PROTOCOL_DEFAULTS": "nas.measure._protocol",
+    "PROTOCOL_VERSION": "nas.measure._protocol",
+    "run_protocol": "nas.measure._protocol",
+    "PteProgram": "nas.measure._exported",
+    "PteRunner": "nas.measure._exported",
+    "export_program": "nas.measure._exported",
+    "lower_pte": "nas.measure._exported",
+    "write_pte": "nas.measure._exported",
+    "RemoteDevice": "nas.measure._remote",
+    "RemoteDeviceError": "nas.measure._remote",
+    "RemoteSettings": "nas.measure._remote",
+    "remote_device": "nas.measure._remote",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -45,6 +45,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -57,15 +59,16 @@ from torch import nn
 from search_space import ArchSpec, StageSpec, UnitChoice
 from shufflenet import build_model, resolve_spec
 
-from nas.measure._cache import LatencyCache, default_cache
-from nas.measure._exported import PteRunner, lower_pte, write_pte
+from nas.measure._cache import CACHE_ENV, LatencyCache, default_cache, default_cache_path
+from nas.measure._exported import PteRunner, executorch_version, lower_pte, write_pte
 from nas.measure._fingerprint import device_fingerprint, fingerprint_id
 from nas.measure._hostlock import latency_lock
 from nas.measure._protocol import quartiles as _quartiles
 from nas.measure._protocol import run_timed
 from nas.measure._protocol import stop_reason as _protocol_stop_reason
 from nas.measure._quality import drift_of, verdict, with_retries
-from nas.measure._runtimes import export_onnx, onnx_session, to_torchscript
+from nas.measure._remote import REMOTE_RUNTIMES, RemoteDevice, RemoteSettings, remote_device
+from nas.measure._runtimes import export_onnx, onnx_session, require, require_executorch, to_torchscript
 from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
 
 
@@ -336,7 +339,8 @@ def reference_latency(settings: LatencySettings = LatencySettings(), *, repeats:
 
 def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencySettings = LatencySettings(), *,
                     cache: "LatencyCache | None | str | os.PathLike" = "default",
-                    reference_ms: float | None = None) -> LatencyResult:
+                    reference_ms: float | None = None,
+                    remote: "RemoteSettings | RemoteDevice | None" = None) -> LatencyResult:
     """Latency of ``spec`` built with the deployment settings (``shufflenet.build_model(spec,
     settings.num_classes, settings.stem)``, eval mode, input ``batch x 3 x resolution x
     resolution``) in ``settings.runtime`` on ``settings.device``, retried while noisy or drifting
@@ -344,7 +348,13 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
     study, for the drift check). ``cache``: ``"default"`` uses :func:`default_cache`, ``None``
     measures afresh and stores nothing, a :class:`LatencyCache` or a path uses that file. A hit
     returns with ``cached=True`` without building the model, with the quality and time it was
-    measured with."""
+    measured with.
+
+    ``remote`` (a :class:`~nas.measure.RemoteSettings` or ``RemoteDevice``): measure on that device
+    instead of this host (runtime onnxruntime or executorch): the fingerprint comes from the
+    device, the model is exported here and timed there by the device program
+    (:mod:`nas.measure._remote`), retried while noisy (the spread rule); there is no reference
+    network on the device, so no drift control there (``ref_ms`` stays ``None``)."""
 
     spec = resolve_spec(spec)
     if not isinstance(settings, LatencySettings):
@@ -352,8 +362,11 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
             settings = LatencySettings.from_dict(settings)
         else:
             raise LatencyError(f"settings: got {type(settings).__name__}; expected LatencySettings")
-    settings.validate()
+    if remote is None:
+        settings.validate()
     cache_obj = _cache_of(cache)
+    if remote is not None:
+        return _measure_remote(spec, settings, remote, cache_obj)
     fp = device_fingerprint(settings)
     if cache_obj is not None:
         hit = cache_obj.get(spec, settings, fp)
@@ -375,3 +388,144 @@ def _cache_of(cache: Any) -> LatencyCache | None:
     if isinstance(cache, (str, os.PathLike)):
         return LatencyCache(cache)
     raise LatencyError(f"cache: got {type(cache).__name__}; expected 'default', None, a LatencyCache or a path")
+
+
+# ---- remote devices ---------------------------------------------------------------------------------------
+
+def latency_fingerprint(settings: LatencySettings, remote: "RemoteSettings | RemoteDevice | None" = None
+                        ) -> dict[str, Any]:
+    """The fingerprint of where ``settings`` are measured: the remote device's (asked of the
+    device) with ``remote``, else this host's (:func:`device_fingerprint`)."""
+    if remote is None:
+        return device_fingerprint(settings)
+    return remote_device(remote).fingerprint(settings)
+
+
+def check_latency_target(settings: LatencySettings, remote: "RemoteSettings | RemoteDevice | None" = None
+                         ) -> dict[str, Any] | None:
+    """Fail early, with one line, unless latency can be measured as ``settings`` say: on this host
+    (``settings.validate()``), or on the remote device (this host has the exporter of the
+    runtime's format; the device answers, runs the program and has the runtime; it has enough
+    CPUs). Returns the device's probe (``None`` locally)."""
+    if remote is None:
+        settings.validate()
+        return None
+    if settings.runtime not in REMOTE_RUNTIMES:
+        raise LatencyError(f"latency.runtime: {settings.runtime!r} cannot run on a remote device (it would need "
+                           f"torch there); use {' or '.join(REMOTE_RUNTIMES)} with latency.remote")
+    if settings.device != "cpu":
+        raise LatencyError("latency.device: a remote device is measured on its cpu; use device = \"cpu\"")
+    if settings.runtime == "onnxruntime":   # the study host exports; the device runs
+        require("onnx")
+    else:
+        require_executorch()
+    device = remote_device(remote)
+    probe = device.check(settings.runtime)
+    cpus = int(probe["facts"].get("cpu_count") or 1)
+    if settings.threads > cpus:
+        raise device._fail("threads", f"latency.threads {settings.threads} but the device has {cpus} logical CPUs; "
+                                      f"use 1..{cpus}")
+    return probe
+
+
+def export_cache_dir() -> Path:
+    """Exported models for remote devices, on the study host: ``$SHUFFLENAS_CACHE_DIR/exports``
+    (default ``~/.cache/shufflenas/exports``), keyed by spec, build and exporter versions."""
+    return default_cache_path().parent / "exports"
+
+
+def export_for_device(spec: ArchSpec, settings: LatencySettings) -> Path:
+    """The spec built with the deployment settings (as :func:`measure_latency` builds it), exported
+    for ``settings.runtime`` (``onnx`` for onnxruntime, a static ``pte`` for executorch), from the
+    host's export cache when it is there: an export is deterministic, so its bytes, its hash and
+    the device's copy stay the same, and a re-measure neither exports nor copies again."""
+    key = {"spec": spec.content_hash(), "runtime": settings.runtime, "batch": settings.batch,
+           "resolution": settings.resolution, "num_classes": settings.num_classes, "stem": settings.stem,
+           "torch": torch.__version__, "format": 1}
+    if settings.runtime == "executorch":
+        key["executorch"] = executorch_version()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    suffix = ".onnx" if settings.runtime == "onnxruntime" else ".pte"
+    folder = export_cache_dir()
+    path = folder / f"{digest}{suffix}"
+    if path.is_file():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatencyError(f"export cache {folder}: cannot create it ({exc}); set {CACHE_ENV} to a writable "
+                           f"folder") from None
+    torch.manual_seed(0)
+    model = build_model(spec, settings.num_classes, settings.stem).eval()
+    example = _example(settings)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{digest}.", suffix=suffix, dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if settings.runtime == "onnxruntime":
+            export_onnx(model, example, tmp)
+        else:
+            with torch.no_grad():
+                write_pte(lower_pte(model, example), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _measure_remote(spec: ArchSpec, settings: LatencySettings, remote: "RemoteSettings | RemoteDevice",
+                    cache: "LatencyCache | None") -> LatencyResult:
+    """:func:`measure_latency` on a remote device: the fingerprint from the device, the cache,
+    then export here, copy, time there."""
+    device = remote_device(remote)
+    check_latency_target(settings, device)
+    fp = device.fingerprint(settings)
+    if cache is not None:
+        hit = cache.get(spec, settings, fp)
+        if hit is not None:
+            return hit
+    path = export_for_device(spec, settings)
+    shape = (settings.batch, 3, settings.resolution, settings.resolution)
+    result = _remote_with_retries(lambda: _remote_result(device.measure(path, settings, shape), settings, fp, shape),
+                                  settings)
+    if cache is not None:
+        cache.put(spec, settings, fp, result)
+    return result
+
+
+def _remote_result(doc: Mapping[str, Any], settings: LatencySettings, fp: Mapping[str, Any],
+                   shape: tuple) -> LatencyResult:
+    info = {k: doc.get(k) for k in ("device", "copied", "lock_wait_s", "load_s", "timing_s", "total_s", "program")}
+    return LatencyResult(median_ms=float(doc["median_ms"]), iqr_ms=float(doc["iqr_ms"]), runs=int(doc["runs"]),
+                         settings=settings.to_dict(), fingerprint=dict(fp), fingerprint_id=fingerprint_id(fp),
+                         cached=False, input_shape=tuple(shape), stop=str(doc["stop"]),
+                         samples_ms=tuple(float(v) for v in doc.get("samples_ms", ())), remote=info,
+                         measured_at=time.time())
+
+
+def _remote_with_retries(attempt: Callable[[], LatencyResult], settings: LatencySettings) -> LatencyResult:
+    """The quality rule on a remote device (:func:`nas.measure._quality.with_retries`): measured
+    again while noisy, up to ``retries`` times; no reference network there, so never ``"drift"``."""
+    result, quality, n = with_retries(attempt, lambda r: verdict(r.rel_iqr, None, settings), settings)
+    return dataclasses.replace(result, quality=quality, attempts=n)
+
+
+def time_module_remote(module: nn.Module, example: torch.Tensor, settings: LatencySettings,
+                       remote: "RemoteSettings | RemoteDevice", *,
+                       fingerprint: Mapping[str, Any] | None = None) -> LatencyResult:
+    """:func:`time_module` on a remote device: any module (a guideline block), exported here in
+    the runtime's format at ``example``'s shape, timed there. Not cached."""
+    device = remote_device(remote)
+    check_latency_target(settings, device)
+    fp = dict(fingerprint) if fingerprint is not None else device.fingerprint(settings)
+    module = module.eval().cpu()
+    with tempfile.TemporaryDirectory(prefix="shufflenas-remote-") as tmp:
+        if settings.runtime == "onnxruntime":
+            path = export_onnx(module, example.cpu(), Path(tmp) / "model.onnx")
+        else:
+            with torch.no_grad():
+                path = write_pte(lower_pte(module, example.cpu()), Path(tmp) / "model.pte")
+        doc = device.measure(path, settings, tuple(example.shape))
+    result = _remote_result(doc, settings, fp, tuple(example.shape))
+    return dataclasses.replace(result, quality=verdict(result.rel_iqr, None, settings)[0])
