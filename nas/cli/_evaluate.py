@@ -11,9 +11,10 @@ from typing import Any
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
+from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.cli._spec_arg import load_spec_arg
 from nas.fleet import load_existing_study
-from nas.measure import LatencySettings
+from nas.measure import LatencySettings, check_latency_target
 from nas.proxies import PROXY_ALIASES, PROXY_NAMES, ProxySettings, current_proxy_name, proxy_alias_notice
 from nas.study import check_latency_overrides, evaluate_spec, study_data, trial_source
 
@@ -39,6 +40,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     add_latency_overrides(p, base=f"the trial's study's (else the default: {d.device}, {d.runtime}, {d.threads} "
                                   f"thread, {d.resolution} px, batch {d.batch})")
     p.add_argument("--json", action="store_true", help="print one JSON object (keys in README)")
+    add_remote_options(p)
 
 
 def _proxy_settings(table: dict[str, Any], seed: int | None) -> ProxySettings:
@@ -80,10 +82,13 @@ def _run(args: argparse.Namespace) -> int:
     base = LatencySettings.from_dict({k: v for k, v in (source["latency"] if source else {}).items()
                                       if k in LatencySettings.keys()}, where="latency")
     settings = None
+    remote = remote_from_args(args)
+    if remote is not None and not args.latency:
+        raise NasError("--remote: the device measures latency; add --latency")
     if args.latency:
         check_latency_overrides(overrides)
         settings = base.replace(**overrides)
-        settings.validate()
+        check_latency_target(settings, remote)   # here: validate(); a remote device: probed once
         resolution = settings.resolution
     else:  # accounting only: any side >= 8 (latency settings start at 16)
         resolution = overrides.get("resolution", base.resolution)
@@ -91,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
             raise NasError(f"--resolution: got {resolution}; expected an integer >= 8")
     proxy_settings = _proxy_settings(source["proxy"], args.seed) if source else None
     doc = evaluate_spec(spec, proxies, args.data_dir, args.seed or 0, settings, use_cache=not args.no_cache,
-                        resolution=resolution, proxy_settings=proxy_settings)
+                        resolution=resolution, proxy_settings=proxy_settings, remote=remote)
     if source is not None:
         row = source["row"]
         doc["study"] = {"study": study.study_name, "trial": row["number"], "baseline": row.get("baseline"),
@@ -124,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         if doc.get("latency_quality") not in (None, "ok"):
             print("  the host was not quiet while this was measured: `shufflenas doctor` says why; --no-cache "
                   "measures again")
-        print(f"  on {s['device']}/{s['runtime']}, {s['threads']} thread(s), {s['batch']}x3x{s['resolution']}"
+        where = f" via {remote.url}" if remote is not None else ""
+        print(f"  on {s['device']}/{s['runtime']}{where}, {s['threads']} thread(s), {s['batch']}x3x{s['resolution']}"
               f"x{s['resolution']}; device {doc['fingerprint_id']}")
     return 0
 

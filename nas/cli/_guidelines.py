@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from nas.cli._command import STORAGE_FLAGS, Command
+from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.fleet import load_existing_study
 from nas.guidelines import GuidelineError, GuidelineSettings, format_report, format_study, measure, study_guidelines
 from nas.study import study_data
@@ -16,7 +17,8 @@ from nas.study import study_data
 
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--runtime", default="eager", help="eager (default), torchscript or onnxruntime")
+    p.add_argument("--runtime", default="eager", help="eager (default), torchscript, onnxruntime or executorch "
+                                                       "(with --remote: onnxruntime or executorch)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--scales", default="1,2,4", help="comma list of the paper's width scales 1,2,4 (default all)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 1 on cpu, 8 on cuda)")
@@ -36,6 +38,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default=None, metavar="NAME", help="study name inside --storage")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--out", default=None, metavar="report.html", help="write a self-contained HTML report")
+    add_remote_options(p)
 
 
 def _csv(option: str, text: str, cast: type) -> list:
@@ -91,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = GuidelineSettings(device=args.device, runtime=args.runtime, threads=args.threads,
                                  scales=tuple(_csv("--scales", args.scales, int)), batch=args.batch,
                                  config_set=args.config_set, tables=tuple(_csv("--tables", args.tables, str)),
-                                 rounds=args.rounds, latency=latency, paper_widths=args.paper_widths)
+                                 rounds=args.rounds, latency=latency, paper_widths=args.paper_widths,
+                                 remote=remote_from_args(args))
     report = measure(settings, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.out:
         from dashboards._guidelines import guidelines_html  # plotly is heavy and only --out needs it: deferred

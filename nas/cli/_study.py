@@ -12,6 +12,8 @@ from search_space import SHORT_LEGEND
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
+from nas.cli._remote_args import add_remote_options, remote_from_args
+from nas.measure._remote import REMOTE_FLAGS
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
 from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, front_summary, launch, load_study_config,
                        objective_info, objective_text, quiet_optuna, stop_on_sigterm, study_data, verdict_lines,
@@ -40,6 +42,7 @@ def _add_launch(p: argparse.ArgumentParser) -> None:
                    help="run K worker processes on this host on the same storage: the journal file, SQLite or "
                         "PostgreSQL (default 1: this process)")
     add_latency_overrides(p)
+    add_remote_options(p)
 
 
 def _run_launch(args: argparse.Namespace) -> int:
@@ -49,8 +52,10 @@ def _run_launch(args: argparse.Namespace) -> int:
     if args.workers != 1:
         return launch_workers(args.study_file, args.workers, storage=args.storage, study_name=args.study_name,
                               trials=args.trials, data_dir=args.data_dir, threads=args.proxy_threads,
-                              latency_overrides=overrides, remeasure_end=not args.no_remeasure)
+                              latency_overrides=overrides, remeasure_end=not args.no_remeasure,
+                              remote_flags={k: getattr(args, k) for k in REMOTE_FLAGS})
     config = load_study_config(args.study_file).with_latency_overrides(**overrides)
+    config = config.replace(remote=remote_from_args(args, config.remote))
     for notice in config.notices:
         print(f"shufflenas launch: note: {notice}", file=sys.stderr)
     if args.trials is not None:
@@ -58,7 +63,7 @@ def _run_launch(args: argparse.Namespace) -> int:
     location = parse_storage(args.storage, args.study_file)
     storage = open_storage(location, create=True)
     evaluator = Evaluator(config, data_dir=args.data_dir, threads=args.proxy_threads)
-    evaluator.check_host()                      # device, runtime and data before anything runs
+    evaluator.check_host()                      # device (a remote one: probed), runtime and data before anything runs
     name = args.study_name or config.name
     progress = Progress(config.objective_names, bar=False if args.no_progress else None)
     print(f"study {name!r} in {location}: {config.sampler.name} sampler (seed {config.sampler.seed}), "
@@ -66,7 +71,8 @@ def _run_launch(args: argparse.Namespace) -> int:
           f"{config.objective_names[0]} (max), {config.objective_names[1]} (min) at "
           f"{config.latency.resolution}px {config.latency.device}/{config.latency.runtime}/"
           f"{config.latency.threads} thread(s)"
-          + (f" (overridden: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""),
+          + (f" (overridden: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
+          + (f" on device {config.remote.url}" if config.remote else ""),
           file=sys.stderr)
     # what the accuracy objective is worth, before anything runs (stored with the study as objective_info)
     print(f"accuracy objective {config.objective_names[0]}: "

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
+from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.fleet import STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker, worker_id
 from nas.fleet._retry import _first_line
 from nas.study import load_study_config, quiet_optuna, stop_on_sigterm
@@ -51,6 +52,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
                         "each trial then waits for a worker on the target device to measure its latency")
     add_worker_options(p)
     add_latency_overrides(p)
+    add_remote_options(p)
 
 
 def _logging(prefix: str) -> logging.Handler:
@@ -70,6 +72,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     if args.proxy_threads is not None and args.proxy_threads < 1:
         raise NasError(f"--proxy-threads: got {args.proxy_threads}; expected an integer >= 1")
     config = load_study_config(args.study_file).with_latency_overrides(**latency_overrides(args))
+    config = config.replace(remote=remote_from_args(args, config.remote))
     for notice in config.notices:
         print(f"shufflenas worker: note: {notice}", file=sys.stderr)
     location = parse_storage(args.storage or os.environ.get(STORAGE_ENV) or None, args.study_file)

@@ -25,6 +25,8 @@ from nas.fleet._join import open_worker_storage
 from nas.fleet._loop import WorkerError
 from nas.fleet._lost import fail_trial, requeue_once, worker_id
 from nas.fleet._storage import parse_storage
+from nas.measure import check_latency_target
+from nas.measure._remote import remote_argv, remote_overrides
 from nas.study import Evaluator, Progress, load_study_config, quiet_optuna, remeasure, run_screen, verdict_lines
 from nas.study._schema import SYS_WORKER
 
@@ -34,7 +36,7 @@ STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a pass
 def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str | None = None,
                    study_name: str | None = None, trials: int | None = None, data_dir: str | None = None,
                    threads: int | None = None, latency_overrides: Mapping[str, Any] | None = None,
-                   remeasure_end: bool = True) -> int:
+                   remeasure_end: bool = True, remote_flags: Mapping[str, Any] | None = None) -> int:
     """Run ``workers`` worker processes of ``study_file``'s study on this host against ``storage``
     (a journal file path, ``sqlite:///PATH`` or a database URL; default the journal beside the
     study file) until the study holds ``trials`` (default the study file's) finished searched
@@ -42,12 +44,18 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
     reported a user error). ``latency_overrides`` (device, runtime, threads, resolution, batch)
     replace the study file's ``[latency]`` settings in every worker (``StudyConfig.with_latency_overrides``).
     Once the study is complete (and with ``remeasure_end``) this process re-measures its baselines and
-    front, as ``launch`` does in one process."""
+    front, as ``launch`` does in one process. ``remote_flags``: the ``--remote`` flags (``remote``,
+    ``remote_options``, ``remote_python``, ``remote_timeout``) on top of the study file's device; the
+    device is probed once here before any worker starts, and the flags reach every worker."""
     k = int(workers)
     if k < 1 or k > 256:
         raise WorkerError(f"workers: got {k}; expected 1..256 worker processes", param="workers")
     overrides = dict(latency_overrides or {})
     config = load_study_config(study_file).with_latency_overrides(**overrides)  # checked here once, not K times
+    flags = dict(remote_flags or {})
+    config = config.replace(remote=remote_overrides(config.remote, **flags))
+    if config.remote is not None:  # the device, once, before K workers start (each checks it again)
+        check_latency_target(config.latency, config.remote)
     location = parse_storage(storage, study_file)
     name = study_name or config.name
     until = trials if trials is not None else config.trials
@@ -60,6 +68,7 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
         cmd += ["--proxy-threads", str(threads)]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
+    cmd += remote_argv(flags)
     env = {**os.environ, STORAGE_ENV: location.target}
     print(f"launch: {k} workers on study {name!r} in {location}, until {until} finished searched trials",
           file=sys.stderr)

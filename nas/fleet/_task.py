@@ -64,7 +64,9 @@ class StudyTask:
         return computing_on_host(self.lock_file) if self.quiet_host else contextlib.nullcontext()
 
     def _measuring(self) -> Any:
-        return measuring_on_host(self.lock_file) if self.quiet_host else contextlib.nullcontext()
+        # a remote device takes its own latency lock, on the device; this host's does not matter
+        quiet = self.quiet_host and self.config.remote is None
+        return measuring_on_host(self.lock_file) if quiet else contextlib.nullcontext()
 
     def __call__(self, trial: optuna.Trial) -> Any:
         t0 = time.perf_counter()

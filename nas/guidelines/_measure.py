@@ -12,7 +12,7 @@ from nas.guidelines._blocks import benchmarks
 from nas.guidelines._paper import INPUT_HW, SCALES, TABLES
 from nas.guidelines._report import assemble
 from nas.guidelines._settings import GuidelineSettings, _latency_settings
-from nas.measure import device_fingerprint, profile_module, time_module
+from nas.measure import check_latency_target, latency_fingerprint, profile_module, time_module, time_module_remote
 
 
 def _quartiles(samples: Sequence[float]) -> tuple[float, float, float]:
@@ -37,8 +37,8 @@ def measure(settings: GuidelineSettings | None = None, *,
     """Build, account and time every benchmark row; returns the plain report (see :func:`run_guidelines`)."""
     gs = (settings or GuidelineSettings()).resolved()
     base = _latency_settings(gs, INPUT_HW)
-    base.validate()  # cuda without a GPU, onnxruntime not installed, ...: one clear error before any work
-    fingerprint = device_fingerprint(base)
+    check_latency_target(base, gs.remote)  # cuda without a GPU, onnxruntime missing, a device down: one line first
+    fingerprint = latency_fingerprint(base, gs.remote)
     rows_b = benchmarks(gs.config_set, gs.scales, gs.tables, paper_widths=gs.paper_widths)
     say = progress or (lambda _msg: None)
 
@@ -63,7 +63,10 @@ def measure(settings: GuidelineSettings | None = None, *,
             torch.manual_seed(0)
             model = b.build()
             lat = _latency_settings(gs, b.input_shape[-1])
-            res = time_module(model, examples[shape], lat, fingerprint=fingerprint)
+            if gs.remote is not None:
+                res = time_module_remote(model, examples[shape], lat, gs.remote, fingerprint=fingerprint)
+            else:
+                res = time_module(model, examples[shape], lat, fingerprint=fingerprint)
             samples[i].extend(res.samples_ms or (res.median_ms,))
             stops[i].append(res.stop)
             del model

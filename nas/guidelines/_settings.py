@@ -29,6 +29,7 @@ class GuidelineSettings:
     rounds: int = 1
     latency: dict[str, Any] = field(default_factory=dict)
     paper_widths: bool = False
+    remote: Any = None          # nas.measure.RemoteSettings: time the rows on that device
 
     def resolved(self) -> "GuidelineSettings":
         if self.device not in ("cpu", "cuda"):
@@ -57,14 +58,15 @@ class GuidelineSettings:
             raise GuidelineError(f"latency: unknown protocol key(s) {unknown}; allowed: {', '.join(sorted(protocol))}")
         return GuidelineSettings(self.device, self.runtime, self.threads, tuple(sorted(scales)), batch, cs,
                                  tuple(t for t in TABLES if t in tables), self.rounds, dict(self.latency),
-                                 bool(self.paper_widths))
+                                 bool(self.paper_widths), self.remote)
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "runtime": self.runtime, "threads": self.threads, "scales": list(self.scales),
                 "batch": self.batch, "set": self.config_set, "tables": list(self.tables), "rounds": self.rounds,
                 "latency": dict(self.latency), "input": f"{INPUT_HW}x{INPUT_HW} (G1-G4), "
                 f"{NETWORK_RESOLUTION}x{NETWORK_RESOLUTION} (networks)", "blocks": BLOCKS,
-                "flops_tolerance": FLOPS_TOLERANCE, "paper_widths": self.paper_widths}
+                "flops_tolerance": FLOPS_TOLERANCE, "paper_widths": self.paper_widths,
+                **({"remote": self.remote.url} if self.remote is not None else {})}
 
 
 def _latency_settings(gs: GuidelineSettings, resolution: int) -> Any:

@@ -13,7 +13,10 @@ A study file (see ``studies/``)::
     [proxy]                      # name = the proxy maximised; record = more proxies stored per trial;
                                  # the other keys are the proxies' settings
     [latency]                    # where and how latency is measured (nas LatencySettings keys), and
-                                 # mode = "measured" | "predicted" | "screen" (nas.study._latency_mode)
+                                 # mode = "measured" | "predicted" | "screen" (nas.study._latency_mode);
+                                 # on which device: remote = "ssh://user@host[:port]", remote_options,
+                                 # remote_python, remote_timeout, remote_dir (or cmd:// with
+                                 # remote_run / remote_push templates); see nas.measure._remote
     [sampler]                    # name = nsga2 | nsga3 | tpe | gp | random; seed; population_size
                                  # (nsga2/nsga3); n_startup_trials (tpe/gp)
     [constraints]                # max_params, max_mflops, max_mmac, max_latency_ms (all optional)
@@ -36,6 +39,7 @@ from shufflenet import CANONICAL, canonical_names
 
 from nas._errors import NasError, StudyFileError
 from nas.measure import LatencySettings
+from nas.measure._remote import REMOTE_KEYS, RemoteSettings
 from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_ALIASES, PROXY_NAMES, ProxySettings, proxy_alias_notice
 from nas.study._latency_mode import LatencyMode, latency_objective_name, latency_value, parse_mode
 from nas.study._samplers import SAMPLERS
@@ -115,6 +119,7 @@ class StudyConfig:
     latency_overrides: Mapping[str, Any] = field(default_factory=dict)   # applied over the file's [latency]
     notices: tuple[str, ...] = ()            # accepted but worth saying (an old proxy name): the CLI prints them
     latency_mode: LatencyMode = field(default_factory=LatencyMode)   # [latency] mode, model, ...
+    remote: Any = None                       # nas.measure._remote.RemoteSettings: latency on that device
 
     @property
     def objective_names(self) -> list[str]:
@@ -156,7 +161,9 @@ class StudyConfig:
             "baselines": list(self.baselines), "data_dir": self.data_dir, "warm_start": self.warm_start,
             "space": self.space.to_dict(),
             "proxy": {"name": self.proxy, "record": list(self.record_proxies), **self.proxy_settings.to_dict()},
-            "latency": {**self.latency.to_dict(), **self.latency_mode.to_dict()}, "sampler": self.sampler.to_dict(),
+            "latency": {**self.latency.to_dict(), **self.latency_mode.to_dict(),
+                        **(self.remote.to_dict() if self.remote is not None else {})},
+            "sampler": self.sampler.to_dict(),
             "constraints": self.constraints.to_dict(),
             "latency_overrides": dict(self.latency_overrides),
         }
@@ -238,7 +245,7 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         warm_start = True
     space = _space(doc.get("space", {}), problems)
     proxy, record, proxy_settings = _proxy(doc.get("proxy", {}), problems, base_dir)
-    latency, latency_mode = _latency(doc.get("latency", {}), problems, base_dir)
+    latency, latency_mode, remote = _latency(doc.get("latency", {}), problems, base_dir)
     sampler = _sampler(doc.get("sampler", {}), problems)
     constraints = _constraints(doc.get("constraints", {}), problems)
 
@@ -247,9 +254,10 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         head = f"{source}: {n} problems: " if n > 1 else f"{source}: "
         raise StudyFileError(head + " | ".join(problems.items))
     return StudyConfig(name=name, space=space, proxy=proxy, record_proxies=record, proxy_settings=proxy_settings,
-                       latency=latency, latency_mode=latency_mode, sampler=sampler, constraints=constraints,
-                       trials=trials, baselines=baselines, data_dir=data_dir, description=description, path=source,
-                       warm_start=warm_start, notices=tuple(f"{source}: {n}" for n in problems.notices))
+                       latency=latency, latency_mode=latency_mode, remote=remote, sampler=sampler,
+                       constraints=constraints, trials=trials, baselines=baselines, data_dir=data_dir,
+                       description=description, path=source, warm_start=warm_start,
+                       notices=tuple(f"{source}: {n}" for n in problems.notices))
 
 
 def _table(value: Any, key: str, problems: _Problems) -> Mapping[str, Any] | None:
@@ -340,14 +348,24 @@ def _proxy(value: Any, problems: _Problems, base_dir: Path | None = None) -> tup
     return name, names, settings
 
 
-def _latency(value: Any, problems: _Problems, base_dir: Path | None = None) -> tuple[Any, LatencyMode]:
-    table = _table(value, "latency", problems)
-    settings, mode = parse_mode(dict(table or {}), problems.add, base_dir)
+def _latency(value: Any, problems: _Problems, base_dir: Path | None = None) -> tuple[Any, LatencyMode, Any]:
+    """The latency settings, the latency mode and, with ``remote``, the device they are measured on."""
+    table = dict(_table(value, "latency", problems) or {})
+    remote_keys = {k: table.pop(k) for k in REMOTE_KEYS if k in table}
+    remote = None
     try:
-        return LatencySettings.from_dict(settings, where="latency"), mode
+        remote = RemoteSettings.from_dict(remote_keys, where="latency")
     except (NasError, ValueError) as exc:
         problems.add(str(exc))
-        return LatencySettings(), mode
+    settings, mode = parse_mode(table, problems.add, base_dir)
+    try:
+        return LatencySettings.from_dict(settings, where="latency"), mode, remote
+    except (NasError, ValueError) as exc:
+        msg = str(exc)
+        if "unknown latency setting" in msg:
+            msg += ", " + ", ".join(REMOTE_KEYS)
+        problems.add(msg)
+        return LatencySettings(), mode, remote
 
 
 _SAMPLER_KEYS = {"name": None, "seed": None, "population_size": ("nsga2", "nsga3"),

@@ -35,11 +35,11 @@ from search_space import ArchSpec, SearchSpace, suggest
 
 from nas import _optuna
 from nas._errors import DataError, NasError
-from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, device_fingerprint, fingerprint_id,
+from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, check_latency_target, fingerprint_id,
+                         latency_fingerprint,
                          measure_latency, profile, reference_latency)
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
-                         load_cifar10, space_within,
-                         resolve_data_dir)
+                         load_cifar10, resolve_data_dir, space_within)
 from nas.study._config import StudyConfig
 from nas.study._latency_mode import LatencyMode
 from nas.study._open import new_study_attrs
@@ -124,11 +124,13 @@ class Evaluator:
     """Evaluates specs for one study config. Holds the data set (loaded once, on first need) and a
     per-process memo by spec hash for :meth:`evaluate`; latencies also go through the persistent
     latency cache (``latency_cache``: ``"default"``, ``None`` or a ``LatencyCache``). ``threads``:
-    torch threads for the proxies and the accounting (default the latency's; 0 leaves torch's)."""
+    torch threads for the proxies and the accounting (default the latency's; 0 leaves torch's).
+    Latency is measured on ``config.remote`` (a remote device) when the study names one, else here."""
 
     def __init__(self, config: StudyConfig, *, data: Any = None, data_dir: str | None = None,
                  latency_cache: Any = "default", threads: int | None = None, cross_check: bool = False) -> None:
         self.config = config
+        self.remote = config.remote
         # By default the latency's thread count. On a busy host, more threads than free cores make
         # PyTorch's thread pool spin-wait: the accounting of a large 224x224 model took 43 s with 2
         # threads and 4.6 s with 1 (load 12 on 2 cores).
@@ -148,13 +150,14 @@ class Evaluator:
     @classmethod
     def for_spec(cls, proxies: Sequence[str], *, proxy_settings: ProxySettings | None = None,
                  latency: LatencySettings | None = None, data: Any = None, latency_cache: Any = "default",
-                 threads: int | None = 0, cross_check: bool = True) -> "Evaluator":
+                 threads: int | None = 0, cross_check: bool = True, remote: Any = None) -> "Evaluator":
         """An evaluator outside any study (``shufflenas evaluate``): these proxies, the accounting
         at ``latency``'s deployment settings (default 224x224, 1,000 classes, imagenet stem)."""
         names = tuple(dict.fromkeys(proxies))   # none: the accounting (and latency) only
         config = StudyConfig(name="evaluate", space=SearchSpace(), proxy=names[0] if names else "none",
                              record_proxies=names,
-                             proxy_settings=proxy_settings or ProxySettings(), latency=latency or LatencySettings())
+                             proxy_settings=proxy_settings or ProxySettings(), latency=latency or LatencySettings(),
+                             remote=remote)
         return cls(config, data=data, latency_cache=latency_cache, threads=threads, cross_check=cross_check)
 
     # ---- study-level facts -------------------------------------------------------------------
@@ -168,9 +171,10 @@ class Evaluator:
 
     @property
     def fingerprint_id(self) -> str:
-        """This host's device fingerprint id for the study's latency settings."""
+        """The fingerprint id of the device latency is measured on (this host, or the remote
+        device: asked of it) for the study's latency settings."""
         if self._fp_id is None:
-            self._fp_id = fingerprint_id(device_fingerprint(self.config.latency))
+            self._fp_id = fingerprint_id(latency_fingerprint(self.config.latency, self.remote))
         return self._fp_id
 
     def study_attrs(self) -> dict[str, Any]:
@@ -182,8 +186,11 @@ class Evaluator:
              measuring: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> float | None:
         """Drift control for ``study``: the reference network's value at the start of the study
         (study attribute ``latency_reference``), measured now (inside ``measuring()``) and recorded
-        when the study has none yet. Returns it (``None`` without drift control). Once per study."""
-        if not self.config.latency.drift_control or self.config.latency_mode.mode == "predicted":
+        when the study has none yet. Returns it (``None`` without drift control, in a predicted study,
+        and on a remote device: the device program has no reference network, so no drift control
+        there). Once per study."""
+        if (not self.config.latency.drift_control or self.config.latency_mode.mode == "predicted"
+                or self.remote is not None):
             return None   # (a predicted study measures nothing)
         key = (study.study_name, id(_optuna.storage_of(study)))
         if self._bound == key:
@@ -215,9 +222,10 @@ class Evaluator:
         study.set_user_attr(STUDY_LATENCY_REFERENCE_SERIES, series)
 
     def check_host(self) -> None:
-        """Fail early: the latency device/runtime and the proxies' device are usable here and the
-        data set (if a proxy needs it) loads."""
-        self.config.latency.validate()
+        """Fail early: the latency device/runtime (here, or the remote device: probed once, one line
+        if it is not usable) and the proxies' device are usable and the data set (if a proxy needs
+        it) loads."""
+        check_latency_target(self.config.latency, self.remote)
         self.config.proxy_settings.torch_device()
         if self.config.latency_mode.predicts:
             self.predictor().model()     # the latency model's table is there, for this device and runtime
@@ -280,7 +288,7 @@ class Evaluator:
             value = float(attrs[ATTR_LATENCY_PRED_MS])
         else:
             latency = measure_latency(part.spec, self.config.latency, cache=self.latency_cache,
-                                      reference_ms=self.reference_ms)
+                                      reference_ms=self.reference_ms, remote=self.remote)
             attrs = {**part.attrs, **latency_attrs(latency)}
             value = float(latency.median_ms)
         self._set_constraints(attrs)
@@ -422,8 +430,9 @@ class Evaluator:
 
 def evaluate_spec(spec: ArchSpec, proxies: Sequence[str] | None, data_dir: str | None, seed: int = 0,
                   latency: LatencySettings | None = None, use_cache: bool = True, resolution: int = 224,
-                  proxy_settings: ProxySettings | None = None) -> dict:
-    """Proxies + accounting (+ latency when ``latency`` is a LatencySettings) of one spec, as plain
+                  proxy_settings: ProxySettings | None = None, remote: Any = None) -> dict:
+    """Proxies + accounting (+ latency when ``latency`` is a LatencySettings, on the ``remote``
+    device when given) of one spec, as plain
     data, through :class:`nas.study.Evaluator`. Accounting uses the deployment settings: ``latency``'s
     when given, else ``resolution``, 1,000 classes and the imagenet stem. ``proxies``: the names to
     compute (an empty list: none, the accounting and latency only); ``None``: every zero-cost proxy
@@ -445,7 +454,7 @@ def evaluate_spec(spec: ArchSpec, proxies: Sequence[str] | None, data_dir: str |
                                                                              where="latency")
     evaluator = Evaluator.for_spec(names, proxy_settings=proxy_settings or ProxySettings(seed=seed), latency=settings,
                                    data=data,
-                                   latency_cache="default" if use_cache else None)
+                                   latency_cache="default" if use_cache else None, remote=remote)
     part = evaluator.proxy_phase(spec)
     cost = {k: part.attrs[k] for k in COST_ATTRS}
     doc = {"name": spec.name, "spec_hash": spec.content_hash(), "short": spec.short(),

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 
 from nas._errors import NasError
-from nas.measure import device_fingerprint, fingerprint_id
+from nas.measure import fingerprint_id, latency_fingerprint
 from nas.proxies import current_proxy_name
 from nas.study._config import StudyConfig
 from nas.study._objective_info import objective_info
@@ -95,8 +95,9 @@ def name_objectives(study: optuna.Study, names: list[str]) -> None:
 
 def new_study_attrs(config: StudyConfig) -> dict[str, Any]:
     """Study user attributes of a new study: objective_names, proxy, latency_settings,
-    target_fingerprint (this host, as a latency measured here would set it), study_config."""
-    fp = device_fingerprint(config.latency)
+    target_fingerprint (this host, or the study's remote device, as a latency measured there would
+    set it), study_config."""
+    fp = latency_fingerprint(config.latency, config.remote)
     return {
         STUDY_OBJECTIVE_NAMES: config.objective_names,
         STUDY_PROXY: config.proxy,
@@ -171,7 +172,7 @@ def check_target_device(study: optuna.Study, config: Any, *, proxy_only: bool = 
     target = study.user_attrs.get(STUDY_TARGET_FINGERPRINT)
     if proxy_only:
         return target
-    fp = device_fingerprint(config.latency)
+    fp = latency_fingerprint(config.latency, getattr(config, "remote", None))  # a remote device: its own
     mine = {**fp, "id": fingerprint_id(fp)}
     if not target:
         study.set_user_attr(STUDY_TARGET_FINGERPRINT, mine)

@@ -79,7 +79,8 @@ def remeasure(study: optuna.Study, evaluator: Evaluator, *,
     for label, row in _targets(data):
         spec = ArchSpec.from_dict(row["spec"])
         try:
-            result = measure_latency(spec, evaluator.config.latency, cache=None, reference_ms=evaluator.reference_ms)
+            result = measure_latency(spec, evaluator.config.latency, cache=None, reference_ms=evaluator.reference_ms,
+                                     remote=evaluator.remote)
         except Exception as exc:  # noqa: BLE001 - one architecture that cannot be measured again keeps its first value
             report.failed[label] = f"{type(exc).__name__}: {exc}"
             continue

@@ -306,7 +306,7 @@ def test_cli_bad_options_give_one_clear_error(capsys):
     # the same through a real process
     proc = run_cli("guidelines", "--runtime", "tvm", timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "shufflenas guidelines: error: --runtime: got 'tvm'; allowed: eager, torchscript, onnxruntime"]
+        "shufflenas guidelines: error: --runtime: got 'tvm'; allowed: eager, torchscript, onnxruntime, executorch"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a GPU")

@@ -57,7 +57,7 @@ def test_settings_defaults_are_the_deployment_settings():
 
 
 @pytest.mark.parametrize("key, value, needle", [
-    ("runtime", "tensorrt", "allowed: eager, torchscript, onnxruntime"),
+    ("runtime", "tensorrt", "allowed: eager, torchscript, onnxruntime, executorch"),
     ("device", "tpu", "allowed: cpu, cuda"),
     ("stem", "mobile", "allowed: imagenet, cifar"),
     ("threads", 0, "integer in [1,"),
