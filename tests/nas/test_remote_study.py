@@ -113,8 +113,9 @@ def test_a_study_through_the_remote_device_completes_with_baselines(server, tmp_
     assert doc["device_fingerprint"]["device"] == "remote" and doc["fingerprint_id"] == target["id"]
 
 
-@pytest.mark.parametrize("fault", ["wrong_port", "wrong_key", "runtime_missing"])
-@pytest.mark.parametrize("command", ["launch", "worker"])
+@pytest.mark.parametrize("command, fault", [("launch", "wrong_port"), ("launch", "wrong_key"),
+                                            ("launch", "runtime_missing"), ("worker", "wrong_port"),
+                                            ("worker", "runtime_missing")])
 def test_an_unusable_device_stops_launch_and_worker_with_one_line(server, tmp_path, fault, command):
     remote, needle = {
         "wrong_port": ({"remote": f"ssh://{server.user}@127.0.0.1:{server.port + 1}"}, "unreachable: connection refused"),
