@@ -327,6 +327,10 @@ class SSHTransport(Transport):
                     cause = ("connection dropped while measuring" if connected else "connection dropped") + \
                         f" ({_last_line(done.stderr)})"
                 return kind, cause
+        if connected and done.rc == 255 and not done.stderr.strip():
+            # the session ended without an exit status and without a word: the server (or the session and
+            # the device program with it) was killed while measuring; ssh then says nothing
+            return "dropped", "connection dropped while measuring (ssh exit 255 without a message)"
         return "ssh", f"ssh failed (exit {done.rc}): {_last_line(done.stderr) or 'no message'}"
 
 

@@ -27,7 +27,7 @@ import torch
 from sshd import SSHServer, unavailable_reason
 
 from nas.measure import LatencyCache, LatencyError, LatencySettings, measure_latency
-from nas.measure._remote import RemoteDeviceError, RemoteSettings, parse_url
+from nas.measure._remote import Completed, RemoteDeviceError, RemoteSettings, SSHTransport, parse_url
 from search_space import ArchSpec, StageSpec, UnitChoice
 
 NAS = Path(__file__).resolve().parents[2] / "nas" / "measure"
@@ -191,6 +191,17 @@ def test_url_forms():
 
 
 # ------------------------------------------------------------------------------------------ over ssh
+
+def test_a_silent_ssh_exit_while_measuring_is_a_dropped_connection():
+    """A server killed mid-measurement can leave ssh exiting 255 with nothing on stderr (seen under
+    load): while measuring that is the dropped connection; before, it stays an ssh failure."""
+    transport = SSHTransport("ssh://u@127.0.0.1:2222")
+    silent = Completed(rc=255, stdout="", stderr="", seconds=1.0)
+    assert transport.diagnose(silent, connected=True) == (
+        "dropped", "connection dropped while measuring (ssh exit 255 without a message)")
+    assert transport.diagnose(silent, connected=False)[0] == "ssh"
+    assert transport.diagnose(Completed(rc=3, stdout="", stderr="", seconds=1.0), connected=True) is None
+
 
 @NEEDS_SSHD
 def test_measure_on_the_device_over_ssh(server, tmp_path, device_lock_dir):
