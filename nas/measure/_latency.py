@@ -506,9 +506,17 @@ def _remote_result(doc: Mapping[str, Any], settings: LatencySettings, fp: Mappin
 
 def _remote_with_retries(attempt: Callable[[], LatencyResult], settings: LatencySettings) -> LatencyResult:
     """The quality rule on a remote device (:func:`nas.measure._quality.with_retries`): measured
-    again while noisy, up to ``retries`` times; no reference network there, so never ``"drift"``."""
-    result, quality, n = with_retries(attempt, lambda r: verdict(r.rel_iqr, None, settings), settings)
-    return dataclasses.replace(result, quality=quality, attempts=n)
+    again while noisy, up to ``retries`` times; no reference network there, so never ``"drift"``.
+    ``remote["copied"]`` says whether any attempt copied the model (only the first can)."""
+    copied: list[bool] = []
+
+    def counted() -> LatencyResult:
+        r = attempt()
+        copied.append(bool(r.remote.get("copied")))
+        return r
+
+    result, quality, n = with_retries(counted, lambda r: verdict(r.rel_iqr, None, settings), settings)
+    return dataclasses.replace(result, quality=quality, attempts=n, remote={**result.remote, "copied": any(copied)})
 
 
 def time_module_remote(module: nn.Module, example: torch.Tensor, settings: LatencySettings,

@@ -33,7 +33,7 @@ from search_space import ArchSpec, StageSpec, UnitChoice
 NAS = Path(__file__).resolve().parents[2] / "nas" / "measure"
 NEEDS_SSHD = pytest.mark.skipif(unavailable_reason() is not None, reason=f"no sshd: {unavailable_reason()}")
 FAST = dict(runtime="onnxruntime", resolution=32, warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5,
-            max_seconds=0.2)
+            max_seconds=0.2, retries=0, drift_control=False)  # quality retries: tests/nas/test_quality.py
 TINY = ArchSpec(stem_channels=12, final_channels=0, name="tiny", stages=(
     StageSpec(width=24, depth=1, unit=UnitChoice("v1", groups=2, bottleneck=0.5)),
     StageSpec(width=48, depth=1, unit=UnitChoice("v2", split=0.25)),))
@@ -386,6 +386,10 @@ def test_command_template_transport(tmp_path, device_lock_dir):
     r = measure_latency(TINY, _fast(), cache=None, remote=remote)
     assert r.median_ms > 0 and r.fingerprint["device"] == "remote" and r.remote["copied"] is True
     assert measure_latency(TINY, _fast(), cache=None, remote=remote).remote["copied"] is False
+    # issue 17's quality rule on a device: still noisy when it stops -> measured again; no drift control there
+    noisy = measure_latency(TINY, _fast(retries=1, retry_wait_s=0.0, target_rel_iqr=1e-9, drift_control=True),
+                            cache=None, remote=remote)
+    assert (noisy.quality, noisy.attempts, noisy.ref_ms, noisy.ref_drift) == ("noisy", 2, None, None)
     broken = RemoteSettings.from_dict({**doc, "remote_run": "sh -c 'exit 255; {command}'"})
     with pytest.raises(RemoteDeviceError) as info:
         measure_latency(TINY, _fast(), cache=None, remote=broken)

@@ -49,6 +49,7 @@ name = "params"
 [latency]
 runtime = "onnxruntime"
 resolution = 32
+retries = 0
 warmup = 1
 warmup_seconds = 0.0
 min_runs = 3
