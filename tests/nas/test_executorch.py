@@ -181,7 +181,7 @@ def test_measure_latency_in_executorch_library_and_cli(tmp_path, monkeypatch):
 
     spec_file = tmp_path / "all.json"
     spec_file.write_text(ALL_VARIANTS.to_json())
-    args = ["--latency", "--runtime", "executorch", "--resolution", str(RES), "--proxy", "params", "--json"]
+    args = ["--latency", "--runtime", "executorch", "--resolution", str(RES), "--proxy", "params_cifar", "--json"]
     proc = run_cli("evaluate", str(spec_file), *args, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
@@ -189,7 +189,7 @@ def test_measure_latency_in_executorch_library_and_cli(tmp_path, monkeypatch):
     assert doc["latency_cached"] is True and doc["latency_ms"] == r.median_ms
     assert "cpuinfo" not in proc.stderr and "Warning" not in proc.stderr  # ExecuTorch's native logs stay quiet
     bad = run_cli("evaluate", "v2_0.5x", "--latency", "--runtime", "executorch", "--device", "cuda",
-                  "--proxy", "params", timeout=300, env=env)
+                  "--proxy", "params_cifar", timeout=300, env=env)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "executorch (XNNPACK delegate) runs on the cpu" in bad.stderr and "Traceback" not in bad.stderr
 

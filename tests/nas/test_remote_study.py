@@ -45,7 +45,7 @@ first_width = [16, 32]
 growth = [2.0]
 final_channels = [0]
 [proxy]
-name = "params"
+name = "params_cifar"
 [latency]
 runtime = "onnxruntime"
 resolution = 32
@@ -105,7 +105,7 @@ def test_a_study_through_the_remote_device_completes_with_baselines(server, tmp_
     models = list((tmp_path / "device" / "models").glob("*.onnx"))
     assert 1 <= len(models) <= 4  # one per architecture, content-addressed
     # evaluate --remote reads the same device; a re-launch resumes without measuring again
-    ev = _nas("evaluate", "v2_0.5x", "--latency", "--runtime", "onnxruntime", "--resolution", "32", "--proxy", "params",
+    ev = _nas("evaluate", "v2_0.5x", "--latency", "--runtime", "onnxruntime", "--resolution", "32", "--proxy", "params_cifar",
               "--remote", server.url, "--remote-options", " ".join(server.options()),
               "--remote-python", f"env SHUFFLENAS_LOCK_DIR={tmp_path / 'device-lock'} {sys.executable}", "--json",
               tmp_path=tmp_path)
