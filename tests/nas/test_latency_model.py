@@ -364,3 +364,20 @@ def test_build_and_check_argument_errors_are_one_line(tmp_path):
     r = run_cli("latency-model", "build", "--space", str(toml), "--table", str(tmp_path / "x.jsonl"),
                 "--part-seconds", "-1", timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--part-seconds" in r.stderr
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
+def test_a_table_builds_and_predicts_in_another_runtime(tmp_path, runtime):
+    """Every part and fit network is timed through the runtime's own conversion (``time_module``),
+    so a table builds in any local runtime ``prepare_runtime`` knows, and is that runtime's alone."""
+    s = _tiny(runtime=runtime)
+    path = tmp_path / "t.jsonl"
+    report = build_latency_model(TINY_SPACE, s, path=path, networks=3, probe=1, protocol=FAST_PARTS, progress=False)
+    assert report.done and report.networks == 3
+    table = Table.open(path, s)
+    assert table.header["deployment"]["runtime"] == runtime
+    model = LatencyModel.load(s, path, on_missing="refuse")
+    spec, _ = table.spec_nets()[0]
+    assert model.predict(spec).ms > 0
+    with pytest.raises(LatencyModelError, match="built for runtime|other hardware or software"):
+        Table.open(path, _tiny())                                 # not the eager table
