@@ -15,8 +15,8 @@ from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_
 from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.measure._remote import REMOTE_FLAGS
 from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
-from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, front_summary, launch, load_study_config,
-                       objective_info, objective_text, quiet_optuna, stop_on_sigterm, study_data, verdict_lines,
+from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, compare_with_baseline, front_summary, launch,
+                       load_study_config, objective_info, objective_text, quiet_optuna, stop_on_sigterm, study_data, verdict_lines,
                        verified_summary)
 
 # ---- launch ---------------------------------------------------------------------------------------
@@ -121,6 +121,10 @@ def _add_pareto(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL", help="journal file path, sqlite:///PATH or a database URL")
     p.add_argument("--study", metavar="NAME", help="study name (default: the study file's name, or the only "
                                                    "study in the storage)")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="the baseline to beat (a canonical name the study holds, e.g. v2_1.0x): list the front "
+                        "trials faster than it with an objective at least as good, with their ratios to it "
+                        "(--json: compared_baseline)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: front (rank, number, values, objectives, spec, dominates_baselines), "
                         "baselines, baselines_dominated, hypervolume, reference_point, ...")
@@ -145,6 +149,8 @@ def _run_pareto(args: argparse.Namespace) -> int:
     info = (data["meta"].get("user_attrs") or {}).get(STUDY_OBJECTIVE_INFO)
     summary["objective_info"] = info
     summary["objective_text"] = objective_text(info, data["meta"].get("proxy"))
+    if args.baseline is not None:
+        summary["compared_baseline"] = compare_with_baseline(summary, args.baseline)
     if args.json:
         print(json.dumps(summary, default=_json_default))
         return 0
@@ -196,9 +202,40 @@ def _run_pareto(args: argparse.Namespace) -> int:
         for v in verified["verified_front_rows"]:
             print(f"  #{v['number']}: {v['acc_reference']:.2f}% reference accuracy at {_num(v['latency_ms'])} ms "
                   f"(seeds {', '.join(f'{a:.2f}' for a in v['acc_reference_seeds'])})")
+    if args.baseline is not None:
+        _print_compared(summary["compared_baseline"], _source_args(args, summary.get("study_name")))
     if summary["front"]:
         print(SHORT_LEGEND)
     return 0
+
+
+def _source_args(args: argparse.Namespace, study_name: str | None) -> str:
+    """The study's storage and name as flags, for the commands pareto suggests."""
+    storage = args.storage or str(parse_storage(None, args.study_file))
+    return f"--storage {storage}" + (f" --study {study_name}" if study_name else "")
+
+
+def _print_compared(c: dict, source: str) -> None:
+    """``pareto --baseline X``: the front trials that beat X, or the nearest misses, and what to run next."""
+    head = (f"against {c['name']} (trial {c['number']}: {c['objective_name']} {_num(c['objective'])}, "
+            f"{_num(c['latency_ms'])} ms)")
+
+    def ratios(r: dict) -> str:
+        return (f"#{r['number']} at {r['latency_ratio']:.2f}x its latency ({_num(r['latency_ms'])} ms), "
+                f"{r['objective_ratio']:.2f}x its objective" + (" (on a noisy measurement)" if r["on_noise"] else ""))
+
+    beaten = c["beaten_by"]
+    if beaten:
+        print(f"{head}: {len(beaten)} front trial(s) beat it (faster, objective at least as good), fastest first: "
+              + "; ".join(ratios(r) for r in beaten))
+        n = beaten[0]["number"]
+        print(f"next: shufflenas evaluate {source} --trial {n} --latency   (re-measure it), then "
+              f"shufflenas export {source} --trial {n} --format onnx --out trial_{n}.onnx")
+        return
+    misses = [m for m in (c["fastest_as_good"], c["best_faster"]) if m]
+    print(f"{head}: no front trial beats it" + (": nearest misses " + "; ".join(ratios(r) for r in misses)
+                                                  if misses else "")
+          + "; run more trials (launch --trials N, a re-launch adds them) or widen the space")
 
 
 def _quality_mark(quality: object) -> str:
@@ -223,5 +260,5 @@ COMMANDS = [
             flags={**STORAGE_FLAGS, **LATENCY_FLAGS, "study_name": "--study-name", "trials": "--trials",
                    "workers": "--workers"}),
     Command("pareto", "the Pareto front of a study, the baselines it dominates and its hypervolume",
-            _add_pareto, _run_pareto, flags=STORAGE_FLAGS),
+            _add_pareto, _run_pareto, flags={**STORAGE_FLAGS, "baseline": "--baseline"}),
 ]

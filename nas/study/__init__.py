@@ -105,6 +105,7 @@ _EXPORTS = {
     "is_baseline": "nas.study._samplers",
     "make_sampler": "nas.study._samplers",
     "dominates": "nas.study._pareto",
+    "compare_with_baseline": "nas.study._pareto",
     "constraints_of": "nas.study._pareto",
     "feasible": "nas.study._pareto",
     "front_indices": "nas.study._pareto",

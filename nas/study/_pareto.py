@@ -13,6 +13,8 @@ the rows of :func:`nas.study.study_data`: no torch, no Optuna.
   re-measured latencies where the study has them (row key ``latency_remeasured``; the first values'
   verdict is given beside it), and a domination that depends on a noisy measurement (quality
   ``noisy`` or ``drift``, of either side) is reported as such.
+- :func:`compare_with_baseline`: the front members that beat one baseline (``pareto --baseline X``),
+  fastest first, with their latency and objective ratios to it, or the nearest misses.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+from nas._errors import NasError
 from nas.study._schema import ATTR_CONSTRAINTS, ATTR_LATENCY_MS, is_feasible, is_noisy
 
 
@@ -313,3 +316,43 @@ def _median(values: Sequence[float]) -> float | None:
     v = sorted(values)
     mid = len(v) // 2
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def compare_with_baseline(summary: Mapping[str, Any], baseline: str) -> dict[str, Any]:
+    """The front members of ``summary`` (:func:`front_summary`) that beat the study's baseline
+    ``baseline`` (dominate it on the verdict latencies: the re-measured ones where there are some),
+    fastest first, each with its latency and objective ratio to the baseline; and, when none does,
+    the fastest front member with an objective at least as good and the best one that is faster (the
+    nearest misses). A name the study has no baseline of is a :class:`NasError` listing them."""
+    names = list(summary.get("objective_names") or [])
+    lat = names.index(ATTR_LATENCY_MS) if ATTR_LATENCY_MS in names else 1
+    obj = 1 - lat
+    base = next((b for b in summary.get("baselines") or [] if b["name"] == baseline), None)
+    if base is None:
+        have = ", ".join(b["name"] for b in summary.get("baselines") or []) or "none"
+        raise NasError(f"baseline: study {summary.get('study_name')!r} has no baseline {baseline!r} "
+                       f"(its baselines: {have})", param="baseline")
+
+    def latency(r: Mapping[str, Any]) -> float:
+        again = r.get("latency_remeasured_ms")
+        return float(again) if isinstance(again, (int, float)) else float(r["values"][lat])
+
+    b_lat, b_obj = latency(base), float(base["values"][obj])
+    sign = 1.0 if (summary.get("directions") or ["maximize"])[obj] == "maximize" else -1.0
+
+    def row(r: Mapping[str, Any]) -> dict[str, Any]:
+        return {"rank": r["rank"], "number": r["number"], "short": r.get("short"), "latency_ms": latency(r),
+                "objective": r["values"][obj], "latency_ratio": latency(r) / b_lat if b_lat else None,
+                "objective_ratio": r["values"][obj] / b_obj if b_obj else None,
+                "on_noise": any(d["baseline"] == baseline for d in r.get("dominations_on_noise") or [])}
+
+    front = sorted(summary.get("front") or [], key=latency)
+    beaten = [row(r) for r in front if baseline in (r.get("dominates_baselines") or [])]
+    as_good = [r for r in front if sign * r["values"][obj] >= sign * b_obj]
+    faster = [r for r in front if latency(r) < b_lat]
+    return {
+        "name": baseline, "number": base["number"], "latency_ms": b_lat, "objective": b_obj,
+        "objective_name": names[obj] if names else None, "beaten_by": beaten,
+        "fastest_as_good": row(as_good[0]) if as_good and not beaten else None,
+        "best_faster": row(max(faster, key=lambda r: sign * r["values"][obj])) if faster and not beaten else None,
+    }

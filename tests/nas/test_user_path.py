@@ -43,6 +43,8 @@ warmup_seconds = 0.0
 min_runs = 3
 max_runs = 5
 max_seconds = 0.2
+retries = 0                # issue 17's retries and drift control: not what these tests are about
+drift_control = false
 [sampler]
 name = "random"
 """
@@ -57,7 +59,7 @@ def launched(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("SHUFFLENAS_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("SHUFFLENAS_LOCK_DIR", str(tmp))
-    assert main(["launch", str(study_file), "--no-progress", *OVERRIDES]) == 0
+    assert main(["launch", str(study_file), "--no-progress", "--no-remeasure", *OVERRIDES]) == 0
     yield {"file": study_file, "journal": tmp / "path.journal", "tmp": tmp}
     mp.undo()
 
@@ -93,7 +95,7 @@ def test_overrides_are_recorded_and_a_mismatched_resume_is_refused(launched, cap
     assert main(["launch", str(launched["file"]), "--threads", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--threads: got 0; expected an integer in [1, 1024]")
     # the same overrides resume it (nothing left to run)
-    assert main(["launch", str(launched["file"]), "--no-progress", *OVERRIDES]) == 0
+    assert main(["launch", str(launched["file"]), "--no-progress", "--no-remeasure", *OVERRIDES]) == 0
     err = capsys.readouterr().err
     assert "(overridden: runtime=onnxruntime, threads=2, resolution=48)" in err
     assert "accuracy objective proxy:params_cifar: params_cifar: parameter count of the CIFAR build" in err
@@ -101,7 +103,7 @@ def test_overrides_are_recorded_and_a_mismatched_resume_is_refused(launched, cap
 
 def test_launch_workers_pass_the_overrides_on(launched, capsys):
     # two worker processes join the finished study: without the overrides they would be refused
-    assert main(["launch", str(launched["file"]), "--workers", "2", *OVERRIDES]) == 0, capsys.readouterr().err
+    assert main(["launch", str(launched["file"]), "--workers", "2", "--no-remeasure", *OVERRIDES]) == 0, capsys.readouterr().err
 
 
 def test_evaluate_a_trial_with_the_studys_settings(launched, capsys):
@@ -218,7 +220,7 @@ def test_params_is_read_as_params_cifar_and_an_old_study_resumes(tmp_path, monke
     attrs.update(proxy="params", objective_names=["proxy:params", "latency_ms"])
     for k, v in attrs.items():
         old.set_user_attr(k, v)
-    assert main(["launch", str(study_file), "--no-progress"]) == 0   # the same objective: it resumes
+    assert main(["launch", str(study_file), "--no-progress", "--no-remeasure"]) == 0   # the same objective: it resumes
     err = capsys.readouterr().err
     assert "shufflenas launch: note: " in err and "'params' is now called 'params_cifar'" in err
     from nas.study import study_data
@@ -229,3 +231,44 @@ def test_params_is_read_as_params_cifar_and_an_old_study_resumes(tmp_path, monke
 
 def _study_named(journal, name):
     return optuna.load_study(study_name=name, storage=open_storage(parse_storage(str(journal)), create=False))
+
+
+def test_pareto_baseline_lists_the_trials_that_beat_it_or_the_nearest_misses(launched, capsys):
+    """``pareto --baseline X``: the task "beat X" answered in one command (text and --json)."""
+    assert main(["pareto", str(launched["file"]), "--baseline", "v2_0.5x", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    c = doc["compared_baseline"]
+    base = next(b for b in doc["baselines"] if b["name"] == "v2_0.5x")
+    assert (c["name"], c["number"], c["objective"]) == ("v2_0.5x", base["number"], base["values"][0])
+    assert [r["number"] for r in c["beaten_by"]] == sorted(
+        (r["number"] for r in doc["front"] if "v2_0.5x" in r["dominates_baselines"]),
+        key=lambda n: next(r["values"][1] for r in doc["front"] if r["number"] == n))
+    assert main(["pareto", str(launched["file"]), "--baseline", "v2_0.5x"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("against v2_0.5x"))
+    assert ("beat it" in line) == bool(c["beaten_by"]) and ("no front trial beats it" in line) != bool(c["beaten_by"])
+    # a baseline the study does not hold: one line naming the flag and the study's baselines
+    assert main(["pareto", str(launched["file"]), "--baseline", "v2_9x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--baseline" in err and "v2_9x" in err and "v2_0.5x" in err
+
+
+def test_compare_with_baseline_ratios_fastest_first_and_misses():
+    from nas.study import compare_with_baseline
+
+    def front(rank, number, obj, ms, beats):
+        return {"rank": rank, "number": number, "values": [obj, ms], "short": f"t{number}",
+                "dominates_baselines": beats, "dominations_on_noise": [], "latency_remeasured_ms": None}
+
+    summary = {"study_name": "s", "directions": ["maximize", "minimize"],
+               "objective_names": ["proxy:params_cifar", "latency_ms"],
+               "baselines": [{"name": "v2_1.0x", "number": 0, "values": [100.0, 4.0], "latency_remeasured_ms": 5.0}],
+               "front": [front(0, 7, 150.0, 6.0, []), front(1, 3, 120.0, 3.0, ["v2_1.0x"]),
+                         front(2, 9, 101.0, 2.0, ["v2_1.0x"]), front(3, 4, 50.0, 1.0, [])]}
+    c = compare_with_baseline(summary, "v2_1.0x")
+    assert c["latency_ms"] == 5.0        # the re-measured latency, as the verdict uses
+    assert [(r["number"], r["latency_ratio"], r["objective_ratio"]) for r in c["beaten_by"]] == [
+        (9, 2.0 / 5.0, 1.01), (3, 3.0 / 5.0, 1.2)]
+    assert c["fastest_as_good"] is None and c["best_faster"] is None
+    summary["front"] = [front(0, 7, 150.0, 6.0, []), front(3, 4, 50.0, 1.0, []), front(2, 5, 90.0, 2.0, [])]
+    c = compare_with_baseline(summary, "v2_1.0x")
+    assert c["beaten_by"] == [] and c["fastest_as_good"]["number"] == 7 and c["best_faster"]["number"] == 5
