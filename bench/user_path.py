@@ -1,13 +1,14 @@
 """The task-first path of README, timed end to end with the CLI a user runs:
 
-    launch STUDY.toml [--runtime R --threads T]  ->  pareto --json  ->  evaluate --trial N --latency
-    ->  export --trial N --format onnx  ->  load with the model card's snippet and its one-line check
+    launch STUDY.toml [--runtime R --threads T]  ->  pareto --baseline X --json  ->  dashboard --out
+    ->  evaluate --trial N --latency  ->  export --trial N --format onnx  ->  load with the model card's
+    snippet and its one-line check
 
 and, measured side by side in interleaved rounds, the exported model's latency as the card loads it
 (intra-op threads = the study's) against a plain ``onnxruntime.InferenceSession(path)`` (the thread
 count left at onnxruntime's default) and the latency the study recorded.
 
-    python bench/user_path.py studies/quickstart_onnxruntime.toml --reference v2_1.0x
+    python bench/user_path.py studies/quickstart_onnxruntime.toml --reference v2_1.0x [--trials 20]
     (run it through /work/bankwork/quiet.sh on the shared dev box)
 
 Writes bench/results/user_path.json.
@@ -54,11 +55,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study_file")
     ap.add_argument("--reference", default="v2_1.0x", help="the baseline to beat (default v2_1.0x)")
-    ap.add_argument("--override", nargs="*", default=[], help="latency overrides passed to launch, e.g. --threads 1")
+    ap.add_argument("--override", nargs="*", default=[], metavar="FLAG=VALUE",
+                    help="latency overrides passed to launch, e.g. threads=2 runtime=onnxruntime")
+    ap.add_argument("--trials", type=int, help="the study's trial target (default: the study file's)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the card-vs-default timing")
     ap.add_argument("--out", default=str(REPO / "bench/results/user_path.json"))
     args = ap.parse_args()
 
+    overrides = [x for kv in args.override for x in (f"--{kv.split('=', 1)[0]}", kv.split("=", 1)[1])]
+    if args.trials:
+        overrides += ["--trials", str(args.trials)]
     work = Path(tempfile.mkdtemp(prefix="user_path_"))
     env = {**os.environ, "SHUFFLENAS_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(REPO)}
     journal = work / "study.journal"
@@ -66,15 +72,18 @@ def main() -> int:
     load0 = os.getloadavg()
     try:
         steps["launch"], _ = run("launch", args.study_file, "--storage", str(journal), "--no-progress",
-                                 *args.override, env=env)
-        steps["pareto"], out = run("pareto", "--storage", str(journal), "--json", env=env)
+                                 *overrides, env=env)
+        steps["pareto"], out = run("pareto", "--storage", str(journal), "--baseline", args.reference, "--json",
+                                   env=env)
         summary = json.loads(out)
-        ref = next(b for b in summary["baselines"] if b.get("name") == args.reference)
-        rv, rl = ref["values"]
-        better = sorted((r for r in summary["front"] if r["values"][1] < rl and r["values"][0] >= rv),
-                        key=lambda r: r["values"][1])
-        pick = better[0] if better else min(summary["front"], key=lambda r: r["values"][1])
+        compared = summary["compared_baseline"]
+        rv, rl = compared["objective"], compared["latency_ms"]
+        better = compared["beaten_by"]
+        pick = better[0] if better else (compared["best_faster"] or compared["fastest_as_good"]
+                                         or min(summary["front"], key=lambda r: r["values"][1]))
         n = pick["number"]
+        pick = next(r for r in summary["front"] if r["number"] == n)
+        steps["dashboard"], _ = run("dashboard", "--storage", str(journal), "--out", str(work / "page.html"), env=env)
         steps["evaluate_trial"], out = run("evaluate", "--storage", str(journal), "--trial", str(n), "--latency",
                                            "--no-cache", "--json", env=env)
         re_measured = json.loads(out)
