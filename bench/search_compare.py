@@ -322,6 +322,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(REPO / "bench" / "results" / "search_compare_runs.jsonl"),
                     help="one JSON line per finished seed (all its arms); a re-run skips the seeds there")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "search_compare.json"))
+    ap.add_argument("--aggregate-only", action="store_true",
+                    help="run nothing: summarise the runs file's finished (seed, arm) runs into --out")
+    ap.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = ap.parse_args(argv)
     global CHECKPOINTS
     CHECKPOINTS = tuple(sorted(set(range(10, args.trials + 1, 10)) | {args.trials}))
@@ -355,7 +358,7 @@ def main(argv=None) -> int:
           f"{latency.describe.get('held_out')}; proxy {proxy.name} (counted: {proxy.counted}, checked on "
           f"{proxy.checked} specs); per fresh trial the tool spends {rest['per_fresh_trial_s']:.2f} s more", flush=True)
     t_all = time.time()
-    for seed in args.seeds:
+    for seed in ([] if args.aggregate_only else args.seeds):
         arms = [a for a in args.arms if (seed, a) not in have]
         if not arms:
             continue
@@ -387,7 +390,8 @@ def main(argv=None) -> int:
                       f"{ {n: (f['trial'] if f else None) for n, f in s['first_dominating'].items()} }", flush=True)
 
     runs = [d["run"] for d in done]
-    agg = aggregate(runs, args.arms, len(args.seeds))
+    arms_run = [a for a in args.arms if any(r["arm"] == a for r in runs)]
+    agg = aggregate(runs, arms_run, len(args.seeds))
     result = {"study_file": os.path.relpath(args.study_file, REPO), "trials": args.trials,
               "seeds": sorted({d["seed"] for d in done}), "arms": {a: ARMS[a].__dict__ for a in args.arms},
               "proxy": {"name": proxy.name, "counted_from_spec": proxy.counted, "checked_equal_on": proxy.checked},
@@ -396,7 +400,7 @@ def main(argv=None) -> int:
               "interleaving": "per seed, the arms take one trial each in turn",
               "load": [{"seed": d["seed"], "arm": d["arm"], "interleaved_with": d["interleaved_with"],
                         "start": d["loadavg_start"], "end": d["loadavg_end"], "seconds": d["seconds"]} for d in done],
-              "summary": agg, "runs": runs}
+              "notes": args.note, "summary": agg, "runs": runs}
     Path(args.out).write_text(json.dumps(_json_safe(result), indent=1) + "\n")
     print_table(agg, args.trials)
     print(f"wrote {args.out} ({time.time() - t_all:.0f} s)")
