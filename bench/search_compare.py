@@ -325,6 +325,9 @@ def main(argv=None) -> int:
     ap.add_argument("--aggregate-only", action="store_true",
                     help="run nothing: summarise the runs file's finished (seed, arm) runs into --out")
     ap.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    ap.add_argument("--also-key", action="append", default=[],
+                    help="also summarise runs made under this key (the same objectives from an older checkout: "
+                         "check that the baselines' values agree)")
     args = ap.parse_args(argv)
     global CHECKPOINTS
     CHECKPOINTS = tuple(sorted(set(range(10, args.trials + 1, 10)) | {args.trials}))
@@ -352,7 +355,7 @@ def main(argv=None) -> int:
                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
     runs_path = Path(args.runs)
     done = [json.loads(l) for l in runs_path.read_text().splitlines()] if runs_path.exists() else []
-    done = [d for d in done if d["key"] == key and d["arm"] in args.arms]
+    done = [d for d in done if (d["key"] == key or d["key"] in args.also_key) and d["arm"] in args.arms]
     have = {(d["seed"], d["arm"]) for d in done}
     print(f"latency: {latency.describe.get('source')}; held-out error "
           f"{latency.describe.get('held_out')}; proxy {proxy.name} (counted: {proxy.counted}, checked on "

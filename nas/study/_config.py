@@ -17,8 +17,8 @@ A study file (see ``studies/``)::
                                  # on which device: remote = "ssh://user@host[:port]", remote_options,
                                  # remote_python, remote_timeout, remote_dir (or cmd:// with
                                  # remote_run / remote_push templates); see nas.measure._remote
-    [sampler]                    # name = nsga2 | nsga3 | tpe | gp | random; seed; population_size
-                                 # (nsga2/nsga3); n_startup_trials (tpe/gp)
+    [sampler]                    # name = tpe (default) | nsga2 | nsga3 | gp | random; seed;
+                                 # population_size (nsga2/nsga3); n_startup_trials (tpe/gp)
     [constraints]                # max_params, max_mflops, max_mmac, max_latency_ms (all optional)
 
 Every problem found is reported at once, one per key, each naming the key, the value found and
@@ -49,6 +49,7 @@ TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_star
 BASELINE_SETS = ("all", "v1", "v2", "none")
 DEFAULT_PROXY = "params_cifar"
 DEFAULT_TRIALS = 100
+DEFAULT_SAMPLER = "tpe"   # multivariate TPE, chosen by bench/search_compare.py (README, "Which sampler")
 # The deployment settings a run may override on the command line (``launch`` / ``worker`` / ``evaluate``
 # ``--runtime`` etc.): recorded in the study, and a resume with other values is refused like a changed file.
 LATENCY_OVERRIDE_KEYS = ("device", "runtime", "threads", "resolution", "batch")
@@ -59,9 +60,9 @@ _CONSTRAINT_ATTR = {"max_params": "params", "max_mflops": "mflops", "max_mmac": 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "nsga2"
+    name: str = "tpe"                       # bench/search_compare.py: README, "Which sampler"
     seed: int = 0
-    population_size: int | None = None      # nsga2 / nsga3 (Optuna's default: 50)
+    population_size: int | None = None      # nsga2 (default: 10) / nsga3 (default: 50)
     n_startup_trials: int | None = None     # tpe / gp (default: 10)
 
     def to_dict(self) -> dict[str, Any]:
@@ -380,10 +381,10 @@ def _sampler(value: Any, problems: _Problems) -> SamplerConfig:
     for key in table:
         if key not in _SAMPLER_KEYS:
             problems.add(f"sampler.{key}: unknown key; allowed: {', '.join(_SAMPLER_KEYS)}")
-    name = table.get("name", "nsga2")
+    name = table.get("name", DEFAULT_SAMPLER)
     if name not in SAMPLERS:
         problems.add(f"sampler.name: got {name!r}; allowed: {', '.join(SAMPLERS)}")
-        name = "nsga2"
+        name = DEFAULT_SAMPLER
     seed = table.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         problems.add(f"sampler.seed: got {seed!r}; expected an integer in [0, 2**32)")

@@ -36,7 +36,7 @@ def test_shipped_studies_cover_the_issue():
 
 def test_defaults_and_baseline_sets():
     cfg = config_from_dict({})
-    assert cfg.sampler.name == "nsga2" and cfg.proxy == "params_cifar" and set(cfg.baselines) == set(CANONICAL)
+    assert cfg.sampler.name == "tpe" and cfg.proxy == "params_cifar" and set(cfg.baselines) == set(CANONICAL)
     assert config_from_dict({"baselines": "v2"}).baselines == tuple(canonical_names("v2"))
     assert config_from_dict({"baselines": "none"}).baselines == ()
     assert config_from_dict({"baselines": ["v2_1.0x"]}).baselines == ("v2_1.0x",)
