@@ -386,6 +386,7 @@ def main(argv=None) -> int:
             for r in runs:
                 s = summarise_run(r, baselines, directions, rest["per_fresh_trial_s"])
                 line = {"key": key, "seed": seed, "arm": r.arm.label, "run": s, "interleaved_with": arms,
+                        "per_fresh_trial_s": rest["per_fresh_trial_s"],
                         "seconds": round(time.time() - t_seed, 1), "loadavg_start": load0, "loadavg_end": load1}
                 fh.write(json.dumps(_json_safe(line)) + "\n")
                 done.append(line)
@@ -399,10 +400,14 @@ def main(argv=None) -> int:
               "seeds": sorted({d["seed"] for d in done}), "arms": {a: ARMS[a].__dict__ for a in args.arms},
               "proxy": {"name": proxy.name, "counted_from_spec": proxy.counted, "checked_equal_on": proxy.checked},
               "latency": latency.describe, "baselines": {n: list(v) for n, v in baselines.items()},
-              "targets": list(TARGETS), "tool_seconds_per_fresh_trial": rest,
+              "targets": list(TARGETS),
+              # the runs' seconds use the value their own process timed (per_fresh_trial_s in "load",
+              # or the first line of that process's log); this one was timed by the summarising process
+              "tool_seconds_per_fresh_trial": rest,
               "interleaving": "per seed, the arms take one trial each in turn",
               "load": [{"seed": d["seed"], "arm": d["arm"], "interleaved_with": d["interleaved_with"],
-                        "start": d["loadavg_start"], "end": d["loadavg_end"], "seconds": d["seconds"]} for d in done],
+                        "start": d["loadavg_start"], "end": d["loadavg_end"], "seconds": d["seconds"],
+                        "per_fresh_trial_s": d.get("per_fresh_trial_s")} for d in done],
               "notes": args.note, "summary": agg, "runs": runs}
     Path(args.out).write_text(json.dumps(_json_safe(result), indent=1) + "\n")
     print_table(agg, args.trials)
