@@ -5,6 +5,9 @@ from ._space import (SearchSpace, SpaceError, build_spec, iter_samples, param_na
 from ._spec import (
     FAMILIES,
     LAYOUTS,
+    MAX_JSON_BYTES,
+    MAX_STAGES,
+    MAX_UNITS,
     SCHEMA_VERSION,
     SHORT_LEGEND,
     ArchSpec,
@@ -13,13 +16,14 @@ from ._spec import (
     UnitChoice,
     UnitPlan,
     branch_cost,
+    parse_json,
     round_to_multiple,
 )
 from ._toml import load_space
 
 __all__ = [
-    "FAMILIES", "LAYOUTS", "SCHEMA_VERSION", "SHORT_LEGEND", "ArchSpec", "SearchSpace", "SpaceError", "SpecError",
-    "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec", "iter_samples", "load_space", "param_names",
-    "params_of",
-    "round_to_multiple", "sample_specs", "suggest",
+    "FAMILIES", "LAYOUTS", "MAX_JSON_BYTES", "MAX_STAGES", "MAX_UNITS", "SCHEMA_VERSION", "SHORT_LEGEND", "ArchSpec",
+    "SearchSpace", "SpaceError", "SpecError", "StageSpec", "UnitChoice", "UnitPlan", "branch_cost", "build_spec",
+    "iter_samples", "load_space", "param_names", "params_of", "parse_json", "round_to_multiple", "sample_specs",
+    "suggest",
 ]

@@ -14,11 +14,21 @@ import random
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
-from ._spec import FAMILIES, LAYOUTS, ArchSpec, SpecError, StageSpec, UnitChoice, round_to_multiple
+from ._spec import (FAMILIES, LAYOUTS, MAX_STAGES, MAX_UNITS, ArchSpec, SpecError, StageSpec, UnitChoice,
+                    round_to_multiple)
 
 
 class SpaceError(ValueError):
-    """A search-space definition is invalid; the message names the key and the allowed values."""
+    """A search-space definition is invalid; the message names the key and the allowed values.
+    ``problems`` holds every problem found (the message joins them with `` | ``)."""
+
+    def __init__(self, message: str = "", problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+
+    @classmethod
+    def of(cls, problems: Sequence[str]) -> "SpaceError":
+        return cls(" | ".join(problems), problems)
 
 
 @dataclass(frozen=True)
@@ -41,34 +51,60 @@ class SearchSpace:
     stem_channels: int = 24
 
     def __post_init__(self) -> None:
-        _check_choices("families", self.families, FAMILIES)
-        _check_choices("layouts", self.layouts, LAYOUTS)
-        _check_numbers("groups", self.groups, int, 1, 64)
-        _check_numbers("bottleneck", self.bottleneck, float, 0.0, 4.0, open_low=True)
-        _check_numbers("split", self.split, float, 0.0, 1.0, open_low=True, open_high=True)
-        _check_numbers("kernel", self.kernel, int, 1, 15)
-        if any(k % 2 == 0 for k in self.kernel):
-            raise SpaceError(f"space.kernel: got {list(self.kernel)}; kernel sizes must be odd (3, 5, 7)")
-        _check_numbers("fragments", self.fragments, int, 1, 16)
-        _check_numbers("growth", self.growth, float, 1.0, 8.0, open_low=True)
-        _check_numbers("final_channels", self.final_channels, int, 0, 16384)
+        problems = []
+        for check in (self._check_knobs, self._check_depth, self._check_widths):
+            for problem in check():
+                problems.append(problem)
+        if problems:
+            raise SpaceError.of(problems)
+
+    def _check_knobs(self) -> Iterator[str]:
+        checks = [
+            lambda: _check_choices("families", self.families, FAMILIES),
+            lambda: _check_choices("layouts", self.layouts, LAYOUTS),
+            lambda: _check_numbers("groups", self.groups, int, 1, 64),
+            lambda: _check_numbers("bottleneck", self.bottleneck, float, 0.0, 4.0, open_low=True),
+            lambda: _check_numbers("split", self.split, float, 0.0, 1.0, open_low=True, open_high=True),
+            lambda: _check_numbers("kernel", self.kernel, int, 1, 15),
+            lambda: _check_numbers("fragments", self.fragments, int, 1, 16),
+            lambda: _check_numbers("growth", self.growth, float, 1.0, 8.0, open_low=True),
+            lambda: _check_numbers("final_channels", self.final_channels, int, 0, 16384),
+        ]
+        for check in checks:
+            try:
+                check()
+            except SpaceError as exc:
+                yield str(exc)
+        if all(isinstance(k, int) for k in self.kernel) and any(k % 2 == 0 for k in self.kernel):
+            yield f"space.kernel: got {list(self.kernel)}; kernel sizes must be odd (3, 5, 7)"
+
+    def _check_depth(self) -> Iterator[str]:
         if not self.depth:
-            raise SpaceError("space.depth: got []; give one [min, max] pair per stage, e.g. [[2, 6], [4, 10], [2, 6]]")
+            yield "space.depth: got []; give one [min, max] pair per stage, e.g. [[2, 6], [4, 10], [2, 6]]"
+            return
+        if len(self.depth) > MAX_STAGES:
+            yield f"space.depth: {len(self.depth)} stages; expected at most {MAX_STAGES} [min, max] pairs"
         for i, pair in enumerate(self.depth):
             if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair) \
                     or not 1 <= pair[0] <= pair[1] <= 64:
-                raise SpaceError(f"space.depth[{i}]: got {list(pair)}; expected [min, max] integers with "
-                                 f"1 <= min <= max <= 64")
+                yield (f"space.depth[{i}]: got {list(pair)}; expected [min, max] integers with "
+                       f"1 <= min <= max <= 64")
+        deepest = sum(p[1] for p in self.depth if len(p) == 2 and all(isinstance(v, int) for v in p))
+        if deepest > MAX_UNITS:
+            yield f"space.depth: up to {deepest} units in all; a spec holds at most {MAX_UNITS}"
+
+    def _check_widths(self) -> Iterator[str]:
         fw = self.first_width
         if len(fw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in fw) \
                 or not 1 <= fw[0] <= fw[1] <= 8192:
-            raise SpaceError(f"space.first_width: got {list(fw)}; expected [min, max] integers, 1 <= min <= max")
-        if not isinstance(self.stem_channels, int) or self.stem_channels < 1:
-            raise SpaceError(f"space.stem_channels: got {self.stem_channels!r}; expected an integer >= 1")
-        bad = [g for g in self.groups if self.stem_channels % g]
+            yield f"space.first_width: got {list(fw)}; expected [min, max] integers, 1 <= min <= max <= 8192"
+        if isinstance(self.stem_channels, bool) or not isinstance(self.stem_channels, int) or self.stem_channels < 1:
+            yield f"space.stem_channels: got {self.stem_channels!r}; expected an integer >= 1"
+            return
+        bad = [g for g in self.groups if isinstance(g, int) and g > 0 and self.stem_channels % g]
         if bad:
-            raise SpaceError(f"space.stem_channels: {self.stem_channels} is not divisible by groups {bad}; "
-                             f"the first stage's stride-2 unit needs it (24 suits 1, 2, 3, 4, 8)")
+            yield (f"space.stem_channels: {self.stem_channels} is not divisible by groups {bad}; "
+                   f"the first stage's stride-2 unit needs it (24 suits 1, 2, 3, 4, 8)")
 
     @property
     def num_stages(self) -> int:
@@ -91,37 +127,45 @@ class SearchSpace:
     # ---- TOML / dict ---------------------------------------------------------------------
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str = "space") -> "SearchSpace":
+        """A space from a TOML table; every problem found is reported at once (``SpaceError.problems``)."""
         if not isinstance(doc, Mapping):
             raise SpaceError(f"{where}: expected a table of knobs, got {type(doc).__name__}")
         known = {f.name for f in fields(cls)}
+        problems: list[str] = []
         unknown = sorted(set(doc) - known)
         if unknown:
-            raise SpaceError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(sorted(known))}")
+            problems.append(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                            f"allowed: {', '.join(sorted(known))}")
         kwargs: dict[str, Any] = {}
         for key, value in doc.items():
+            if key not in known:
+                continue
             if key == "stem_channels":
                 kwargs[key] = value
             elif key == "depth":
                 if not isinstance(value, list) or not all(isinstance(p, list) for p in value):
-                    raise SpaceError(f"{where}.depth: got {value!r}; expected a list of [min, max] pairs, "
-                                     f"one per stage")
+                    problems.append(f"{where}.depth: got {value!r}; expected a list of [min, max] pairs, "
+                                    f"one per stage")
+                    continue
                 kwargs[key] = tuple(tuple(p) for p in value)
             elif key == "first_width":
                 if not isinstance(value, list):
-                    raise SpaceError(f"{where}.first_width: got {value!r}; expected [min, max]")
+                    problems.append(f"{where}.first_width: got {value!r}; expected [min, max]")
+                    continue
                 kwargs[key] = tuple(value)
             else:
                 if not isinstance(value, list) or not value:
-                    raise SpaceError(f"{where}.{key}: got {value!r}; expected a non-empty list of choices")
+                    problems.append(f"{where}.{key}: got {value!r}; expected a non-empty list of choices")
+                    continue
                 kwargs[key] = tuple(float(v) if key in ("bottleneck", "split", "growth")
                                     and isinstance(v, int) and not isinstance(v, bool) else v for v in value)
         try:
-            return cls(**kwargs)
+            space = cls(**kwargs)
         except SpaceError as exc:
-            if where != "space":
-                raise SpaceError(str(exc).replace("space.", f"{where}.", 1)) from None
-            raise
+            problems += [p.replace("space.", f"{where}.", 1) if where != "space" else p for p in exc.problems]
+        if problems:
+            raise SpaceError.of(problems)
+        return space
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

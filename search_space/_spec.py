@@ -28,8 +28,36 @@ class SpecError(ValueError):
     """
 
 
+MAX_STAGES = 16          # a ShuffleNet has 3 (at 224 the 6th stride-2 stage is already at 1x1)
+MAX_UNITS = 256          # units in all stages (the canonical configs have 13-16)
+MAX_JSON_BYTES = 2**20   # a spec document; the largest real one is a few kB (per_unit on every unit)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (a 4,000-digit integer is not echoed in full)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
 def _fail(where: str, value: Any, allowed: str) -> SpecError:
-    return SpecError(f"{where}: got {value!r}; {allowed}")
+    return SpecError(f"{where}: got {_short(value)}; {allowed}")
+
+
+def parse_json(text: str, where: str = "spec") -> Any:
+    """A JSON document meant to be a spec, parsed with its bounds: at most :data:`MAX_JSON_BYTES`,
+    no integer longer than Python converts, no nesting deeper than Python's parser recurses."""
+    if len(text) > MAX_JSON_BYTES:
+        raise SpecError(f"{where}: {len(text):,} characters; a spec is a few kilobytes of JSON (at most "
+                        f"{MAX_JSON_BYTES:,})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError:   # an integer of more digits than int() converts (4,300)
+        raise SpecError(f"{where}: a number in it has thousands of digits; widths, depths and counts are small "
+                        f"integers") from None
+    except RecursionError:
+        raise SpecError(f"{where}: nested too deeply to be a spec (a spec is an object of stages of units)") from None
 
 
 def _check_int(where: str, value: Any, low: int, high: int | None = None) -> int:
@@ -196,6 +224,8 @@ class ArchSpec:
         _check_int("final_channels", self.final_channels, 0, 16384)
         if not isinstance(self.stages, tuple) or not self.stages:
             raise _fail("stages", self.stages, "expected a non-empty list of stages")
+        if len(self.stages) > MAX_STAGES:
+            raise SpecError(f"stages: {len(self.stages):,} stages; expected at most {MAX_STAGES}")
         for s, st in enumerate(self.stages):
             where = f"stages[{s}]"
             if not isinstance(st, StageSpec):
@@ -209,6 +239,8 @@ class ArchSpec:
                                 f"expected none or exactly depth={st.depth} entries")
                 for i, u in enumerate(st.per_unit):
                     u.validate(f"{where}.per_unit[{i}]")
+        if self.depth > MAX_UNITS:
+            raise SpecError(f"stages: {self.depth:,} units in all; expected at most {MAX_UNITS}")
         self.units()  # every divisibility rule, checked once here
 
     # ---- derived -------------------------------------------------------------------------
@@ -261,6 +293,8 @@ class ArchSpec:
         stages_doc = doc["stages"]
         if not isinstance(stages_doc, list) or not stages_doc:
             raise _fail("stages", stages_doc, "expected a non-empty list of stages")
+        if len(stages_doc) > MAX_STAGES:
+            raise SpecError(f"stages: {len(stages_doc):,} stages; expected at most {MAX_STAGES}")
         stages = []
         for s, sd in enumerate(stages_doc):
             where = f"stages[{s}]"
@@ -289,11 +323,7 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchSpec":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"spec: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-        return cls.from_dict(doc)
+        return cls.from_dict(parse_json(text))
 
     def content_hash(self) -> str:
         """Stable hash of the architecture (the display name excluded): 16 hex digits."""

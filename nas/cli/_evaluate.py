@@ -14,7 +14,7 @@ from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_
 from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.cli._spec_arg import load_spec_arg
 from nas.fleet import load_existing_study
-from nas.measure import LatencySettings, check_latency_target
+from nas.measure import MAX_RESOLUTION, LatencySettings, check_latency_target
 from nas.proxies import PROXY_ALIASES, PROXY_NAMES, ProxySettings, current_proxy_name, proxy_alias_notice
 from nas.study import check_latency_overrides, evaluate_spec, study_data, trial_source
 
@@ -92,8 +92,8 @@ def _run(args: argparse.Namespace) -> int:
         resolution = settings.resolution
     else:  # accounting only: any side >= 8 (latency settings start at 16)
         resolution = overrides.get("resolution", base.resolution)
-        if resolution < 8:
-            raise NasError(f"--resolution: got {resolution}; expected an integer >= 8")
+        if not 8 <= resolution <= MAX_RESOLUTION:
+            raise NasError(f"--resolution: got {resolution}; expected an integer in [8, {MAX_RESOLUTION}]")
     proxy_settings = _proxy_settings(source["proxy"], args.seed) if source else None
     doc = evaluate_spec(spec, proxies, args.data_dir, args.seed or 0, settings, use_cache=not args.no_cache,
                         resolution=resolution, proxy_settings=proxy_settings, remote=remote)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
-from search_space import SearchSpace, load_space, sample_specs
+from search_space import SearchSpace, iter_samples, load_space
 
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.cli._spec_arg import load_spec_arg
-from nas.measure import canonical_costs, profile
+from nas.measure import MAX_RESOLUTION, canonical_costs, profile
 from nas.study import warm_start_configs
 
 
@@ -62,7 +63,10 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 def _run_sample(args: argparse.Namespace) -> int:
     space = load_space(args.space)
-    specs = sample_specs(space, args.n, args.seed)
+    if args.n < 0:
+        raise NasError(f"--n: got {args.n}; expected an integer >= 0")
+    # streamed, one spec at a time: `sample --n 1000000000000 | head -2` prints two lines and stops
+    specs = (spec for _, spec in itertools.islice(iter_samples(space, args.seed), args.n))
     if args.json:
         for spec in specs:
             print(spec.to_json())
@@ -83,8 +87,8 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 def _run_profile(args: argparse.Namespace) -> int:
     spec = load_spec_arg(args.spec)
-    if args.resolution < 8:
-        raise NasError(f"--resolution: got {args.resolution}; expected an integer >= 8")
+    if not 8 <= args.resolution <= MAX_RESOLUTION:
+        raise NasError(f"--resolution: got {args.resolution}; expected an integer in [8, {MAX_RESOLUTION}]")
     if args.num_classes < 1:
         raise NasError(f"--num-classes: got {args.num_classes}; expected an integer >= 1")
     cost = profile(spec, args.resolution, args.num_classes, args.stem)

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -47,7 +48,7 @@ from nas.export._checks import (ATOL, CHECK_BATCHES, ROUNDING_FACTOR, SENSITIVIT
 from nas.export._formats import (FORMATS, PYTORCH_FORMAT, SUFFIXES, _check_pytorch_doc, default_suffix, format_of,
                                  load_artifact, load_pytorch, read_metadata)
 from nas.fleet import open_storage, parse_storage
-from nas.measure import profile
+from nas.measure import check_fits, profile
 from nas.study import (ATTR_FINGERPRINT_ID, ATTR_LATENCY_MEASURED_AT, STUDY_OBJECTIVE_INFO, objective_text, pareto_front,
                        study_data)
 
@@ -109,6 +110,7 @@ def export_spec(spec: ArchSpec | Mapping[str, Any] | str, fmt: str, out: str | o
                           f"format that holds them ({', '.join(n for n, _ in _formats_with_weights())})")
     out = _check_out(out)
     build = {"num_classes": num_classes, "stem": stem}
+    check_fits(spec, resolution, num_classes, stem, batch=2, copies=4)   # model, the artifact, its check, accounting
 
     with _single_thread():
         if not form.holds_weights:
@@ -241,6 +243,13 @@ def _read_weights(path: Path) -> tuple[dict, dict | None]:
         raise ExportError(f"weights {path}: no such file; give a `pytorch` export or a torch.save'd state dict")
     try:
         doc = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:   # weights_only refused a global: name it, and give no advice to bypass it
+        refused = [line.strip() for line in str(exc).splitlines()
+                   if "global" in line.lower() and ("unsupported" in line.lower() or "blocked" in line.lower())]
+        what = refused[0] if refused else " ".join(str(exc).split()).split(". ")[0]
+        raise ExportError(f"weights {path}: refused: not a plain state dict, it asks the unpickler for more than "
+                          f"tensors ({what[:200]}); nothing in it was run. Give a `pytorch` export or a file "
+                          f"saved with torch.save(model.state_dict()), from a source you trust") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
         raise ExportError(f"weights {path}: cannot read it with torch.load(weights_only=True) "
                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None

@@ -9,7 +9,13 @@ from nas._lazy import lazy_exports
 
 _EXPORTS = {
     "Cost": "nas.measure._cost",
+    "MAX_RESOLUTION": "nas.measure._cost",
+    "ProfileError": "nas.measure._cost",
+    "TooBigError": "nas.measure._cost",
     "analytic_macs": "nas.measure._cost",
+    "analytic_params": "nas.measure._cost",
+    "check_fits": "nas.measure._cost",
+    "peak_activations": "nas.measure._cost",
     "canonical_costs": "nas.measure._cost",
     "critical_path_fragments": "nas.measure._cost",
     "profile": "nas.measure._cost",

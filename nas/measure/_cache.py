@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import sqlite3
 import time
@@ -20,6 +22,7 @@ from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
 
 CACHE_ENV = "SHUFFLENAS_CACHE_DIR"
 CACHE_FILE = "latency.sqlite"
+_log = logging.getLogger("shufflenas.cache")
 
 
 _SCHEMA = """
@@ -100,13 +103,12 @@ class LatencyCache:
                                   "FROM latency WHERE key = ?", (cache_key(spec, settings, fid),))
         if not rows:
             return None
-        (median, iqr, runs, settings_json, fp_json, shape_json, stop, quality, attempts, ref_ms, ref_iqr, ref_drift,
-         measured_at, created) = rows[0]
-        return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=int(runs),
-                             settings=json.loads(settings_json), fingerprint=json.loads(fp_json),
-                             fingerprint_id=fid, cached=True, input_shape=tuple(json.loads(shape_json)),
-                             stop=stop, quality=quality, attempts=int(attempts), ref_ms=ref_ms, ref_iqr_ms=ref_iqr,
-                             ref_drift=ref_drift, measured_at=float(measured_at if measured_at is not None else created))
+        try:
+            return _checked(rows[0], settings, fid)
+        except (ValueError, TypeError) as exc:   # a damaged row is a miss: measured afresh (and replaced)
+            _log.warning("latency cache %s: ignored a damaged row for spec %s (%s); measuring afresh", self.path,
+                         spec.content_hash(), exc)
+            return None
 
     def put(self, spec: ArchSpec, settings: LatencySettings, fp: Mapping[str, Any], result: LatencyResult) -> None:
         fid = fingerprint_id(fp)
@@ -128,6 +130,49 @@ class LatencyCache:
 
     def __repr__(self) -> str:
         return f"LatencyCache({str(self.path)!r})"
+
+
+def _finite_or_none(name: str, value: Any, *, positive: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, str, bool)) or not math.isfinite(float(value)) or (positive and float(value) <= 0):
+        raise ValueError(f"{name} {value!r}")
+    return float(value)
+
+
+def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
+    """A cache row as a result, every field checked (``ValueError`` naming the first bad one): a
+    finite positive median, a finite IQR >= 0, runs >= 1, the settings and fingerprint asked for,
+    a known quality, attempts >= 1, finite reference numbers (or none)."""
+    (median, iqr, runs, settings_json, fp_json, shape_json, stop, quality, attempts, ref_ms, ref_iqr, ref_drift,
+     measured_at, created) = row
+    if isinstance(median, (bytes, str)) or not math.isfinite(float(median)) or float(median) <= 0:
+        raise ValueError(f"median {median!r} ms")
+    if isinstance(iqr, (bytes, str)) or not math.isfinite(float(iqr)) or float(iqr) < 0:
+        raise ValueError(f"IQR {iqr!r} ms")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs {runs!r}")
+    stored = json.loads(settings_json)
+    if stored != settings.to_dict():
+        raise ValueError("settings other than those asked for")
+    fp = json.loads(fp_json)
+    if not isinstance(fp, dict) or fingerprint_id(fp) != fid:
+        raise ValueError("a device fingerprint other than this host's")
+    shape = json.loads(shape_json)
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(f"input shape {shape_json!r}")
+    if not isinstance(stop, str):
+        raise ValueError(f"stop {stop!r}")
+    if quality not in ("ok", "noisy", "drift"):
+        raise ValueError(f"quality {quality!r}")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts {attempts!r}")
+    when = _finite_or_none("measured_at", measured_at if measured_at is not None else created)
+    return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=runs, settings=stored, fingerprint=fp,
+                         fingerprint_id=fid, cached=True, input_shape=tuple(shape), stop=stop, quality=quality,
+                         attempts=attempts, ref_ms=_finite_or_none("ref_ms", ref_ms, positive=True),
+                         ref_iqr_ms=_finite_or_none("ref_iqr_ms", ref_iqr), ref_drift=_finite_or_none("ref_drift", ref_drift),
+                         measured_at=when or 0.0)
 
 
 def default_cache_path() -> Path:

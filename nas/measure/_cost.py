@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import resource
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +34,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from search_space import ArchSpec
 from shufflenet import CANONICAL, build_model
+
+from nas._errors import NasError
+
+MAX_RESOLUTION = 4096   # as the latency settings allow
+
+
+class ProfileError(NasError, ValueError):
+    """Bad accounting arguments (a ``ValueError`` too, as before)."""
+
 
 ELEMENTWISE_KINDS = {
     "relu": "relu", "relu_": "relu", "add": "add", "add_": "add", "cat": "concat",
@@ -169,6 +180,94 @@ def analytic_macs(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000
     return total + last * num_classes
 
 
+def analytic_params(spec: ArchSpec, num_classes: int = 1000) -> int:
+    """Parameter count of ``build_model(spec, num_classes)`` from the spec's resolved units alone
+    (conv weights, BatchNorm scale and shift, the classifier's weight and bias); equal to
+    ``sum(p.numel() for p in model.parameters())`` without building anything."""
+    total = 3 * spec.stem_channels * 9 + 2 * spec.stem_channels
+    for p in spec.units():
+        m, k2 = p.fragment_channels, p.kernel * p.kernel
+        tail = m * k2 + 2 * m + m * p.branch_out // p.groups + 2 * p.branch_out   # dw, BN, pw, BN
+        head = p.branch_in * m // p.first_groups + 2 * m                            # first pw, BN
+        if p.fragments > 1 and p.layout == "parallel":
+            total += p.fragments * (head + tail)
+        else:
+            chain = p.fragments - 1 if p.fragments > 1 else 0
+            total += head + chain * (m * m // p.groups + 2 * m) + tail
+        if p.family == "v2" and p.stride == 2:   # the projection branch
+            total += (p.in_channels * k2 + 2 * p.in_channels + p.in_channels * p.shortcut_channels // p.groups
+                      + 2 * p.shortcut_channels)
+    last = spec.stages[-1].width
+    if spec.final_channels:
+        total += last * spec.final_channels + 2 * spec.final_channels
+        last = spec.final_channels
+    return total + last * num_classes + num_classes
+
+
+def peak_activations(spec: ArchSpec, resolution: int = 224, stem: str = "imagenet") -> int:
+    """An upper estimate of the feature-map elements alive at once in one image's forward pass: the
+    largest unit's input, middle widths (every fragment) and output together."""
+    h = _out(resolution, 3, 2 if stem == "imagenet" else 1)
+    peak = (3 + 2 * spec.stem_channels) * resolution * resolution
+    if stem == "imagenet":
+        h = _out(h, 3, 2)
+    for p in spec.units():
+        ho = _out(h, p.kernel, p.stride)
+        inner = p.fragment_channels * max(p.fragments, 1) * h * h
+        peak = max(peak, p.in_channels * h * h + inner + 2 * p.out_channels * ho * ho)
+        h = ho
+    return max(peak, spec.final_channels * h * h * 2)
+
+
+class TooBigError(NasError):
+    """A spec (at its resolution and batch) would not fit in the memory this process can use."""
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the host tells: the smallest of the memory
+    available on the host (``MemAvailable``), the room left under ``RLIMIT_AS`` and under a cgroup
+    limit; ``None`` when none of them can be read."""
+    room: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    room.append(int(line.split()[1]) * 1024)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            room.append(max(0, soft - used))
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            room.append(max(0, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())))
+    return min(room) if room else None
+
+
+def check_fits(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem: str = "imagenet", *,
+               batch: int = 1, copies: int = 2) -> None:
+    """Refuse, before anything is built, a spec whose weights (``copies`` of them: the accounting
+    copies the model once) and activations at ``resolution`` x ``batch`` need more memory than this
+    process can use (:func:`available_memory`): a :class:`TooBigError` with the numbers, never a
+    crash of the allocator half-way."""
+    params = analytic_params(spec, num_classes)
+    acts = peak_activations(spec, resolution, stem) * max(1, batch)
+    need = 4 * (copies * params + 2 * acts) + 256 * 2**20
+    room = available_memory()
+    if room is not None and need > room:
+        gb = 1e9
+        name = spec.name or spec.content_hash()
+        raise TooBigError(f"spec {name}: needs about {need / gb:.1f} GB of memory ({params / 1e9:.2f} G parameters: "
+                          f"{4 * params / gb:.1f} GB of weights; {4 * acts / gb:.1f} GB of activations at "
+                          f"{resolution}x{resolution}, batch {batch}); this process can use about {room / gb:.1f} GB: "
+                          f"choose narrower or fewer stages, or a smaller resolution or batch")
+
+
 def critical_path_fragments(spec: ArchSpec) -> int:
     """Conv/linear operators on the longest path: stem conv, each unit's main branch (a series
     chain adds its extra 1x1 convs; parallel fragments do not lengthen the path), final conv,
@@ -187,8 +286,10 @@ def profile(spec: ArchSpec, resolution: int = 224, num_classes: int = 1000, stem
     (which copies the model and runs a second forward); the tests check that both agree for every
     canonical config and seeded samples of the space, so the study runner uses it per trial."""
 
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
-        raise ValueError(f"resolution: got {resolution!r}; expected an integer >= 8")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= MAX_RESOLUTION:
+        raise ProfileError(f"resolution: got {resolution!r}; expected an integer in [8, {MAX_RESOLUTION}]",
+                           param="resolution")
+    check_fits(spec, resolution, num_classes, stem, copies=2 if cross_check else 1)
     model = build_model(spec, num_classes=num_classes, stem=stem).eval()
     example = torch.zeros(1, 3, resolution, resolution)
     expected = analytic_macs(spec, resolution, num_classes, stem)

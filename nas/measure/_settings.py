@@ -148,10 +148,19 @@ class LatencySettings:
             raise LatencyError(f"{where}: got {type(d).__name__}; expected a table of latency settings "
                                f"({', '.join(cls.keys())})")
         known = set(cls.keys())
-        for key in d:
+        problems, values = [], {}
+        for key, value in d.items():   # every problem of the table at once
             if key not in known:
-                raise LatencyError(f"{where}.{key}: unknown latency setting; allowed: {', '.join(cls.keys())}")
-        values = {k: _check_value(where, k, v) for k, v in d.items()}
+                problems.append(f"{where}.{key}: unknown latency setting; allowed: {', '.join(cls.keys())}")
+                continue
+            try:
+                values[key] = _check_value(where, key, value)
+            except LatencyError as exc:
+                problems.append(str(exc))
+        if problems:
+            error = LatencyError(" | ".join(problems))
+            error.problems = problems
+            raise error
         obj = cls.__new__(cls)
         defaults = cls()
         for f in dataclasses.fields(cls):

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,11 +164,36 @@ def _train_files(folder: Path, suffix: str) -> list[Path]:
 
 # ---- checksums -----------------------------------------------------------------------------------
 
+# What may sit in a data folder, by size: a file is size-checked (and must be a regular file: a FIFO
+# would hang, /dev/zero never ends) before a byte of it is read.
+BINARY_BATCH_BYTES = RECORDS_PER_BATCH * RECORD_BYTES
+MAX_PYTHON_BATCH_BYTES = 64 * 2**20      # an official python batch is 31,035,704 bytes
+MAX_SMALL_FILE_BYTES = 2**20             # SHA256SUMS, batches.meta(.txt)
+_CIFAR_NAME = re.compile(r"(data_batch_\d+|test_batch)(\.bin)?|batches\.meta(\.txt)?")
+
+
+def _regular_size(path: Path, limit: int) -> int:
+    """The size of ``path``, a regular file (symlinks followed) of at most ``limit`` bytes; else DataError."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+        raise DataError(f"{path}: {kind}, not a regular file; a CIFAR-10 folder holds the official batch files only")
+    if st.st_size > limit:
+        raise DataError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} bytes such a file can have; it is "
+                        f"not an official CIFAR-10 file")
+    return st.st_size
+
+
 def _read_checksums(folder: Path) -> dict[str, str]:
     path = folder / "SHA256SUMS"
     if not path.exists():
         return {}
     sums: dict[str, str] = {}
+    _regular_size(path, MAX_SMALL_FILE_BYTES)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -179,10 +206,15 @@ def _read_checksums(folder: Path) -> dict[str, str]:
         if not m:
             raise DataError(f"{path}: line {n} is not '<64 hex digits>  <file name>' (sha256sum format): {line!r}")
         sums[Path(m.group(2).strip()).name] = m.group(1).lower()
+    for name in sorted(sums):
+        if _CIFAR_NAME.fullmatch(name) and not (folder / name).exists():
+            raise DataError(f"{folder}: {name} is listed in SHA256SUMS but missing; restore it (training would "
+                            f"silently use fewer images), or remove its line from {path}")
     return sums
 
 
-def _read_verified(path: Path, sums: dict[str, str]) -> bytes:
+def _read_verified(path: Path, sums: dict[str, str], limit: int) -> bytes:
+    _regular_size(path, limit)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -198,12 +230,16 @@ def _read_verified(path: Path, sums: dict[str, str]) -> bytes:
 
 # ---- binary layout -------------------------------------------------------------------------------
 
+def _check_binary_size(path: Path, size: int) -> None:
+    expected = BINARY_BATCH_BYTES
+    if size != expected:
+        hint = "the file is truncated" if size < expected else "the file has trailing bytes"
+        raise DataError(f"{path}: {size:,} bytes; an official CIFAR-10 binary batch is {RECORDS_PER_BATCH:,} "
+                        f"records of {RECORD_BYTES:,} bytes = {expected:,} bytes ({hint})")
+
+
 def _parse_binary(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
-    expected = RECORDS_PER_BATCH * RECORD_BYTES
-    if len(raw) != expected:
-        hint = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DataError(f"{path}: {len(raw):,} bytes; an official CIFAR-10 binary batch is {RECORDS_PER_BATCH:,} "
-                        f"records of {RECORD_BYTES:,} bytes = {expected:,} bytes (the file is {hint})")
+    _check_binary_size(path, len(raw))
     records = np.frombuffer(raw, dtype=np.uint8).reshape(RECORDS_PER_BATCH, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
     _check_labels(path, labels)
@@ -214,11 +250,13 @@ def _parse_binary(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _load_binary(folder: Path) -> Cifar10:
     files = _train_files(folder, ".bin")
     sums = _read_checksums(folder)
-    parts = [_parse_binary(p, _read_verified(p, sums)) for p in files]
+    for p in files:   # every size first: nothing is read from a file that cannot be a batch
+        _check_binary_size(p, _regular_size(p, 2**62))
+    parts = [_parse_binary(p, _read_verified(p, sums, BINARY_BATCH_BYTES)) for p in files]
     classes = DEFAULT_CLASSES
     meta = folder / "batches.meta.txt"
     if meta.exists():
-        raw = _read_verified(meta, sums)
+        raw = _read_verified(meta, sums, MAX_SMALL_FILE_BYTES)
         try:
             names = tuple(line.strip() for line in raw.decode("utf-8").splitlines() if line.strip())
         except UnicodeDecodeError:
@@ -310,6 +348,16 @@ class _SafeUnpickler(pickle.Unpickler):
         raise DataError(f"{self.where}: the pickle uses persistent ids, which a CIFAR-10 batch never contains")
 
 
+def _shape(where: str, shape: Any) -> tuple[int, ...]:
+    """An array shape from a pickle: a short tuple of non-negative integers (checked in Python
+    integers, which do not overflow as int64 products do)."""
+    if not isinstance(shape, (tuple, list)) or len(shape) > 8 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
+        raise DataError(f"{where}: array shape {str(shape)[:80]}; expected a few non-negative sizes (the file is "
+                        f"corrupt or not CIFAR-10)")
+    return tuple(shape)
+
+
 def _to_array(where: str, value: Any) -> np.ndarray:
     if isinstance(value, _ArrayStandIn):
         st = value.state
@@ -321,8 +369,8 @@ def _to_array(where: str, value: Any) -> np.ndarray:
         if not isinstance(dtype, _DtypeStandIn) or not isinstance(raw, (bytes, bytearray)):
             raise DataError(f"{where}: malformed array in the pickle")
         dt = dtype.numpy(where)
-        shape = tuple(int(s) for s in shape)
-        if int(np.prod(shape)) * dt.itemsize != len(raw):
+        shape = _shape(where, shape)
+        if math.prod(shape) * dt.itemsize != len(raw):
             raise DataError(f"{where}: array of shape {shape} has {len(raw):,} bytes of data; the file is truncated "
                             f"or corrupt")
         arr = np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order="F" if fortran else "C")
@@ -332,8 +380,8 @@ def _to_array(where: str, value: Any) -> np.ndarray:
         buf = value["buf"]
         if dt is None or not isinstance(buf, (bytes, bytearray)):
             raise DataError(f"{where}: malformed array in the pickle")
-        shape = tuple(int(s) for s in value["shape"])
-        if int(np.prod(shape)) * dt.itemsize != len(buf):
+        shape = _shape(where, value["shape"])
+        if math.prod(shape) * dt.itemsize != len(buf):
             raise DataError(f"{where}: array of shape {shape} has {len(buf):,} bytes of data; truncated or corrupt")
         return np.frombuffer(bytes(buf), dtype=dt).reshape(shape, order="F" if value["order"] in ("F", b"F") else "C")
     if isinstance(value, list):
@@ -382,11 +430,13 @@ def _parse_python(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _load_python(folder: Path) -> Cifar10:
     files = _train_files(folder, "")
     sums = _read_checksums(folder)
-    parts = [_parse_python(p, _read_verified(p, sums)) for p in files]
+    for p in files:
+        _regular_size(p, MAX_PYTHON_BATCH_BYTES)
+    parts = [_parse_python(p, _read_verified(p, sums, MAX_PYTHON_BATCH_BYTES)) for p in files]
     classes = DEFAULT_CLASSES
     meta = folder / "batches.meta"
     if meta.exists():
-        doc = _unpickle(meta, _read_verified(meta, sums))
+        doc = _unpickle(meta, _read_verified(meta, sums, MAX_SMALL_FILE_BYTES))
         names = _key(doc, "label_names") if isinstance(doc, dict) else None
         if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
             raise DataError(f"{meta}: expected a pickled dict with a 'label_names' list of strings")

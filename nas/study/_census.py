@@ -16,6 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.study._schema import ATTR_BASELINE, ATTR_INTERRUPTED, SYS_RETRY_HISTORY
 
+MAX_TRIALS = 1_000_000   # the most a study may be asked to hold: beyond any real study, below a typo of 20 digits
+
 
 @dataclass
 class Census:

@@ -42,6 +42,7 @@ from nas.measure import LatencySettings
 from nas.measure._remote import REMOTE_KEYS, RemoteSettings
 from nas.proxies import NEEDS_DATA, NOT_OBJECTIVES, PROXY_ALIASES, PROXY_NAMES, ProxySettings, proxy_alias_notice
 from nas.study._latency_mode import LatencyMode, latency_objective_name, latency_value, parse_mode
+from nas.study._census import MAX_TRIALS
 from nas.study._samplers import SAMPLERS
 
 TOP_KEYS = ("name", "description", "trials", "baselines", "data_dir", "warm_start", "space", "proxy", "latency",
@@ -138,8 +139,8 @@ class StudyConfig:
         """A copy with fields changed (CLI overrides); ``trials`` is checked again."""
         if "trials" in changes:
             t = changes["trials"]
-            if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-                raise StudyFileError(f"trials: got {t!r}; expected an integer >= 0", param="trials")
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_TRIALS:
+                raise StudyFileError(f"trials: got {t!r}; expected an integer >= 0 and <= {MAX_TRIALS:,}", param="trials")
         return dataclasses.replace(self, **changes)
 
     def with_latency_overrides(self, **overrides: Any) -> "StudyConfig":
@@ -227,8 +228,9 @@ def config_from_dict(doc: Mapping[str, Any], *, source: str = "<study>", default
         problems.add(f"description: got {description!r}; expected a string")
         description = ""
     trials = doc.get("trials", DEFAULT_TRIALS)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
-        problems.add(f"trials: got {trials!r}; expected an integer >= 0 (searched trials; baselines not counted)")
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 0 <= trials <= MAX_TRIALS:
+        problems.add(f"trials: got {trials!r}; expected an integer >= 0 and <= {MAX_TRIALS:,} (searched trials; "
+                     f"baselines not counted)")
         trials = DEFAULT_TRIALS
     baselines = _baselines(doc.get("baselines", "all"), problems)
     data_dir = doc.get("data_dir")
@@ -304,7 +306,8 @@ def _space(value: Any, problems: _Problems) -> SearchSpace:
     try:
         return SearchSpace.from_dict(table, where="space")
     except SpaceError as exc:
-        problems.add(str(exc))
+        for problem in exc.problems:   # every problem of the table, not only the first
+            problems.add(problem)
         return SearchSpace()
 
 
@@ -362,10 +365,10 @@ def _latency(value: Any, problems: _Problems, base_dir: Path | None = None) -> t
     try:
         return LatencySettings.from_dict(settings, where="latency"), mode, remote
     except (NasError, ValueError) as exc:
-        msg = str(exc)
-        if "unknown latency setting" in msg:
-            msg += ", " + ", ".join(REMOTE_KEYS)
-        problems.add(msg)
+        for msg in getattr(exc, "problems", None) or [str(exc)]:   # every problem of the table
+            if "unknown latency setting" in msg:
+                msg += ", " + ", ".join(REMOTE_KEYS)
+            problems.add(msg)
         return LatencySettings(), mode, remote
 
 

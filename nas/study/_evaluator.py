@@ -35,7 +35,7 @@ from search_space import ArchSpec, SearchSpace, suggest
 
 from nas import _optuna
 from nas._errors import DataError, NasError
-from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, check_latency_target, fingerprint_id,
+from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, check_fits, check_latency_target, fingerprint_id,
                          latency_fingerprint,
                          measure_latency, profile, reference_latency)
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
@@ -260,6 +260,7 @@ class Evaluator:
     def proxy_phase(self, spec: ArchSpec) -> Evaluation:
         """Phase 1: the spec's identity, every recorded proxy and the cost accounting."""
         cfg, lat = self.config, self.config.latency
+        check_fits(spec, lat.resolution, lat.num_classes, lat.stem, batch=lat.batch)   # before anything is built
         data = self.data()
         with _torch_threads(self.threads):
             t0 = time.perf_counter()

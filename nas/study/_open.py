@@ -55,8 +55,8 @@ def open_study(config: StudyConfig, storage: Any, study_name: str | None = None,
                evaluator: Any = None) -> optuna.Study:
     """Create the study (or load it) in ``storage`` and give it the study file's sampler.
 
-    A loaded study must have the same directions, proxy, proxy settings, latency settings and
-    search space (else :class:`StudyMismatchError`, naming what differs). A new study gets
+    A loaded study must have the same directions, proxy, proxy settings, latency settings,
+    search space and constraints (else :class:`StudyMismatchError`, naming what differs). A new study gets
     ``study_attrs`` (default :func:`new_study_attrs`). The sampler's seed is
     ``sampler.seed`` on a new study and is offset by the number of trials already there on a
     resumed one, so a resumed random/NSGA-II sampler does not replay its first suggestions.
@@ -128,6 +128,15 @@ def _check_same_objectives(study: optuna.Study, config: StudyConfig, attrs: dict
                 f"({len(diff)} {section} setting(s) differ: {', '.join(diff)}); a study's objectives and space "
                 f"cannot change: give another --study-name (or --storage), or restore the setting"
                 + _created_with(section, attrs[STUDY_CONFIG]))
+    # Constraints decide which trials are feasible; trials made before a change carry the old
+    # limits' values, so a change would put infeasible trials on the front: refused, as the space is.
+    before = attrs[STUDY_CONFIG].get("constraints")
+    after = config.to_dict().get("constraints") or {}
+    if before is not None and dict(before) != dict(after):
+        raise StudyMismatchError(
+            f"{where}: was created with constraints {_limits(before)}, the study file says {_limits(after)}; the "
+            f"trials made so far were judged feasible under the old limits, so the constraints of a study cannot "
+            f"change: give another --study-name (or --storage), or restore the [constraints] table")
 
 
 def _asks(section: str, key: str, value: Any, config: StudyConfig) -> str:
@@ -144,6 +153,9 @@ def _created_with(section: str, stored: dict[str, Any]) -> str:
         return ""
     return "; it was created with the latency overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
 
+
+def _limits(constraints: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k} = {v!r}" for k, v in sorted(constraints.items())) + "}" if constraints else "none"
 
 
 def _fingerprint_summary(fp: dict[str, Any]) -> str:
