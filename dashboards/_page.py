@@ -44,14 +44,17 @@ def display_storage(storage: str | None) -> tuple[str | None, str | None]:
     storage = str(storage)
     try:
         parts = urlsplit(storage)
+        port = parts.port
     except ValueError:
         return storage, None
-    if parts.scheme and parts.password is not None:
+    pairs = [kv for kv in parts.query.split("&") if kv]
+    kept = [kv for kv in pairs if "password" not in kv.split("=", 1)[0].lower()]  # ?password=, ?sslpassword=
+    if parts.scheme and (parts.password is not None or len(kept) != len(pairs)):
         host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
+        if port:
+            host = f"{host}:{port}"
         netloc = f"{parts.username}@{host}" if parts.username else host
-        return (urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
+        return (urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), parts.fragment)),
                 "The storage password is left out of this page: set PGPASSWORD (or a ~/.pgpass entry) "
                 "before running the command, or put the password back into the URL.")
     return storage, None

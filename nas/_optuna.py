@@ -9,7 +9,10 @@ real storages, so an Optuna release that moves a name fails there, by name. ``py
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
+import os
 from typing import Any, Container, Iterator
 
 import optuna
@@ -17,7 +20,10 @@ from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
+
+from nas._errors import NasError, signals_held
 
 # ---- a study's storage and ids ------------------------------------------------------------------------
 
@@ -161,10 +167,58 @@ def rdb_set_user_attr_in_session(storage: Any, session: Any, trial_id: int, key:
 
 # ---- the journal file, without an fsync per operation -------------------------------------------------
 
+_log = logging.getLogger("shufflenas.storage")
+
+# Optuna's journal operation codes (``optuna.storages.journal._storage.JournalOperation``). Why: a
+# record with another code (or one that is not a JSON object) makes Optuna's replay fail with a
+# bare ``AssertionError`` / ``TypeError``; reading checks every record against them first.
+_OP_CODES = frozenset(int(op) for op in JournalOperation)
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class JournalFileError(NasError):
+    """A journal file cannot be read (a damaged record) or written (a full disk, a read-only folder)."""
+
+
+def journal_write_error(path: str, exc: OSError) -> JournalFileError:
+    """The one line for a failed append; the append itself was undone, so the study is intact."""
+    if exc.errno in _NO_SPACE:
+        return JournalFileError(f"no space left on device writing {path}; free space, then re-run: the study is intact")
+    return JournalFileError(f"cannot write {path} ({exc.strerror or exc}); nothing was half-written: fix it, then "
+                            f"re-run: the study is intact")
+
+
+def partial_tail(path: str) -> tuple[int, int] | None:
+    """``(byte offset, length)`` of a last record without its newline (left by a full disk, a power
+    cut or a truncation), else ``None``. Reads the file's tail only."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return None
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return None
+            end = size
+            while end > 0:
+                start = max(0, end - 65536)
+                f.seek(start)
+                chunk = f.read(end - start)
+                i = chunk.rfind(b"\n")
+                if i >= 0:
+                    offset = start + i + 1
+                    return offset, size - offset
+                end = start
+            return 0, size
+    except FileNotFoundError:
+        return None
+
+
 class FlushingJournalFileBackend(JournalFileBackend):
     """Optuna's journal file backend without the ``fsync`` after every operation. Uses the backend's
-    private ``_lock`` and ``_file_path``: Optuna offers no option to skip the fsync, and appending
-    under its own lock keeps the file safe for several processes and readable by any Optuna reader.
+    private ``_lock``, ``_file_path`` and ``read_logs``: Optuna offers no option to skip the fsync,
+    and appending under its own lock keeps the file safe for several processes and readable by any
+    Optuna reader.
 
     Appends keep Optuna's file lock (safe for several processes) and are flushed to the
     operating system at once, so a crashed or killed process loses nothing; only a power cut
@@ -172,14 +226,114 @@ class FlushingJournalFileBackend(JournalFileBackend):
     user attributes, state), and on this project's dev box each fsync took ~5 ms: 280 ms of
     framework time per trial, 27% of a quickstart trial (``bench/study_throughput.py``).
     The file format is Optuna's own: any Optuna reader opens it.
+
+    Faults: an append that fails (a full disk) is undone (the file is truncated back to where it
+    ended), so the file never holds half a record written here; a partial last record left by
+    something else (a power cut, a truncation) is set aside into ``PATH.partial-OFFSET`` before the
+    next append (a writer) or skipped with a warning (``read_only``: readers, which never create,
+    lock or write anything, so an archived read-only study can be viewed); a record that is not an
+    Optuna operation is a :class:`JournalFileError` naming its line.
     """
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._lock.acquire()
+    def __init__(self, file_path: str, lock_obj: Any = None, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        if read_only:   # JournalFileBackend.__init__ would create a missing file
+            self._file_path = file_path
+            self._lock = None
+            self._log_number_offset = {0: 0}
+        else:
+            super().__init__(file_path, lock_obj)
+        tail = partial_tail(file_path)
+        if tail is not None:
+            if read_only:
+                _log.warning("journal %s: skipped a partial last record (%d bytes at byte offset %d, left by a full "
+                             "disk, a power cut or a truncation); the next launch or worker sets it aside",
+                             file_path, tail[1], tail[0])
+            else:
+                self._with_lock(self._set_aside_partial)
+
+    def _with_lock(self, fn: Any) -> Any:
+        with signals_held():   # Ctrl-C / SIGTERM wait for the append and the lock file to be done
+            try:
+                self._lock.acquire()
+            except OSError as exc:
+                raise journal_write_error(self._file_path, exc) from None
+            try:
+                return fn()
+            finally:
+                self._lock.release()
+
+    def _set_aside_partial(self) -> None:
+        """Under the lock: move a partial last record into a side file and cut it off the journal."""
+        tail = partial_tail(self._file_path)
+        if tail is None:
+            return
+        offset, length = tail
+        side = f"{self._file_path}.partial-{offset}"
+        with open(self._file_path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
         try:
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with open(self._file_path, "ab") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-        finally:
-            self._lock.release()
+            n = 0
+            while os.path.exists(side if n == 0 else f"{side}.{n}"):
+                n += 1
+            side = side if n == 0 else f"{side}.{n}"
+            with open(side, "wb") as f:
+                f.write(data)
+            os.truncate(self._file_path, offset)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self._file_path) > offset:
+                    os.unlink(side)
+            raise JournalFileError(
+                f"journal {self._file_path} ends in a partial record ({length} bytes at byte offset {offset}) and "
+                f"it cannot be set aside ({exc.strerror or exc}); free space (or make the folder writable), then "
+                f"re-run: the study is intact up to it") from None
+        _log.warning("journal %s: set aside a partial last record (%d bytes at byte offset %d, left by a full disk, "
+                     "a power cut or a truncation) into %s; the study is intact up to it", self._file_path, length,
+                     offset, side)
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        number = log_number_from
+        logs = super().read_logs(log_number_from)
+        while True:
+            try:
+                log = next(logs)
+            except StopIteration:
+                return
+            except ValueError as exc:  # Optuna raises the decode error of a damaged line on the next one
+                raise JournalFileError(f"journal {self._file_path}: line {number + 1} is not a JSON record ({exc}); "
+                                       f"the file is damaged: restore it from a copy, or cut the file before that "
+                                       f"line") from None
+            if not isinstance(log, dict) or log.get("op_code") not in _OP_CODES:
+                what = (f"op_code {log.get('op_code')!r}" if isinstance(log, dict)
+                        else f"a JSON {type(log).__name__}")
+                raise JournalFileError(f"journal {self._file_path}: line {number + 1} is not an Optuna journal "
+                                       f"operation ({what}; expected an object with op_code "
+                                       f"{min(_OP_CODES)}..{max(_OP_CODES)}); the file was edited or damaged: "
+                                       f"restore it from a copy, or remove that line")
+            number += 1
+            yield log
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if self.read_only:
+            raise JournalFileError(f"journal {self._file_path}: opened read-only, nothing is written")
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+
+        def append() -> None:
+            self._set_aside_partial()
+            fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                size = os.fstat(fd).st_size
+                view = memoryview(data)
+                try:
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)   # undo the part that was written
+                    raise journal_write_error(self._file_path, exc) from None
+            finally:
+                os.close(fd)
+
+        self._with_lock(append)

@@ -9,6 +9,10 @@ A new command is a handler in one of the ``nas/cli/_*.py`` modules and one line 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import logging
+import os
 import sys
 from typing import Sequence
 
@@ -18,6 +22,7 @@ from nas._errors import NasError
 from nas.cli import (_bank, _dashboard, _doctor, _evaluate, _export, _foundation, _guidelines, _latency_model,
                      _proxy, _study, _worker)
 from nas.cli._command import Command
+from nas.fleet import mask_secrets
 
 _COMMANDS: tuple[Command, ...] = (
     *_foundation.COMMANDS,      # baselines, sample, profile
@@ -67,16 +72,57 @@ def _message(exc: BaseException, flags: dict[str, str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    where = f"shufflenas {args.command}"
+    notes = _notes(where)
     try:
         return int(args._run(args) or 0)
     except _USER_ERRORS as exc:
-        print(f"shufflenas {args.command}: error: {_message(exc, args._flags)}", file=sys.stderr)
+        print(f"{where}: error: {_message(exc, args._flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"shufflenas {args.command}: interrupted", file=sys.stderr)
+        print(f"{where}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:   # `shufflenas sample ... | head`: the reader is gone, which is not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    # Faults of the machine or of a file, wherever they surface below: one line naming it, no traceback.
+    except OSError as exc:
+        print(f"{where}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{where}: error: out of memory; use a smaller spec, resolution or batch, or a machine with more "
+              f"memory", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not any(c.__module__.split(".")[0] == "sqlalchemy" for c in type(exc).__mro__):
+            raise   # a bug: keep the traceback
+        text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        print(f"{where}: error: database error ({mask_secrets(text)})", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger("shufflenas").removeHandler(notes)
+
+
+def _notes(where: str) -> logging.Handler:
+    """Warnings of the library (a partial journal record set aside or skipped, a dead process's trial
+    failed and re-queued) as one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"{where}: note: %(message)s"))
+    log = logging.getLogger("shufflenas")
+    log.addHandler(handler)
+    log.propagate = False
+    return handler
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"no space left on device writing {what}; free space, then re-run"
+    if exc.errno == errno.EROFS:
+        return f"{what}: read-only file system; give a writable path"
+    return f"{what}: {exc.strerror or exc}"
 
 
 if __name__ == "__main__":  # pragma: no cover

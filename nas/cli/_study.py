@@ -14,8 +14,8 @@ from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
 from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.measure._remote import REMOTE_FLAGS
-from nas.fleet import launch_workers, load_existing_study, open_storage, parse_storage
-from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, compare_with_baseline, front_summary, launch,
+from nas.fleet import launch_here, launch_workers, load_existing_study, open_launch_storage, parse_storage
+from nas.study import (STUDY_OBJECTIVE_INFO, Evaluator, Progress, compare_with_baseline, front_summary,
                        load_study_config, objective_info, objective_text, quiet_optuna, stop_on_sigterm, study_data, verdict_lines,
                        verified_summary)
 
@@ -61,7 +61,7 @@ def _run_launch(args: argparse.Namespace) -> int:
     if args.trials is not None:
         config = config.replace(trials=args.trials)
     location = parse_storage(args.storage, args.study_file)
-    storage = open_storage(location, create=True)
+    storage = open_launch_storage(location)      # a bad or unreachable storage: one line, before anything runs
     evaluator = Evaluator(config, data_dir=args.data_dir, threads=args.proxy_threads)
     evaluator.check_host()                      # device (a remote one: probed), runtime and data before anything runs
     name = args.study_name or config.name
@@ -77,9 +77,10 @@ def _run_launch(args: argparse.Namespace) -> int:
     # what the accuracy objective is worth, before anything runs (stored with the study as objective_info)
     print(f"accuracy objective {config.objective_names[0]}: "
           f"{objective_text(objective_info(config.proxy, config.proxy_settings), config.proxy)}", file=sys.stderr)
-    with quiet_optuna(), stop_on_sigterm():
-        summary = launch(config, storage, study_name=name, evaluator=evaluator, progress=progress,
-                         remeasure_end=not args.no_remeasure)
+    with quiet_optuna(), stop_on_sigterm():   # the worker loop, here: a second launch on the study joins safely
+        summary = launch_here(config, storage, study_name=name, evaluator=evaluator, progress=progress,
+                              data_dir=args.data_dir, threads=args.proxy_threads,
+                              remeasure_end=not args.no_remeasure)
     b = summary.baselines
     if summary.warm_started:
         print(f"warm start: {len(summary.warm_started)} canonical configs of the space enqueued as the first "
@@ -102,9 +103,6 @@ def _run_launch(args: argparse.Namespace) -> int:
         print(f"screen: {sc.front} predicted front member(s) and {sc.baselines} baseline(s); {sc.measured} measured "
               f"now, {sc.already} already, in {sc.seconds:.1f} s; front size on measured latency "
               f"{summary.front_size}", file=sys.stderr)
-    if summary.stale_running:
-        print(f"note: {summary.stale_running} trial(s) left RUNNING by an earlier process are not counted",
-              file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted: re-run `shufflenas launch {args.study_file}` with the same options to resume",
               file=sys.stderr)
@@ -138,6 +136,11 @@ def load_study_data(storage_arg: str | None, study_arg: str | None, study_file: 
     if name is None and study_file is not None:
         name = load_study_config(study_file).name
     study, _ = load_existing_study(storage_arg, name, study_file)
+    directions = [d.name.lower() for d in study.directions]
+    if len(directions) != 2:
+        raise NasError(f"study {study.study_name!r} has {len(directions)} objective(s) ({', '.join(directions)}); "
+                       f"pareto handles studies of 2 objectives (an accuracy proxy and a latency, as launch makes "
+                       f"them)")
     return study_data(study)
 
 

@@ -14,7 +14,8 @@ from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.cli._latency_args import LATENCY_FLAGS, add_latency_overrides, latency_overrides
 from nas.cli._remote_args import add_remote_options, remote_from_args
-from nas.fleet import STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker, worker_id
+from nas.fleet import (STORAGE_ENV, is_transient, open_worker_storage, parse_storage, prepare_worker,
+                       stop_when_parent_dies, worker_id)
 from nas.fleet._retry import _first_line
 from nas.study import load_study_config, quiet_optuna, stop_on_sigterm
 
@@ -71,6 +72,7 @@ def _run_worker(args: argparse.Namespace) -> int:
                        f"expected an interval >= 1 s and a grace period longer than the interval")
     if args.proxy_threads is not None and args.proxy_threads < 1:
         raise NasError(f"--proxy-threads: got {args.proxy_threads}; expected an integer >= 1")
+    stop_when_parent_dies()   # a worker of `launch --workers` stops when that launch is killed
     config = load_study_config(args.study_file).with_latency_overrides(**latency_overrides(args))
     config = config.replace(remote=remote_from_args(args, config.remote))
     for notice in config.notices:

@@ -9,6 +9,7 @@ _EXPORTS = {
     "as_location": "nas.fleet._storage",
     "default_storage_path": "nas.fleet._storage",
     "load_existing_study": "nas.fleet._storage",
+    "mask_secrets": "nas.fleet._storage",
     "open_storage": "nas.fleet._storage",
     "parse_storage": "nas.fleet._storage",
     "Backoff": "nas.fleet._retry",
@@ -38,7 +39,10 @@ _EXPORTS = {
     "open_worker_storage": "nas.fleet._join",
     "prepare_worker": "nas.fleet._task",
     "STORAGE_ENV": "nas.fleet._launcher",
+    "launch_here": "nas.fleet._launcher",
+    "open_launch_storage": "nas.fleet._launcher",
     "launch_workers": "nas.fleet._launcher",
+    "stop_when_parent_dies": "nas.fleet._launcher",
 }
 
 __all__ = sorted(_EXPORTS)

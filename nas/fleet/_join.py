@@ -16,7 +16,7 @@ from nas.fleet._loop import WorkerError
 from nas.fleet._lost import heartbeat_stale_callback
 from nas.fleet._rdb import ResilientRDBStorage
 from nas.fleet._retry import DEFAULT_RETRY_DEADLINE_S, retry_while_restarting
-from nas.fleet._storage import StorageError, StorageLocation, _one_line, as_location, open_storage
+from nas.fleet._storage import StorageError, StorageLocation, _one_line, as_location, open_storage, url_secrets
 
 
 def open_worker_storage(location: StorageLocation | str, *, heartbeat_interval: int | None = 60,
@@ -55,7 +55,7 @@ def open_worker_storage(location: StorageLocation | str, *, heartbeat_interval: 
         except sa_exc.SQLAlchemyError as exc:
             host = f"{url.host}:{url.port}" if url.port else (url.host or url.get_backend_name())
             raise StorageError(f"storage {location.display}: lost {host} while opening "
-                               f"({_one_line(getattr(exc, 'orig', None) or exc, url.password)})") from None
+                               f"({_one_line(getattr(exc, 'orig', None) or exc, url_secrets(url))})") from None
 
     return retry_while_restarting(open_once, what=f"opening {location.display}", deadline_s=retry_deadline_s)
 

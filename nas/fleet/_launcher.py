@@ -1,4 +1,5 @@
-"""``shufflenas launch --workers K``: K ``shufflenas worker`` processes on this host, watched.
+"""``shufflenas launch``: in this process (:func:`launch_here`, the worker loop) or, with
+``--workers K``, K ``shufflenas worker`` processes on this host, watched.
 
 The storage and study file are checked here first (one error, not K); the storage URL reaches the
 workers through the environment (``SHUFFLENAS_STORAGE``), not their command lines. A worker that
@@ -14,23 +15,46 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from nas import _optuna
 from nas.fleet._join import open_worker_storage
 from nas.fleet._loop import WorkerError
 from nas.fleet._lost import fail_trial, requeue_once, worker_id
-from nas.fleet._storage import parse_storage
+from nas.fleet._storage import StorageLocation, parse_storage
+from nas.fleet._task import prepare_worker
 from nas.measure import check_latency_target
 from nas.measure._remote import remote_argv, remote_overrides
-from nas.study import Evaluator, Progress, load_study_config, quiet_optuna, remeasure, run_screen, verdict_lines
-from nas.study._schema import SYS_WORKER
+from nas.study import (MAX_CONSECUTIVE_FAILURES, Evaluator, Progress, RunSummary, TrialsFailingError, front_size,
+                       is_noisy, latency_note, load_study_config, quiet_optuna, remeasure, run_screen, verdict_lines)
+from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED, ATTR_LATENCY_QUALITY,
+                               ATTR_REUSED_FROM, ATTR_TIME_TRIAL, STUDY_LATENCY_REFERENCE, SYS_WORKER)
 
 STORAGE_ENV = "SHUFFLENAS_STORAGE"  # a worker's --storage default; keeps a password off command lines
+PARENT_ENV = "SHUFFLENAS_PARENT_PID"  # set for the workers of `launch --workers`: the process that watches them
+
+
+def stop_when_parent_dies(poll_s: float = 1.0) -> None:
+    """In a worker started by ``launch --workers``: once that launch process is gone (``kill -9``, a
+    crash), SIGTERM this worker, which records its running trial as interrupted and stops, instead of
+    running on unsupervised. A no-op in a worker started any other way."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    pid = int(parent)
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(poll_s)
+        print(f"worker {worker_id()}: its launch process {pid} is gone; stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="shufflenas-parent-watch", daemon=True).start()
 
 
 def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str | None = None,
@@ -69,7 +93,7 @@ def launch_workers(study_file: str | os.PathLike, workers: int, *, storage: str 
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     cmd += remote_argv(flags)
-    env = {**os.environ, STORAGE_ENV: location.target}
+    env = {**os.environ, STORAGE_ENV: location.target, PARENT_ENV: str(os.getpid())}
     print(f"launch: {k} workers on study {name!r} in {location}, until {until} finished searched trials",
           file=sys.stderr)
     procs = [subprocess.Popen(cmd, env=env) for _ in range(k)]
@@ -135,6 +159,114 @@ def _screen_at_end(config: Any, storage: Any, name: str, *, data_dir: str | None
         report = run_screen(study, config, reference_ms=evaluator.bind(study))
     print(f"screen: {report.measured} front member(s) and baseline(s) measured now, {report.already} "
           f"already, in {report.seconds:.1f} s", file=sys.stderr)
+
+
+def open_launch_storage(storage: Any, *, heartbeat_interval: int = 10, grace_period: int = 60) -> Any:
+    """The storage ``launch`` works on: a location or URL string is opened as a worker's is (a
+    database gets heartbeats, so a killed launch's trial is found on any host); an opened storage is
+    taken as it is."""
+    if isinstance(storage, (str, StorageLocation)):
+        location = parse_storage(storage) if isinstance(storage, str) else storage
+        return open_worker_storage(location, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    return storage
+
+
+def launch_here(config: Any, storage: Any, *, study_name: str | None = None,
+                evaluator: Any = None, progress: Progress | None = None, data_dir: str | None = None,
+                threads: int | None = None, heartbeat_interval: int = 10, grace_period: int = 60,
+                max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES, remeasure_end: bool = True) -> RunSummary:
+    """``shufflenas launch`` in this process: the worker loop every ``shufflenas worker`` runs, here,
+    on ``storage`` (a location, a URL string or an opened storage: :func:`open_launch_storage`).
+
+    So a second ``launch`` (or workers) started on the same study joins it safely: the baselines are
+    queued once and evaluated once, a new trial is admitted under the study lock (never more than
+    ``config.trials``), every process samples from its own seeded stream (the first one from the
+    study file's seed: a lone launch is reproducible), and this process's RUNNING trial carries its
+    ``host:pid``, so a later command fails it with the reason and re-queues it once if this process
+    is killed. What :func:`nas.study.launch` adds is here too: drift control's start value, the
+    warm-start trials (enqueued by :func:`~nas.fleet.prepare_worker`), and at the end (with
+    ``remeasure_end``) the re-measurement of the baselines and the front. Returns the
+    :class:`~nas.study.RunSummary` the CLI prints; Ctrl-C / SIGTERM returns with ``interrupted``
+    after recording the running trial FAIL."""
+    opened = open_launch_storage(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    setup = prepare_worker(config, opened, study_name=study_name, until=max(config.trials, 1), data_dir=data_dir,
+                           evaluator=evaluator, threads=threads)
+    study, worker = setup.study, setup.worker
+    evaluator = worker.evaluate.evaluator
+    worker.until = config.trials
+    summary = RunSummary(study.study_name, config.trials)
+    summary.warm_started = list(setup.warm_started)
+    done = {t.user_attrs.get(ATTR_BASELINE) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    summary.baselines.present = [b for b in config.baselines if b in done]
+    start = time.perf_counter()
+    failing = [0]
+
+    def on_trial(t: FrozenTrial) -> None:
+        reason = t.user_attrs.get(ATTR_FAIL_REASON) if t.state != TrialState.COMPLETE else None
+        name = t.user_attrs.get(ATTR_BASELINE)
+        if name is not None:
+            if reason:
+                summary.baselines.failed[name] = reason
+            else:
+                summary.baselines.added.append(name)
+            if progress:
+                progress.baseline(name, t, reason)
+            return
+        attrs = t.user_attrs
+        reused = attrs.get(ATTR_REUSED_FROM) is not None
+        summary.ran += 1
+        if reason is None:
+            summary.completed += 1
+            summary.reused += reused
+            cached = not reused and bool(attrs.get(ATTR_LATENCY_CACHED))
+            summary.cached += cached
+            summary.noisy += is_noisy(attrs.get(ATTR_LATENCY_QUALITY))
+            dt = float(attrs.get(ATTR_TIME_TRIAL) or 0.0)
+            if reused or cached:
+                summary.cached_seconds += dt
+            else:
+                summary.measured_seconds += dt
+            failing[0] = 0
+        else:
+            summary.failed += 1
+            summary.failures.append(f"trial {t.number}: {reason}")
+            failing[0] += 1
+        if progress:
+            progress.trial(t.number, t.state, t.values, reason, front_size(study), reused,
+                           note=latency_note(attrs, reused) if reason is None else "")
+        if max_consecutive_failures and failing[0] >= max_consecutive_failures:
+            raise TrialsFailingError(f"study {study.study_name!r}: the last {failing[0]} trials all failed (last: "
+                                     f"{reason}); stopping: fix the set-up and re-launch to resume")
+
+    worker.on_trial = on_trial
+    try:
+        had_reference = bool(study.user_attrs.get(STUDY_LATENCY_REFERENCE))
+        ref = evaluator.bind(study)   # drift control's start value (measured now on a fresh study)
+        if progress:
+            progress.reference(ref, recorded=not had_reference)
+            progress.start(worker.census().finished, config.trials, front_size(study))
+        worker.run()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if progress:
+            progress.close()
+    summary.seconds = time.perf_counter() - start
+    summary.finished = worker.census().finished
+    summary.front_size = front_size(study)
+    if config.latency_mode.mode == "screen" and not summary.interrupted:
+        # the screen is this mode's end-of-launch measurement (front and baselines side by side)
+        say = (lambda line: print(line, file=progress.stream)) if progress else None
+        summary.screen = run_screen(study, config, cache=evaluator.latency_cache, progress=say,
+                                    reference_ms=evaluator.reference_ms)
+        summary.interrupted = summary.screen.interrupted
+        summary.front_size = front_size(study)
+    elif remeasure_end and not summary.interrupted:
+        try:
+            summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+    return summary
 
 
 def _recover_dead_worker(storage: Any, study_name: str, owner: str, code: int) -> None:

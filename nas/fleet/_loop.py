@@ -30,12 +30,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import _optuna
-from nas._errors import NasError
+from nas._errors import NasError, interruption
 from nas.fleet._locks import study_lock
-from nas.fleet._lost import fail_trial, requeue_once, sweep_dead_local_workers, sweep_stale_trials, worker_id
+from nas.fleet._lost import (RUNNING_HERE, fail_trial, requeue_once, sweep_dead_local_workers, sweep_stale_trials,
+                             worker_id)
 from nas.fleet._rdb import ResilientRDBStorage
 from nas.fleet._retry import DEFAULT_RETRY_DEADLINE_S
-from nas.study._census import Census
+from nas.study._census import MAX_TRIALS, Census
 from nas.study._schema import (ATTR_BASELINE, ATTR_INTERRUPTED, SYS_LATENCY_PENDING, SYS_PROXY_BY, SYS_WORKER,
                                failure_reason)
 
@@ -103,8 +104,9 @@ class Worker:
                  lock_deadline_s: float = DEFAULT_RETRY_DEADLINE_S,
                  wait_for_others: bool = True, on_trial: Callable[[FrozenTrial], None] | None = None,
                  uncounted: str | None = None):
-        if until < 1:
-            raise WorkerError(f"until: got {until}; expected a positive number of finished trials", param="until")
+        if not 1 <= until <= MAX_TRIALS:
+            raise WorkerError(f"until: got {until}; expected a number of finished trials in [1, {MAX_TRIALS:,}]",
+                              param="until")
         self.study = study
         self.evaluate = evaluate
         self.until = until
@@ -207,36 +209,41 @@ class Worker:
 
     def _run_trial(self, trial_id: int) -> None:
         study, storage = self.study, _optuna.storage_of(self.study)
-        storage.set_trial_system_attr(trial_id, SYS_WORKER, self.report.worker)
-        _optuna.forget_cached_trials(study)
-        trial = _optuna.live_trial(study, trial_id)
-        self.report.trials.append(trial.number)
-        outcome: Any = None
-        failure: str | None = None
+        here = (study.study_name, trial_id)
+        RUNNING_HERE.add(here)   # before the trial names this process: a sweep here must not take it for lost
         try:
-            with _optuna.heartbeat_thread(trial_id, storage):
-                try:
-                    outcome = self.evaluate(trial)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    failure = "lost"
-                except TrialFailed as exc:
-                    failure = str(exc)
-                    _log.warning("trial %d failed: %s", trial.number, failure)
-                except Exception as exc:  # a failing trial is a result, the study goes on
-                    failure = failure_reason(exc)
-                    _log.warning("trial %d failed: %s", trial.number, failure)
-        except KeyboardInterrupt:
-            self._interrupted(trial_id)
-            raise
-        self._finish(trial, outcome, failure)
+            storage.set_trial_system_attr(trial_id, SYS_WORKER, self.report.worker)
+            _optuna.forget_cached_trials(study)
+            trial = _optuna.live_trial(study, trial_id)
+            self.report.trials.append(trial.number)
+            outcome: Any = None
+            failure: str | None = None
+            try:
+                with _optuna.heartbeat_thread(trial_id, storage):
+                    try:
+                        outcome = self.evaluate(trial)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        failure = "lost"
+                    except TrialFailed as exc:
+                        failure = str(exc)
+                        _log.info("trial %d failed: %s", trial.number, failure)
+                    except Exception as exc:  # a failing trial is a result, the study goes on
+                        failure = failure_reason(exc)
+                        _log.info("trial %d failed: %s", trial.number, failure)
+            except KeyboardInterrupt as exc:
+                self._interrupted(trial_id, interruption(exc))
+                raise
+            self._finish(trial, outcome, failure)
+        finally:
+            RUNNING_HERE.discard(here)
 
-    def _interrupted(self, trial_id: int) -> None:
+    def _interrupted(self, trial_id: int, how: str = "Ctrl-C or SIGTERM") -> None:
         """Ctrl-C / SIGTERM: the trial is recorded FAIL with the reason and ``interrupted`` (not
         counted, as ``launch`` does); a baseline is re-queued once, so the study still gets it."""
         study, storage = self.study, _optuna.storage_of(self.study)
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_user_attr(trial_id, ATTR_INTERRUPTED, True)
-        reason = f"interrupted (Ctrl-C or SIGTERM) on worker {self.report.worker}; not counted"
+        reason = f"interrupted ({how}) on worker {self.report.worker}; not counted"
         if fail_trial(study, trial_id, reason):
             self.report.failed += 1
             frozen = storage.get_trial(trial_id)

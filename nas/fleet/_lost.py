@@ -93,6 +93,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# (study name, trial id) of every trial a worker loop of this process is running now: a RUNNING trial
+# that names this process but is not among them was left by an earlier run in this process (or by a
+# dead process whose pid this one reuses), and is as lost as a dead process's.
+RUNNING_HERE: set[tuple[str, int]] = set()
+
+
 def sweep_dead_local_workers(study: optuna.Study) -> list[int]:
     """For storages without heartbeats (a journal file: one host): fail the RUNNING trials whose
     worker ran on this host and is no longer alive, and re-queue each once. Returns their numbers."""
@@ -102,7 +108,12 @@ def sweep_dead_local_workers(study: optuna.Study) -> list[int]:
     for t in storage.get_all_trials(_optuna.study_id_of(study), deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(SYS_WORKER, "")
         name, _, pid = owner.rpartition(":")
-        if name != host or not pid.isdigit() or _pid_alive(int(pid)):
+        if name != host or not pid.isdigit():
+            continue
+        if int(pid) == os.getpid():
+            if (study.study_name, _optuna.trial_id_of(t)) in RUNNING_HERE:
+                continue
+        elif _pid_alive(int(pid)):
             continue
         reason = f"worker lost: {owner} is no longer running (killed or crashed)"
         if fail_trial(study, _optuna.trial_id_of(t), reason):

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc as sa_exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage
@@ -36,6 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from nas._errors import NasError
+from nas import _optuna
 from nas._optuna import FlushingJournalFileBackend
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -100,11 +103,17 @@ def _parse_url(value: str) -> StorageLocation:
     if scheme.startswith("redis"):
         raise StorageError(f"storage {_mask_raw(value)}: Redis is not supported; use a journal file path, "
                            f"sqlite:///PATH or postgresql://USER@HOST/DB", param="storage")
+    if value.split("://", 1)[1].split("?", 1)[0].count("@") > 1:
+        raise StorageError(f"storage {_mask_raw(value)}: the URL has more than one '@' before the host, so the "
+                           f"password cannot be told from the host; percent-encode the password (@ as %40, : as "
+                           f"%3A, / as %2F: python3 -c 'import urllib.parse,sys; print(urllib.parse.quote("
+                           f"sys.argv[1], safe=\"\"))' PASSWORD)", param="storage")
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):   # a port that is not a number: a ':' of the password, unescaped
         raise StorageError(f"storage {_mask_raw(value)}: not a valid database URL; expected a journal file path, "
-                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB", param="storage") from None
+                           f"sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB, with a password that holds "
+                           f"@, :, / or % percent-encoded (@ as %40, : as %3A)", param="storage") from None
     backend = url.get_backend_name()
     driver = url.get_driver_name() if "+" in url.drivername else None
     if url.drivername in ("postgres",) or url.drivername.startswith("postgres+"):
@@ -115,7 +124,25 @@ def _parse_url(value: str) -> StorageLocation:
     if backend == "sqlite" and url.database and url.database != ":memory:":
         url = url.set(database=str(Path(url.database).expanduser().resolve()))
     rendered = url.render_as_string(hide_password=False)
-    return StorageLocation("rdb", rendered, url.render_as_string(hide_password=True))
+    return StorageLocation("rdb", rendered, mask_secrets(url.render_as_string(hide_password=True)))
+
+
+# A query parameter that carries a credential: ?password=, ?sslpassword=, ?PGPASSWORD=, ...
+_SECRET_QUERY = re.compile(r"([?&;][^=&;#?]*password[^=&;#]*=)([^&;#]*)", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the value of every ``*password*`` query parameter of a URL in it as ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+def url_secrets(url: Any) -> list[str]:
+    """The credentials a parsed URL carries (its password, every ``*password*`` query value)."""
+    out = [url.password] if url.password else []
+    for key, value in url.query.items():
+        if "password" in key.lower():
+            out += [v for v in (value if isinstance(value, tuple) else (value,)) if v]
+    return [str(v) for v in out]
 
 
 def _postgres_driver() -> str:
@@ -125,14 +152,18 @@ def _postgres_driver() -> str:
 
 
 def _mask_raw(value: str) -> str:
-    """Mask a password in a URL that SQLAlchemy could not parse."""
-    if "://" not in value or "@" not in value:
+    """Mask every credential in a URL that SQLAlchemy could not parse: all of the user information
+    after the user name (up to the last '@', however many the password holds) and query passwords."""
+    if "://" not in value:
         return value
     scheme, rest = value.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
+    head, sep, query = rest.partition("?")
+    if "@" in head:
+        creds, host = head.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        head = f"{creds}@{host}"
+    return mask_secrets(f"{scheme}://{head}{sep}{query}")
 
 
 def as_location(storage: StorageLocation | str | os.PathLike) -> StorageLocation:
@@ -165,19 +196,29 @@ def _open_journal(path: Path, create: bool) -> Any:
             raise StorageError(f"storage {path}: folder {path.parent} does not exist; create it or give another path")
     elif path.is_dir():
         raise StorageError(f"storage {path}: is a folder; give a journal file path (e.g. {path / 'study.journal'})")
+    elif not path.is_file():   # a FIFO or a device would hang or never end
+        raise StorageError(f"storage {path}: not a regular file; give a journal file path")
     else:
         with open(path, "rb") as f:
             head = f.read(16)
         if head and not head.startswith(b"{"):
             raise StorageError(f"storage {path}: not an Optuna journal file (it does not start with a JSON log "
                                f"line); give a journal file, a .db SQLite file or a database URL")
-    if not os.access(path.parent, os.W_OK):
+    if create and not os.access(path.parent, os.W_OK):
         raise StorageError(f"storage {path}: folder {path.parent} is not writable (the journal takes a lock "
-                           f"file beside it); give a path in a writable folder")
+                           f"file beside it); give a path in a writable folder (reading a study needs none)")
     try:
-        return JournalStorage(FlushingJournalFileBackend(str(path)))
+        # readers (create=False: pareto, dashboard, export, guidelines) open it read-only: no lock file,
+        # nothing written, so an archived study in a read-only folder can be viewed
+        return JournalStorage(FlushingJournalFileBackend(str(path), read_only=not create))
+    except NasError:
+        raise
     except (OSError, ValueError) as exc:
         raise StorageError(f"storage {path}: cannot open the journal file ({exc})") from None
+    except (KeyError, TypeError, AttributeError, IndexError, AssertionError) as exc:  # Optuna's replay of a record
+        raise StorageError(f"storage {path}: the journal holds a record Optuna cannot replay "
+                           f"({type(exc).__name__}: {exc}); the file was edited or damaged: restore it from a copy"
+                           ) from None
 
 
 def _open_rdb(location: StorageLocation, create: bool) -> Any:
@@ -203,11 +244,20 @@ def _open_rdb(location: StorageLocation, create: bool) -> Any:
 
     try:
         try:
-            return RDBStorage(location.target, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+            storage = RDBStorage(location.target, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+            if not create:   # a reader creates nothing: a table missing is said now, not as a traceback later
+                missing = sorted(set(_optuna.rdb_models().BaseModel.metadata.tables)
+                                 - set(sqlalchemy.inspect(storage.engine).get_table_names()))
+                if missing:
+                    storage.engine.dispose()
+                    raise StorageError(f"{where}: not a complete Optuna database: table(s) {', '.join(missing)} "
+                                       f"missing; give the storage a study was launched in, or restore the "
+                                       f"database from a copy")
+            return storage
         except StorageInternalError as wrapped:  # without table creation Optuna wraps the driver's error
             if isinstance(wrapped.__cause__, sa_exc.SQLAlchemyError):
                 raise wrapped.__cause__ from None
-            raise StorageError(f"{where}: {_one_line(wrapped, url.password)}") from None
+            raise StorageError(f"{where}: {_one_line(wrapped, url_secrets(url))}") from None
     except sa_exc.NoSuchModuleError:
         raise StorageError(f"{where}: unknown database kind {url.drivername!r}; use a journal file path, "
                            f"sqlite:///PATH or postgresql://USER@HOST/DB") from None
@@ -215,23 +265,25 @@ def _open_rdb(location: StorageLocation, create: bool) -> Any:
         hint = "pip install 'psycopg[binary]'" if backend == "postgresql" else f"install the {backend} driver"
         raise StorageError(f"{where}: the database driver for {url.drivername!r} is not installed ({hint})") from exc
     except sa_exc.OperationalError as exc:
-        reason = _one_line(exc.orig if exc.orig is not None else exc, url.password)
+        reason = _one_line(exc.orig if exc.orig is not None else exc, url_secrets(url))
         if backend == "sqlite":
             raise StorageError(f"{where}: cannot open the SQLite database ({reason})") from None
         raise StorageError(f"{where}: cannot connect to {backend} server {host or 'localhost'} ({reason}); "
                            f"check the host, port, user, password and database name, and that the server "
                            f"is running") from None
     except sa_exc.SQLAlchemyError as exc:
-        reason = _one_line(getattr(exc, "orig", None) or exc, url.password)
+        reason = _one_line(getattr(exc, "orig", None) or exc, url_secrets(url))
         raise StorageError(f"{where}: database error on {host or backend} ({reason})") from None
     except (RuntimeError, ValueError) as exc:  # optuna's schema-version checks
-        raise StorageError(f"{where}: {_one_line(exc, url.password)}") from None
+        raise StorageError(f"{where}: {_one_line(exc, url_secrets(url))}") from None
 
 
-def _one_line(exc: BaseException, password: str | None) -> str:
+def _one_line(exc: BaseException, password: str | list[str] | None) -> str:
     text = " ".join(str(exc).split())
-    if password:
-        text = text.replace(password, "***")
+    for secret in ([password] if isinstance(password, str) else password or []):
+        if secret:
+            text = text.replace(secret, "***")
+    text = mask_secrets(text)
     if len(text) > 240:
         text = text[:237] + "..."
     return text or type(exc).__name__

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from shufflenet import canonical_spec
 from nas import _optuna
 from nas.fleet._locks import study_lock
 from nas.fleet._loop import HANDOFF, TrialFailed, Worker, WorkerError
-from nas.fleet._lost import worker_id
 from nas.fleet._rdb import write_user_attrs
 from nas.measure import computing_on_host, lock_path, measuring_on_host
 from nas.study import (Evaluator, StudyConfig, check_target_device, enqueue_warm_start, is_baseline, make_sampler,
                        open_study)
+from nas.study._census import MAX_TRIALS
 from nas.study._schema import (ATTR_BASELINE, ATTR_TIME_PROXY_PART, ATTR_TIME_TRIAL, STUDY_CONFIG,
-                               STUDY_TARGET_FINGERPRINT, SYS_LATENCY_PENDING)
+                               STUDY_SYS_JOINS, STUDY_TARGET_FINGERPRINT, SYS_LATENCY_PENDING)
 
 
 class StudyTask:
@@ -124,9 +123,20 @@ def _study_attrs_of(storage: Any, name: str) -> dict[str, Any] | None:
     return storage.get_study_user_attrs(study_id)
 
 
-def _worker_seed(seed: int, worker: str) -> int:
-    salt = int.from_bytes(hashlib.sha256(worker.encode()).digest()[:4], "big")
-    return (seed + salt) % 2**32
+def _stream_seed(seed: int, n_existing: int, join: int) -> int:
+    """The sampler seed of the ``join``-th process to join a study that held ``n_existing`` trials:
+    the study file's seed for the first process on a new study (a lone ``launch`` is reproducible,
+    and offset by the trials already there on a resume, as ``open_study`` does), a stream of its own
+    for every other process, so that processes starting together never propose the same trials."""
+    return (seed + 1_000_003 * n_existing + 2_654_435_761 * join) % 2**32
+
+
+def _next_join(study: optuna.Study) -> int:
+    """Under the study lock: this process's join number (0 for the first), counted in the study."""
+    storage, study_id = _optuna.storage_of(study), _optuna.study_id_of(study)
+    join = int(storage.get_study_system_attrs(study_id).get(STUDY_SYS_JOINS, 0) or 0)
+    storage.set_study_system_attr(study_id, STUDY_SYS_JOINS, join + 1)
+    return join
 
 
 def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, until: int | None = None,
@@ -139,8 +149,9 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
     records its own fingerprint as the target; on a study whose target is another device it refuses
     with both fingerprints named, unless ``proxy_only``); enqueue the configured baselines the study
     does not hold yet, once, as WAITING trials that any worker pops exactly once, then (a fresh
-    study, ``warm_start``) the warm-start trials. The sampler is
-    re-seeded per worker so that workers starting together do not suggest the same architectures.
+    study, ``warm_start``) the warm-start trials. Each process that joins samples from its own
+    seeded stream (:func:`_stream_seed`), so that processes starting together do not suggest the
+    same architectures.
     """
     evaluator = evaluator or Evaluator(config, data_dir=data_dir, threads=threads)
     if proxy_only:
@@ -149,13 +160,15 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
         evaluator.check_host()
     name = study_name or config.name
     until = config.trials if until is None else until
-    if until < 1:
-        raise WorkerError(f"until: got {until}; expected a positive number of finished searched trials",
+    if not 1 <= until <= MAX_TRIALS:
+        raise WorkerError(f"until: got {until}; expected a number of finished searched trials in [1, {MAX_TRIALS:,}]",
                           param="until")
     with study_lock(storage, name):
         before = _study_attrs_of(storage, name)
         created = before is None
         study = open_study(config, storage, name, evaluator=evaluator)
+        n_existing = len(study.get_trials(deepcopy=False))
+        join = _next_join(study)
         if proxy_only and (before is None or STUDY_CONFIG not in before):
             study.set_user_attr(STUDY_TARGET_FINGERPRINT, None)  # the first latency worker sets it
         target = check_target_device(study, config, proxy_only=proxy_only)
@@ -171,7 +184,7 @@ def prepare_worker(config: Any, storage: Any, *, study_name: str | None = None, 
         # measurement to reuse when the baseline finished first; a fresh study only (exactly once)
         warm = enqueue_warm_start(study, config, target=until)
     sampler = config.sampler
-    study.sampler = make_sampler(sampler.name, _worker_seed(sampler.seed, worker_id()),
+    study.sampler = make_sampler(sampler.name, _stream_seed(sampler.seed, n_existing, join),
                                  population_size=sampler.population_size, n_startup_trials=sampler.n_startup_trials)
     task = StudyTask(config, evaluator, proxy_only=proxy_only)
     worker = Worker(study, task, until=until, accepts=task.accepts, poll_s=poll_s,

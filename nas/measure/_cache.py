@@ -18,7 +18,7 @@ from search_space import ArchSpec
 
 from nas.measure._fingerprint import fingerprint_id
 from nas.measure._protocol import PROTOCOL_VERSION  # part of every cache key
-from nas.measure._settings import LatencyError, LatencyResult, LatencySettings
+from nas.measure._settings import QUALITIES, LatencyError, LatencyResult, LatencySettings
 
 CACHE_ENV = "SHUFFLENAS_CACHE_DIR"
 CACHE_FILE = "latency.sqlite"
@@ -163,7 +163,7 @@ def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
         raise ValueError(f"input shape {shape_json!r}")
     if not isinstance(stop, str):
         raise ValueError(f"stop {stop!r}")
-    if quality not in ("ok", "noisy", "drift"):
+    if quality not in QUALITIES:
         raise ValueError(f"quality {quality!r}")
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise ValueError(f"attempts {attempts!r}")

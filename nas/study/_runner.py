@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -40,7 +40,7 @@ from tqdm import tqdm
 from search_space import ArchSpec, suggest
 from shufflenet import canonical_spec
 
-from nas._errors import NasError
+from nas._errors import NasError, Terminated, interrupt, interruption
 from nas.measure import measure_latency
 from nas.study._census import finished_count
 from nas.study._config import StudyConfig
@@ -258,11 +258,12 @@ def run_trials(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, *
                 raise TrialsFailingError(
                     f"study {study.study_name!r}: the last {consecutive} trials all failed (last: {reason}); "
                     f"stopping: fix the set-up and re-launch to resume")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         summary.interrupted = True
         if pending is not None:
             with contextlib.suppress(Exception):
-                pending.set_user_attr(ATTR_FAIL_REASON, "interrupted (Ctrl-C); not counted, re-launch to resume")
+                pending.set_user_attr(ATTR_FAIL_REASON,
+                                      f"interrupted ({interruption(exc)}); not counted, re-launch to resume")
                 pending.set_user_attr(ATTR_INTERRUPTED, True)
                 study.tell(pending, state=TrialState.FAIL)
     finally:
@@ -292,12 +293,15 @@ class Progress:
         self._measured_s = 0.0
         self._last = time.perf_counter()
 
-    def baseline(self, name: str, evaluation: Evaluation | None, reason: str | None) -> None:
+    def baseline(self, name: str, evaluation: Evaluation | Sequence[float] | None, reason: str | None) -> None:
+        """A baseline done: its :class:`Evaluation` (or its FrozenTrial, or its objective values), or the
+        reason it failed."""
         if reason:
             print(f"baseline {name}: FAIL ({reason})", file=self.stream)
         else:
-            vals = "  ".join(f"{n}={_fmt(v)}" for n, v in zip(self.names, evaluation.values))
-            note = latency_note(evaluation.attrs)
+            values = getattr(evaluation, "values", evaluation) or ()   # an Evaluation, a FrozenTrial, values
+            vals = "  ".join(f"{n}={_fmt(v)}" for n, v in zip(self.names, values))
+            note = latency_note(getattr(evaluation, "attrs", None) or getattr(evaluation, "user_attrs", None))
             print(f"baseline {name:14s} {vals}{'  ' + note if note else ''}", file=self.stream)
 
     def reference(self, ms: float | None, recorded: bool) -> None:
@@ -451,16 +455,24 @@ def quiet_optuna() -> Iterator[None]:
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
     """SIGTERM (a batch system or ``kill``) stops a launch as Ctrl-C does: the running trial is
-    told FAIL ("interrupted") instead of being left RUNNING."""
+    told FAIL ("interrupted (SIGTERM)") instead of being left RUNNING. Both signals are held back
+    while a journal record is being appended (``nas._errors.signals_held``) and raised right after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    def _term(signum: int, frame: Any) -> None:
+        interrupt(Terminated)
 
-    before = signal.signal(signal.SIGTERM, _raise)
+    def _int(signum: int, frame: Any) -> None:
+        interrupt(KeyboardInterrupt)
+
+    before = signal.signal(signal.SIGTERM, _term)
+    before_int = signal.signal(signal.SIGINT, _int) if signal.getsignal(signal.SIGINT) is signal.default_int_handler \
+        else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        if before_int is not None:
+            signal.signal(signal.SIGINT, before_int)

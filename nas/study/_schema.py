@@ -163,6 +163,9 @@ REFERENCE_SERIES_CAP = 500   # points; when full, every other point is dropped (
 STUDY_LATENCY_MODE = "latency_mode"
 STUDY_SCREEN_PREFIX = "screen:"
 STUDY_SCREEN_DONE = "screen_done"
+# study system attribute: how many processes (launch, workers) have joined the study; the k-th one
+# samples from its own seeded stream (``nas.fleet.prepare_worker``)
+STUDY_SYS_JOINS = "shufflenas:joins"
 
 # ---- trial system attributes ------------------------------------------------------------------------
 SYS_CONSTRAINT_PREFIX = "constraints:"       # Optuna's: trial.set_constraint(name, value)
