@@ -52,3 +52,16 @@ def test_fragmentation_and_elementwise_counts_move_the_right_way():
     v1 = profile(ArchSpec(stages=(StageSpec(240, 4, UnitChoice(family="v1", groups=3, bottleneck=0.25)),),
                           final_channels=0))
     assert v1.elementwise["add"] == 3 and v1.elementwise["concat"] == 1
+
+
+def test_analytic_parameter_count_equals_the_built_models():
+    """``analytic_params`` (what ``check_fits`` refuses a too-big spec by, before building it) counts
+    exactly what ``build_model`` creates: every canonical config and seeded samples with fragments."""
+    from nas.measure import analytic_params
+    from shufflenet import build_model
+
+    space = SearchSpace(first_width=(16, 96), depth=((1, 2), (1, 2), (1, 2)))
+    for spec in [c.spec for c in CANONICAL.values()] + sample_specs(space, 16, seed=3):
+        for classes in (10, 1000):
+            built = sum(p.numel() for p in build_model(spec, num_classes=classes).parameters())
+            assert analytic_params(spec, classes) == built, spec.short()
