@@ -108,7 +108,7 @@ def test_gather_counts_axes_and_baselines(dash_data, facts):
     assert 0 < len(too_big) < len(search)  # the fixture has feasible and infeasible trials
     assert info.counts["infeasible"] == len(too_big)
     assert sorted(t.number for t in info.trials if not t.feasible and not t.baseline) == too_big
-    assert [r for _, r in info.failed][0].startswith("ValueError: resolution")
+    assert [r for _, r in info.failed][0].startswith("ProfileError: resolution")
     assert [a.key for a in info.x_axes] == list(METRICS)
     assert [a.key for a in info.y_axes] == ["proxy:naswot", "proxy:params_cifar"]  # the study's proxy first
     assert {a.direction for a in info.x_axes} == {"minimize"} and {a.direction for a in info.y_axes} == {"maximize"}

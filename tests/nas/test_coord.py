@@ -264,7 +264,8 @@ def test_latency_waits_for_a_quiet_host_and_computations_wait_for_a_measurement(
 
 def test_a_dead_worker_on_this_host_is_found_without_heartbeats(tmp_path):
     """Journal files have no heartbeats: a RUNNING trial whose worker (this host, a pid) is gone is
-    failed and re-queued by the next worker's sweep; a live worker's trial is left alone."""
+    failed and re-queued by the next worker's sweep; a live worker's trial is left alone. (A trial
+    naming this very process that no worker loop here is running is lost too: see test_faults.)"""
     import socket
 
     from optuna.storages import JournalStorage
@@ -279,10 +280,15 @@ def test_a_dead_worker_on_this_host_is_found_without_heartbeats(tmp_path):
     gone, alive = study.ask(), study.ask()
     gone.suggest_float("x", 0, 1)
     storage.set_trial_system_attr(gone._trial_id, "shufflenas:worker", f"{socket.gethostname()}:{dead.pid}")
-    storage.set_trial_system_attr(alive._trial_id, "shufflenas:worker", f"{socket.gethostname()}:{os.getpid()}")
-    assert sweep_dead_local_workers(study) == [gone.number]
-    trials = study.get_trials()
-    assert trials[0].state == TrialState.FAIL and "no longer running" in trials[0].user_attrs["fail_reason"]
-    assert trials[1].state == TrialState.RUNNING
-    assert trials[2].state == TrialState.WAITING and trials[2].params == trials[0].params
-    assert sweep_dead_local_workers(study) == []  # once
+    live = subprocess.Popen(["sleep", "120"])   # another live process on this host: its trial stays
+    storage.set_trial_system_attr(alive._trial_id, "shufflenas:worker", f"{socket.gethostname()}:{live.pid}")
+    try:
+        assert sweep_dead_local_workers(study) == [gone.number]
+        trials = study.get_trials()
+        assert trials[0].state == TrialState.FAIL and "no longer running" in trials[0].user_attrs["fail_reason"]
+        assert trials[1].state == TrialState.RUNNING
+        assert trials[2].state == TrialState.WAITING and trials[2].params == trials[0].params
+        assert sweep_dead_local_workers(study) == []  # once
+    finally:
+        live.kill()
+        live.wait()
