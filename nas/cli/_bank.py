@@ -174,7 +174,7 @@ def _add_verify(p: argparse.ArgumentParser) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    study, _location = load_existing_study(args.storage, args.study, args.study_file)
+    study, _location = load_existing_study(args.storage, args.study, args.study_file, write=True)  # adds attrs
     config = load_study_config(args.study_file) if args.study_file else None
     data_dir = resolve_data_dir(args.data_dir, config.data_dir if config else None)
     protocol = protocol_from_args(args)

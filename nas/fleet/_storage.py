@@ -177,17 +177,20 @@ def as_location(storage: StorageLocation | str | os.PathLike) -> StorageLocation
                        f"(postgresql://USER@HOST/DB) or a StorageLocation")
 
 
-def open_storage(location: StorageLocation | str | os.PathLike, *, create: bool = True) -> Any:
+def open_storage(location: StorageLocation | str | os.PathLike, *, create: bool = True,
+                 write: bool | None = None) -> Any:
     """An Optuna storage object for ``location`` (a :class:`StorageLocation`, or a journal file
     path / ``sqlite:///PATH`` / database URL string). With ``create=False`` (readers: ``pareto``,
-    dashboards) a missing journal or SQLite file is an error instead of a new empty storage."""
+    dashboards) a missing journal or SQLite file is an error instead of a new empty storage, and a
+    journal is opened read-only unless ``write=True`` (``verify``: an existing study it adds to).
+    ``write`` defaults to ``create``."""
     location = as_location(location)
     if location.kind == "journal":
-        return _open_journal(Path(location.target), create)
+        return _open_journal(Path(location.target), create, create if write is None else write)
     return _open_rdb(location, create)
 
 
-def _open_journal(path: Path, create: bool) -> Any:
+def _open_journal(path: Path, create: bool, write: bool = True) -> Any:
     if not path.exists():
         if not create:
             raise StorageError(f"storage {path}: no such journal file; launch the study first, or give the "
@@ -204,13 +207,13 @@ def _open_journal(path: Path, create: bool) -> Any:
         if head and not head.startswith(b"{"):
             raise StorageError(f"storage {path}: not an Optuna journal file (it does not start with a JSON log "
                                f"line); give a journal file, a .db SQLite file or a database URL")
-    if create and not os.access(path.parent, os.W_OK):
+    if write and not os.access(path.parent, os.W_OK):
         raise StorageError(f"storage {path}: folder {path.parent} is not writable (the journal takes a lock "
                            f"file beside it); give a path in a writable folder (reading a study needs none)")
     try:
         # readers (create=False: pareto, dashboard, export, guidelines) open it read-only: no lock file,
         # nothing written, so an archived study in a read-only folder can be viewed
-        return JournalStorage(FlushingJournalFileBackend(str(path), read_only=not create))
+        return JournalStorage(FlushingJournalFileBackend(str(path), read_only=not write))
     except NasError:
         raise
     except (OSError, ValueError) as exc:
@@ -289,14 +292,16 @@ def _one_line(exc: BaseException, password: str | list[str] | None) -> str:
     return text or type(exc).__name__
 
 
-def load_existing_study(storage: str | None, study_name: str | None, study_file: str | Path | None = None) -> tuple[Any, StorageLocation]:
+def load_existing_study(storage: str | None, study_name: str | None, study_file: str | Path | None = None, *,
+                        write: bool = False) -> tuple[Any, StorageLocation]:
     """The study a command names, from CLI strings: ``storage`` (URL or file; else the default beside
     ``study_file``) and ``study_name`` (may be left out when the storage holds exactly one study).
-    Nothing is created. Returns ``(optuna.Study, StorageLocation)``; a missing or ambiguous study is
-    a :class:`StorageError` naming the studies that are there."""
+    Nothing is created; a journal is opened read-only unless ``write`` (a command that adds to the
+    study). Returns ``(optuna.Study, StorageLocation)``; a missing or ambiguous study is a
+    :class:`StorageError` naming the studies that are there."""
 
     location = parse_storage(storage, study_file)
-    opened = open_storage(location, create=False)
+    opened = open_storage(location, create=False, write=write)
     names = optuna.get_all_study_names(opened)
     listed = ", ".join(names) or "none"
     if study_name is None:
