@@ -171,8 +171,8 @@ def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
     return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=runs, settings=stored, fingerprint=fp,
                          fingerprint_id=fid, cached=True, input_shape=tuple(shape), stop=stop, quality=quality,
                          attempts=attempts, ref_ms=_finite_or_none("ref_ms", ref_ms, positive=True),
-                         ref_iqr_ms=_finite_or_none("ref_iqr_ms", ref_iqr), ref_drift=_finite_or_none("ref_drift", ref_drift),
-                         measured_at=when or 0.0)
+                         ref_iqr_ms=_finite_or_none("ref_iqr_ms", ref_iqr),
+                         ref_drift=_finite_or_none("ref_drift", ref_drift), measured_at=when or 0.0)
 
 
 def default_cache_path() -> Path:

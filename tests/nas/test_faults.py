@@ -3,7 +3,8 @@
 
 Most commands run in this process through ``nas.cli.main`` (the same entry point as ``shufflenas``)
 to keep the suite fast; the ones about processes and signals run ``python -m nas`` as a user does.
-Every study here is tiny: a V2-only space of small widths, latency at 32x32 with 3 timed runs.
+Every study here is tiny: a V2-only space of small widths, latency at 32x32 with 3 timed runs, no
+latency retries or drift control, and no end-of-launch re-measurement but in one test.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ warmup_seconds = WARMUP
 min_runs = 3
 max_runs = 5
 max_seconds = 0.1
+retries = 0
+drift_control = false
 [sampler]
 name = "random"
 """
@@ -129,7 +132,7 @@ def finished(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         for k in ("SHUFFLENAS_CACHE_DIR", "SHUFFLENAS_LOCK_DIR"):
             mp.setenv(k, _env(tmp)[k])
-        assert main(["launch", str(study), "--no-progress"]) == 0
+        assert main(["launch", str(study), "--no-progress", "--no-remeasure"]) == 0
     return study.parent
 
 
@@ -165,12 +168,13 @@ def test_01_a_full_disk_is_one_line_and_the_rerun_finds_the_study_intact(finishe
             while True:
                 os.write(fd, b"\0")
         os.close(fd)
-        assert main(["launch", str(study), "--trials", "5", "--no-progress"]) == 2
+        assert main(["launch", str(study), "--trials", "5", "--no-progress", "--no-remeasure"]) == 2
         line = _one_line(capsys.readouterr().err)
         assert f"no space left on device writing {journal}" in line and "the study is intact" in line, line
         assert journal.read_bytes().endswith(b"\n")     # the failed append was undone: no half record
         (disk / "fill").unlink()                        # free space, then re-run as the message says
-        assert main(["launch", str(study), "--trials", "5", "--no-progress"]) == 0, capsys.readouterr().err
+        rerun = main(["launch", str(study), "--trials", "5", "--no-progress", "--no-remeasure"])
+        assert rerun == 0, capsys.readouterr().err
         capsys.readouterr()
         assert main(["pareto", str(study), "--json"]) == 0
         summary = json.loads(capsys.readouterr().out)
@@ -190,9 +194,9 @@ def test_01_a_truncated_journal_is_skipped_by_readers_and_set_aside_by_launch(fi
     err = capsys.readouterr().err
     assert "skipped a partial last record" in err and "byte offset" in err, err
     assert journal.stat().st_size == size - 150   # a reader changes nothing
-    assert main(["launch", str(study), "--no-progress"]) == 0
+    assert main(["launch", str(study), "--no-progress"]) == 0   # with the end-of-launch re-measurement
     err = capsys.readouterr().err
-    assert "set aside a partial last record" in err, err
+    assert "set aside a partial last record" in err and "re-measured" in err, err
     offset = int(err.split("at byte offset ")[1].split(",")[0].split(")")[0])
     side = Path(f"{journal}.partial-{offset}")
     assert side.exists() and side.stat().st_size == size - 150 - offset
@@ -205,7 +209,7 @@ def test_01_a_truncated_journal_is_skipped_by_readers_and_set_aside_by_launch(fi
 
 def test_02_two_launches_on_one_study_join_like_workers(here):
     study = _study(here / "s", trials=6, baselines='["v2_0.5x", "v1_g3_0.5x"]')
-    procs = [_popen("launch", str(study), "--no-progress", tmp=here) for _ in range(2)]
+    procs = [_popen("launch", str(study), "--no-progress", "--no-remeasure", tmp=here) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     trials = _trials(study.with_suffix(".journal"))
@@ -226,7 +230,7 @@ def test_03_14_sigterm_is_recorded_as_such_and_a_kill_9_trial_is_requeued(here, 
     study = _study(here / "s", trials=3, baselines="[]", warmup=1.5)
     journal = study.with_suffix(".journal")
     # SIGTERM: the running trial is recorded FAIL "interrupted (SIGTERM)", not "(Ctrl-C)"
-    p = _popen("launch", str(study), "--no-progress", tmp=here)
+    p = _popen("launch", str(study), "--no-progress", "--no-remeasure", tmp=here)
     _wait_for(lambda: _running(journal), what="a RUNNING trial")
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
@@ -235,7 +239,7 @@ def test_03_14_sigterm_is_recorded_as_such_and_a_kill_9_trial_is_requeued(here, 
     assert len(stopped) == 1 and "interrupted (SIGTERM)" in stopped[0].user_attrs["fail_reason"]
     assert "Ctrl-C" not in stopped[0].user_attrs["fail_reason"]
     # kill -9: the trial carries host:pid; the next command fails it with the reason and re-queues it
-    p = _popen("launch", str(study), "--no-progress", tmp=here)
+    p = _popen("launch", str(study), "--no-progress", "--no-remeasure", tmp=here)
     _wait_for(lambda: [t for t in _running(journal) if "shufflenas:worker" in t.system_attrs],
               what="a RUNNING trial that names its process")
     victim = _running(journal)[0]
@@ -289,7 +293,8 @@ def test_04_constraints_added_on_resume_are_refused(finished, here, capsys):
 
 def test_05_damaged_latency_cache_rows_are_misses_with_a_note(here, capsys):
     cache = here / "cache" / "latency.sqlite"
-    assert main(["launch", str(_study(here / "a", trials=2, baselines="[]")), "--no-progress"]) == 0
+    first = _study(here / "a", trials=2, baselines="[]")
+    assert main(["launch", str(first), "--no-progress", "--no-remeasure"]) == 0
     capsys.readouterr()
     damages = ["UPDATE latency SET median_ms = -5", "UPDATE latency SET settings = '{not json'",
                "UPDATE latency SET median_ms = 'abc'"]
@@ -297,7 +302,7 @@ def test_05_damaged_latency_cache_rows_are_misses_with_a_note(here, capsys):
         with sqlite3.connect(cache) as con:
             con.execute(damage)
         study = _study(here / f"b{i}", trials=2, baselines="[]")   # the same specs (same seed), a new study
-        assert main(["launch", str(study), "--no-progress"]) == 0
+        assert main(["launch", str(study), "--no-progress", "--no-remeasure"]) == 0
         err = capsys.readouterr().err
         assert "ignored a damaged row" in err and "Traceback" not in err, err
         for t in _trials(study.with_suffix(".journal")):
