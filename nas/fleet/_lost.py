@@ -12,6 +12,7 @@ trial and re-queues it.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -99,14 +100,30 @@ def _pid_alive(pid: int) -> bool:
 RUNNING_HERE: set[tuple[str, int]] = set()
 
 
+# A worker names itself on a trial (``shufflenas:worker``) one journal record after taking it. A
+# RUNNING trial still unnamed this long after it started was taken by a process that died (or hit
+# a full disk) in between: nobody will ever finish it.
+UNNAMED_GRACE_S = 20.0
+
+
 def sweep_dead_local_workers(study: optuna.Study) -> list[int]:
     """For storages without heartbeats (a journal file: one host): fail the RUNNING trials whose
-    worker ran on this host and is no longer alive, and re-queue each once. Returns their numbers."""
+    worker ran on this host and is no longer alive (or that no process named itself on within
+    :data:`UNNAMED_GRACE_S`), and re-queue each once. Returns their numbers."""
     host = socket.gethostname()
     failed = []
     storage = _optuna.storage_of(study)
     for t in storage.get_all_trials(_optuna.study_id_of(study), deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(SYS_WORKER, "")
+        if not owner and t.datetime_start is not None:
+            age = (datetime.datetime.now() - t.datetime_start).total_seconds()
+            if age > UNNAMED_GRACE_S:
+                reason = (f"worker lost: no process named itself on this trial within {UNNAMED_GRACE_S:.0f} s of "
+                          f"taking it (killed, or the disk filled, in between)")
+                if fail_trial(study, _optuna.trial_id_of(t), reason):
+                    failed.append(t.number)
+                    requeue_once(study, storage.get_trial(_optuna.trial_id_of(t)), reason)
+            continue
         name, _, pid = owner.rpartition(":")
         if name != host or not pid.isdigit():
             continue
