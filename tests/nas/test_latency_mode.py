@@ -146,8 +146,9 @@ def test_predicted_study_axis_says_predicted_and_dashboard_marks_it(tmp_path, mo
     # a predicted study cannot be resumed as a measured one: its axis would mix
     measured = config_from_dict(_doc(study_file))
     assert measured.latency_mode.mode == "measured"
-    with pytest.raises(StudyMismatchError, match="latency.mode"):
-        open_study(measured, storage, "m_predicted")
+    writer = open_storage(parse_storage(str(tmp_path / "predicted.journal")), create=False, write=True)
+    with pytest.raises(StudyMismatchError, match="latency.mode"):   # (a reader's storage is read-only)
+        open_study(measured, writer, "m_predicted")
 
 
 def _doc(path):
