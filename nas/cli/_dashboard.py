@@ -14,7 +14,8 @@ from search_space import SHORT_LEGEND
 from nas._errors import NasError
 from nas.cli._command import STORAGE_FLAGS, Command
 from nas.fleet import load_existing_study
-from nas.study import param_importances, study_data
+from nas import study as nas_study  # param_importances loads fANOVA (scikit-learn) only when called
+from nas.study import study_data
 
 
 def _add_dashboard(p: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def _reader(study: Any) -> Any:
         data = study_data(study)
         n = sum(1 for r in data["rows"] if r["state"] == "COMPLETE")
         if cache.get("n") != n:
-            cache.update(n=n, importance=param_importances(study))
+            cache.update(n=n, importance=nas_study.param_importances(study))
         data["meta"]["importance"] = cache["importance"]
         return data
     return read

@@ -12,9 +12,9 @@ Features (:func:`spec_features`), all computed from the spec alone in well under
 A bank's zero-cost proxies and mini-training scores may be added as further feature groups where
 :func:`cross_validate` shows they pay; the default model uses what the validation report chose.
 
-Models are scikit-learn estimators (:data:`MODELS`): a Gaussian process with an ARD Matern kernel
-and a white-noise term (its standard deviation is the predictor's uncertainty), gradient-boosted
-trees, a random forest and ridge regression. Every fit is deterministic (fixed random states).
+Models are scikit-learn estimators (:data:`MODELS`; imported when a model is made): a Gaussian
+process with an ARD Matern kernel and a white-noise term (its standard deviation is the predictor's
+uncertainty), gradient-boosted trees, a random forest and ridge regression. Every fit is deterministic (fixed random states).
 
 Validation (:func:`cross_validate`) cannot flatter the model: random k-fold and grouped folds (each
 fold holds out every architecture that has one value of one knob, e.g. every architecture with
@@ -31,12 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from search_space import ArchSpec, SearchSpace
 
@@ -128,33 +122,42 @@ def spec_features(spec: ArchSpec, groups: Sequence[str] = FEATURE_GROUPS) -> dic
 
 # ---- models --------------------------------------------------------------------------------------
 
-def _gp() -> Any:
-
-    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=3.0, length_scale_bounds=(0.1, 100.0), nu=2.5) \
+def _gp_pipeline(length_scale: Any, bounds: tuple[float, float]) -> Any:
+    # scikit-learn deferred: 1-2 s of import that only a fit needs (every CLI command loads this module)
+    from sklearn.gaussian_process import GaussianProcessRegressor  # deferred: only a fit needs scikit-learn
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel  # deferred: fits only
+    from sklearn.pipeline import make_pipeline  # deferred: only a fit needs scikit-learn
+    from sklearn.preprocessing import StandardScaler  # deferred: only a fit needs scikit-learn
+    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=length_scale, length_scale_bounds=bounds, nu=2.5) \
         + WhiteKernel(0.1, (1e-4, 1.0))
     return make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
                                                                     random_state=0))
+
+
+def _gp() -> Any:
+    return _gp_pipeline(3.0, (0.1, 100.0))
 
 
 def _gp_ard(n_features: int) -> Any:
-
-    kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=[3.0] * n_features,
-                                                       length_scale_bounds=(0.1, 1000.0), nu=2.5) \
-        + WhiteKernel(0.1, (1e-4, 1.0))
-    return make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
-                                                                    random_state=0))
+    return _gp_pipeline([3.0] * n_features, (0.1, 1000.0))
 
 
 def _gbm() -> Any:
+    from sklearn.ensemble import GradientBoostingRegressor  # scikit-learn deferred: only a fit needs it
     return GradientBoostingRegressor(n_estimators=300, max_depth=2, learning_rate=0.03, subsample=0.8,
                                      min_samples_leaf=3, random_state=0)
 
 
 def _rf() -> Any:
+    from sklearn.ensemble import RandomForestRegressor  # scikit-learn deferred: only a fit needs it
     return RandomForestRegressor(n_estimators=400, min_samples_leaf=2, max_features=0.5, random_state=0, n_jobs=1)
 
 
 def _ridge() -> Any:
+    # scikit-learn deferred: only a fit needs it
+    from sklearn.linear_model import RidgeCV  # deferred: only a fit needs scikit-learn
+    from sklearn.pipeline import make_pipeline  # deferred: only a fit needs scikit-learn
+    from sklearn.preprocessing import StandardScaler  # deferred: only a fit needs scikit-learn
     return make_pipeline(StandardScaler(), RidgeCV(alphas=[0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]))
 
 

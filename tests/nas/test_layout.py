@@ -33,7 +33,7 @@ LAYERS = {
 }
 NO_OPTUNA = ("nas.measure", "nas.proxies")
 HEAVY = ("onnx", "onnxruntime", "executorch", "psycopg", "plotly", "dashboards", "optuna_dashboard",
-         "sklearn")   # scikit-learn: only the latency model's gbt correction
+         "sklearn")   # scikit-learn: only a fit needs it (the latency model's correction, the predictor)
 OPTUNA_PRIVATE = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|\._thread_local\b|\._cached_frozen_trial\b"
                             r"|\._backend\b|\._file_path\b|_get_stale_trial_ids|_create_scoped_session"
                             r"|_set_trial_attr_without_commit|optuna\.storages\._|optuna\._")
