@@ -163,7 +163,7 @@ def _fake_measurements():
 
     return {"compute_proxies_timed": proxies,
             "profile": lambda spec, *a, **k: FakeCost(spec),
-            "measure_latency": lambda spec, settings, cache=None, reference_ms=None: FakeLatency(spec, settings)}
+            "measure_latency": lambda spec, settings, cache=None, **kwargs: FakeLatency(spec, settings)}
 
 
 def _config(max_params: int, trials: int, widths: list[int], seed: int):
