@@ -38,10 +38,10 @@ def _add_dashboard(p: argparse.ArgumentParser) -> None:
                    help="draw scatter traces with WebGL above N trials (default 1000)")
 
 
-def open_study(storage_arg: str, study_arg: str | None) -> tuple[Any, str]:
+def open_study(storage_arg: str, study_arg: str | None, write: bool = False) -> tuple[Any, str]:
     """(optuna Study, storage string for the export command) from CLI strings (journal files,
-    SQLite, any database URL)."""
-    study, location = load_existing_study(storage_arg, study_arg)
+    SQLite, any database URL); read-only unless ``write`` (saving figures into the study)."""
+    study, location = load_existing_study(storage_arg, study_arg, write=write)
     return study, location.target
 
 
@@ -123,7 +123,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
             raise NasError(f"--out {args.out}: is a folder; give a file path such as {out / 'pareto.html'}")
         if not out.parent.is_dir():
             raise NasError(f"--out {args.out}: folder {out.parent} does not exist; create it or choose another path")
-    study, target = open_study(args.storage, args.study)
+    study, target = open_study(args.storage, args.study, write=args.to_optuna_dashboard)
     read = _reader(study)
     if args.to_optuna_dashboard:
         ids = save_for_optuna_dashboard(study, read())
