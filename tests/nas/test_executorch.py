@@ -151,12 +151,11 @@ def test_thread_count_takes_effect(exported):
         got = doc[str(threads)]
         assert got["pool"] == threads
         delta = got["delta"]
-        busy = [t for t, v in delta.items() if v >= 0.2 * max(delta.values())]
         assert sum(delta.values()) > 0
-        if threads == 1:
-            assert len(busy) == 1, delta
-        else:
-            assert len(busy) >= 2, delta
+        if threads == 1:   # no second thread does a fifth of the work
+            assert len([t for t, v in delta.items() if v >= 0.2 * max(delta.values())]) == 1, delta
+        else:   # a second pool thread works too (less when the other core is busy: seen 26 vs 150 ticks)
+            assert len([t for t, v in delta.items() if v >= 0.05 * max(delta.values())]) >= 2, delta
 
 
 def test_measure_latency_in_executorch_library_and_cli(tmp_path, monkeypatch):
