@@ -8,6 +8,11 @@ what a client passes (``-i KEY -o UserKnownHostsFile=FILE -o StrictHostKeyChecki
 :meth:`kill` ends the server *and* every session process it forked (a connection dropped
 mid-measurement); :meth:`start` again restarts it on the same port with the same keys.
 
+Sessions run with ``SHLVL=1`` set by the server (``SetEnv``), so the login shell (bash at level 2) does not
+source the host's ``~/.bashrc``: on the CI image that file runs ``pyenv init``, whose rehash takes a lock
+file; a session that a test SIGKILLs mid-rehash leaves the lock behind and every later login waited 60 s
+for it ("creating the device folder timed out" in every remote test after the first kill).
+
 sshd needs root here (privilege separation, logins as the current user through a server that
 reads ``/etc/passwd``): :func:`unavailable_reason` says why a test must skip.
 """
@@ -82,7 +87,7 @@ class SSHServer:
             f"PidFile {self.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
             "PubkeyAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no", "PrintMotd no",
-            "AcceptEnv no", "X11Forwarding no", "AllowTcpForwarding no", "MaxStartups 50:30:100",
+            "AcceptEnv no", "SetEnv SHLVL=1", "X11Forwarding no", "AllowTcpForwarding no", "MaxStartups 50:30:100",
             "MaxSessions 50", "LogLevel ERROR", "Subsystem sftp internal-sftp", ""]))
 
     @property

@@ -473,7 +473,9 @@ class RemoteDevice:
         if err is not None:
             raise err
         if done.rc == -9:
-            raise self._fail("timeout", f"{what} timed out")
+            raise self._fail("timeout", f"{what} timed out: no answer in {done.seconds:.0f} s to a plain shell "
+                                        f"command; if `ssh HOST true` hangs too, the device's login-shell start-up "
+                                        f"(~/.bashrc) is what hangs")
         raise self._fail("device", f"{what} failed (exit {done.rc}): {_last_line(done.stderr) or 'no message'}")
 
     def _call(self, args: str, timeout: float, *, measuring: bool = False) -> dict:
