@@ -30,8 +30,9 @@ from nas.fleet._storage import StorageLocation, parse_storage
 from nas.fleet._task import prepare_worker
 from nas.measure import check_latency_target
 from nas.measure._remote import remote_argv, remote_overrides
-from nas.study import (MAX_CONSECUTIVE_FAILURES, Evaluator, Progress, RunSummary, TrialsFailingError, front_size,
-                       is_noisy, latency_note, load_study_config, quiet_optuna, remeasure, run_screen, verdict_lines)
+from nas.study import (MAX_CONSECUTIVE_FAILURES, Evaluator, Progress, RunSummary, TrialsFailingError, finish_run,
+                       front_size, is_noisy, latency_note, load_study_config, quiet_optuna, remeasure, run_screen,
+                       verdict_lines)
 from nas.study._schema import (ATTR_BASELINE, ATTR_FAIL_REASON, ATTR_LATENCY_CACHED, ATTR_LATENCY_QUALITY,
                                ATTR_REUSED_FROM, ATTR_TIME_TRIAL, STUDY_LATENCY_REFERENCE, SYS_WORKER)
 
@@ -254,19 +255,7 @@ def launch_here(config: Any, storage: Any, *, study_name: str | None = None,
     summary.seconds = time.perf_counter() - start
     summary.finished = worker.census().finished
     summary.front_size = front_size(study)
-    if config.latency_mode.mode == "screen" and not summary.interrupted:
-        # the screen is this mode's end-of-launch measurement (front and baselines side by side)
-        say = (lambda line: print(line, file=progress.stream)) if progress else None
-        summary.screen = run_screen(study, config, cache=evaluator.latency_cache, progress=say,
-                                    reference_ms=evaluator.reference_ms)
-        summary.interrupted = summary.screen.interrupted
-        summary.front_size = front_size(study)
-    elif remeasure_end and not summary.interrupted:
-        try:
-            summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-    return summary
+    return finish_run(study, config, evaluator, summary, progress=progress, remeasure_end=remeasure_end)
 
 
 def _recover_dead_worker(storage: Any, study_name: str, owner: str, code: int) -> None:

@@ -25,7 +25,8 @@ host never overlap:
 5. Report the median, the IQR (75th - 25th percentile, linear interpolation) and the run count.
 6. Drift control (``drift_control``, on by default): a fixed small reference network
    (:data:`REFERENCE_SPEC` at 96x96, in the same runtime, threads and device) is warmed up beside the
-   architecture and timed once after every timed run of it; its median is reported too
+   architecture and timed once after every timed run of it (warm: after one untimed run, as its
+   start value is timed back to back; cold it ran ~40 % slower and always looked like drift); its median is reported too
    (``ref_ms``), and judged against the reference's value at the start of the study when one is
    given (``ref_drift``).
 7. Quality (:mod:`nas.measure._quality`): an attempt whose spread is still above
@@ -212,8 +213,8 @@ def _run_protocol(runner: Runner, example: torch.Tensor, settings: LatencySettin
     """Warm-up, then adaptive timed runs (:func:`nas.measure._protocol.run_timed`, the protocol's one
     definition, which the remote device program runs too). Returns the samples (ms), why it stopped, and the
     reference's samples: with ``reference`` (drift control) one reference run is timed after every
-    timed run of the architecture (and warmed up beside it); its time does not count towards
-    ``max_seconds``."""
+    timed run of the architecture, warm (after an untimed one), and it is warmed up beside it; its time
+    does not count towards ``max_seconds``."""
     timed, untimed = _timed_call(runner, example, settings)
     ref = _timed_call(*reference, settings) if reference is not None else None
     with torch.no_grad():

@@ -93,7 +93,7 @@ class LatencySettings:
     ``target_rel_iqr`` when it stops is measured again, up to ``retries`` more times, each after
     ``retry_wait_s`` seconds (a load spike passes); if every attempt is noisy the quietest is kept
     and flagged ``"noisy"``. With ``drift_control`` a small fixed reference network is timed in
-    alternation with the architecture (one reference run after every timed run, same runtime,
+    alternation with the architecture (one warm reference run after every timed run, same runtime,
     threads and protocol) and its median recorded; when a study gives the reference's value at its
     start, an attempt whose reference is more than ``drift_tolerance`` (relative) away from it is
     repeated the same way and, if it stays away, flagged ``"drift"``.

@@ -148,6 +148,7 @@ _EXPORTS = {
     "launch": "nas.study._runner",
     "quiet_optuna": "nas.study._runner",
     "run_screen": "nas.study._runner",
+    "finish_run": "nas.study._runner",
     "LatencyMode": "nas.study._latency_mode",
     "run_trials": "nas.study._runner",
     "RemeasureReport": "nas.study._remeasure",

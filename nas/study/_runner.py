@@ -388,14 +388,24 @@ def launch(config: StudyConfig, storage: Any, *, study_name: str | None = None, 
     summary = run_trials(study, config, evaluator, target=target, progress=progress)
     summary.baselines = baselines
     summary.warm_started = warm
-    if config.latency_mode.mode == "screen" and not summary.interrupted:
-        # the screen is this mode's end-of-launch measurement (front and baselines side by side)
+    return finish_run(study, config, evaluator, summary, progress=progress, remeasure_end=remeasure_end)
+
+
+def finish_run(study: optuna.Study, config: StudyConfig, evaluator: Evaluator, summary: RunSummary, *,
+               progress: "Progress | None", remeasure_end: bool) -> RunSummary:
+    """The end-of-launch measurement of a run that was not interrupted, for the one-process runner and
+    the ``--workers`` launcher alike: the screen (``[latency] mode = "screen"``: front and baselines
+    measured side by side), else, with ``remeasure_end``, the re-measurement of the baselines and the
+    front in interleaved order. Both go into ``summary``; a Ctrl-C during them marks it interrupted."""
+    if summary.interrupted:
+        return summary
+    if config.latency_mode.mode == "screen":
         say = (lambda line: print(line, file=progress.stream)) if progress else None
         summary.screen = run_screen(study, config, cache=evaluator.latency_cache, progress=say,
                                     reference_ms=evaluator.reference_ms)
         summary.interrupted = summary.screen.interrupted
         summary.front_size = front_size(study)
-    elif remeasure_end and not summary.interrupted:
+    elif remeasure_end:
         try:
             summary.remeasure = remeasure(study, evaluator, on_done=progress.remeasured if progress else None)
         except KeyboardInterrupt:
