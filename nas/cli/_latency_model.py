@@ -11,6 +11,7 @@ import sys
 from nas._errors import NasError
 from nas.cli._command import Command
 from nas.measure import DEVICES, RUNTIMES
+from nas.cli._remote_args import add_remote_options, remote_from_args
 from nas.measure._latency_model import CORRECTIONS, WIDTH_MODES, PartProtocol, build_latency_model, check_latency_model
 from nas.study import load_study_config
 
@@ -30,6 +31,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="stop after about S seconds of measuring; run the same command again to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / lines")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_remote_options(p)
 
 
 def _add_build(p: argparse.ArgumentParser) -> None:
@@ -71,18 +73,18 @@ def _settings_and_space(args: argparse.Namespace):
     settings.validate()
     if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
         raise NasError(f"--max-seconds: got {args.max_seconds}; expected a number > 0")
-    return config.space, settings
+    return config.space, settings, remote_from_args(args, config.remote)
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    space, settings = _settings_and_space(args)
+    space, settings, remote = _settings_and_space(args)
     if not (math.isfinite(args.part_seconds) and 0 < args.part_seconds <= 60):
         raise NasError(f"--part-seconds: got {args.part_seconds}; expected a number in (0, 60]")
     protocol = PartProtocol(max_seconds=args.part_seconds, warmup_seconds=args.part_seconds / 5)
     report = build_latency_model(space, settings, path=args.table, networks=args.networks,
                                  fit_repeats=args.fit_repeats, probe=args.probe,
                                  seed=args.seed, exact_units=args.exact_units, rebuild=args.rebuild, protocol=protocol,
-                                 max_seconds=args.max_seconds, progress=not args.no_progress)
+                                 max_seconds=args.max_seconds, progress=not args.no_progress, remote=remote)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0 if report.done else 3
@@ -96,15 +98,15 @@ def _run_build(args: argparse.Namespace) -> int:
     cv = ", ".join(f"{k} {v * 100:.1f}%" for k, v in c.get("cv_mape", {}).items())
     print(f"correction: {c.get('correction')} (cross-validated MAPE: {cv or 'too few networks to cross-validate'})")
     print(f"check it: shufflenas latency-model check --space {args.space}"
-          + (f" --runtime {args.runtime}" if args.runtime else ""))
+          + (f" --runtime {args.runtime}" if args.runtime else "") + (f" --remote {remote.url}" if remote else ""))
     return 0
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    space, settings = _settings_and_space(args)
+    space, settings, remote = _settings_and_space(args)
     report = check_latency_model(space, settings, path=args.table, n=args.n, seed=args.seed, repeats=args.repeats,
                                  widths=args.widths, correction=args.correction, max_seconds=args.max_seconds,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, remote=remote)
     if args.json:
         doc = report.to_dict()
         print(json.dumps(doc, default=lambda o: None))

@@ -13,7 +13,10 @@ corrected by a model fitted on whole networks measured on the same device.
   isolation with the project's protocol (:func:`nas.measure._latency.time_module`: the runtime conversion
   of ``prepare_runtime``, the lock, warm-up, adaptive timed runs) at a shorter budget
   (:class:`PartProtocol`). Every runtime ``prepare_runtime`` knows (eager, torchscript,
-  onnxruntime, and executorch once it is added there) is therefore a table runtime by name.
+  onnxruntime, executorch) is therefore a table runtime by name. With ``remote`` (a
+  ``RemoteSettings``: ``--remote`` on the CLI) every part and network is exported here and timed on
+  that device by the device program (:func:`nas.measure._latency.time_module_remote`), and the
+  table carries the device's fingerprint.
 - **Widths** (``widths``): ``"interpolate"`` (default) looks each part up on its width ladder and
   interpolates log-linearly (bilinearly for two widths) between the measured ladder points: no
   measurement at prediction time. ``"measure"`` times every *whole unit* (and stem, head,
@@ -59,8 +62,9 @@ from search_space import ArchSpec, SearchSpace, iter_samples
 
 from nas._errors import NasError
 from nas.measure._cache import default_cache_path
-from nas.measure._fingerprint import device_fingerprint, fingerprint_id
-from nas.measure._latency import measure_latency, time_module
+from nas.measure._fingerprint import fingerprint_id
+from nas.measure._latency import (check_latency_target, latency_fingerprint, measure_latency, time_module,
+                                  time_module_remote)
 from nas.measure._lut import FEATURE_NAMES, Part, call_part, part_module, spec_features, spec_parts
 from nas.measure._rank import kendall_tau_b
 
@@ -107,10 +111,11 @@ def deployment(settings: Any) -> dict[str, Any]:
     return {k: d[k] for k in DEPLOYMENT_KEYS}
 
 
-def default_model_path(settings: Any) -> Path:
+def default_model_path(settings: Any, remote: Any = None) -> Path:
     """``$SHUFFLENAS_CACHE_DIR/latency-models/<fingerprint id>-<runtime>-<deployment hash>.jsonl``
-    (the latency cache's folder): one table per device, runtime and deployment settings."""
-    fid = fingerprint_id(device_fingerprint(settings))
+    (the latency cache's folder): one table per device (this host, or the ``remote`` device, whose
+    fingerprint the device gives), runtime and deployment settings."""
+    fid = fingerprint_id(latency_fingerprint(settings, remote))
     dep = hashlib.sha256(json.dumps(deployment(settings), sort_keys=True).encode()).hexdigest()[:8]
     return default_cache_path().parent / MODELS_DIR / f"{fid}-{settings.runtime}-{dep}.jsonl"
 
@@ -134,11 +139,12 @@ class Table:
     # -- opening --
     @classmethod
     def open(cls, path: str | os.PathLike | None, settings: Any, *, create: bool = False, rebuild: bool = False,
-             protocol: PartProtocol | None = None, space: SearchSpace | None = None) -> "Table":
-        """Open the table for ``settings`` on this device (``path`` None: :func:`default_model_path`).
-        ``create``: start an empty one when there is none; ``rebuild``: discard what is there."""
-        p = Path(path).expanduser() if path is not None else default_model_path(settings)
-        fp = device_fingerprint(settings)
+             protocol: PartProtocol | None = None, space: SearchSpace | None = None, remote: Any = None) -> "Table":
+        """Open the table for ``settings`` on this host, or on the ``remote`` device (``path`` None:
+        :func:`default_model_path`). ``create``: start an empty one when there is none; ``rebuild``:
+        discard what is there."""
+        fp = latency_fingerprint(settings, remote)
+        p = Path(path).expanduser() if path is not None else default_model_path(settings, remote)
         if rebuild and p.exists():
             p.unlink()
         if not p.exists():
@@ -171,7 +177,8 @@ class Table:
             raise LatencyModelError(
                 f"latency model {self.path}: built on other hardware or software (fingerprint {have}: "
                 f"{theirs.get('cpu', '?')}, {theirs.get('threads', '?')} thread(s), runtime "
-                f"{h.get('deployment', {}).get('runtime', '?')} {_versions(theirs)}; this host is {want}: "
+                f"{h.get('deployment', {}).get('runtime', '?')} {_versions(theirs)}; "
+                f"{'the remote device' if fp.get('device') == 'remote' else 'this host'} is {want}: "
                 f"{fp.get('cpu')}, {fp.get('threads')} thread(s), {settings.runtime} {_versions(fp)}); build one here: "
                 f"shufflenas latency-model build --space STUDY.toml")
         dep = deployment(settings)
@@ -278,23 +285,28 @@ def _append_line(path: Path, rec: Mapping[str, Any]) -> None:
 
 # ---- measuring ------------------------------------------------------------------------------------------
 
-def measure_part(part: Part, part_settings: Any, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    """Time one part in isolation (``time_module``: runtime conversion, lock, protocol) and return
-    its table record."""
+def measure_part(part: Part, part_settings: Any, fingerprint: Mapping[str, Any], remote: Any = None
+                 ) -> dict[str, Any]:
+    """Time one part in isolation (``time_module``: runtime conversion, lock, protocol; on the
+    ``remote`` device ``time_module_remote``: exported here, copied, timed there) and return its
+    table record."""
     t0 = time.perf_counter()
     torch.manual_seed(0)
     module, shape = part_module(part)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    r = time_module(module, x, part_settings, fingerprint=fingerprint)
+    if remote is not None:
+        r = time_module_remote(module, x, part_settings, remote, fingerprint=fingerprint)
+    else:
+        r = time_module(module, x, part_settings, fingerprint=fingerprint)
     return {"t": "part", "key": part.key, "part": part.to_dict(), "ms": r.median_ms, "iqr": r.iqr_ms, "runs": r.runs,
             "stop": r.stop, "s": round(time.perf_counter() - t0, 4)}
 
 
-def measure_network(spec: ArchSpec, settings: Any) -> dict[str, Any]:
-    """Time a whole network with the study's protocol (``measure_latency``, no cache) and return its
-    table record."""
+def measure_network(spec: ArchSpec, settings: Any, remote: Any = None) -> dict[str, Any]:
+    """Time a whole network with the study's protocol (``measure_latency``, no cache; on the
+    ``remote`` device with ``remote``) and return its table record."""
     t0 = time.perf_counter()
-    r = measure_latency(spec, settings, cache=None)
+    r = measure_latency(spec, settings, cache=None, remote=remote)
     rec = {"t": "net", "hash": spec.content_hash(), "spec": spec.to_dict(), "ms": r.median_ms, "iqr": r.iqr_ms,
            "runs": r.runs, "stop": r.stop, "s": round(time.perf_counter() - t0, 3), "load": _load()}
     if r.samples_ms:   # the fast tail, beside the median: what a contended stretch inflates least
@@ -408,7 +420,7 @@ class LatencyModel:
     ``correction``: ``"auto"`` | ``"linear"`` | ``"gbt"``."""
 
     def __init__(self, table: Table, settings: Any, *, widths: str = "interpolate", on_missing: str = "measure",
-                 correction: str = "auto", progress: Callable[[str], None] | None = None) -> None:
+                 correction: str = "auto", progress: Callable[[str], None] | None = None, remote: Any = None) -> None:
         if widths not in WIDTH_MODES:
             raise LatencyModelError(f"widths: got {widths!r}; allowed: {', '.join(WIDTH_MODES)}")
         if on_missing not in ON_MISSING:
@@ -418,7 +430,8 @@ class LatencyModel:
         self.widths = widths
         self.on_missing = on_missing
         self.correction_kind = correction
-        self.fingerprint = device_fingerprint(settings)
+        self.remote = remote   # entries measured on demand are timed there
+        self.fingerprint = latency_fingerprint(settings, remote)
         proto = PartProtocol(**table.header.get("part_protocol", {}))
         self.part_settings = proto.settings(settings)
         self.measured_on_demand = 0
@@ -428,8 +441,9 @@ class LatencyModel:
         self._progress = progress
 
     @classmethod
-    def load(cls, settings: Any, path: str | os.PathLike | None = None, **kwargs: Any) -> "LatencyModel":
-        return cls(Table.open(path, settings), settings, **kwargs)
+    def load(cls, settings: Any, path: str | os.PathLike | None = None, *, remote: Any = None,
+             **kwargs: Any) -> "LatencyModel":
+        return cls(Table.open(path, settings, remote=remote), settings, remote=remote, **kwargs)
 
     # -- entries --
     def _entry_ms(self, part: Part) -> float:
@@ -443,7 +457,7 @@ class LatencyModel:
                     f"latency model {self.table.path}: no entry for {part.key} (not in the table's vocabulary); "
                     f"measure it on demand (on_missing='measure') or rebuild with this space")
             t0 = time.perf_counter()
-            rec = measure_part(part, self.part_settings, self.fingerprint)
+            rec = measure_part(part, self.part_settings, self.fingerprint, self.remote)
             self.table.append(rec)
             self.measured_on_demand += 1
             self.seconds_on_demand += time.perf_counter() - t0
@@ -619,7 +633,7 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
                         exact_units: bool = False,
                         protocol: PartProtocol | None = None, rebuild: bool = False,
                         max_seconds: float | None = None, progress: bool = True,
-                        stream: Any = None) -> BuildReport:
+                        stream: Any = None, remote: Any = None) -> BuildReport:
     """Measure every table entry the space needs (:func:`vocabulary`) and ``networks`` whole
     networks for the correction, appending each to the table as it is measured. Each network is
     measured ``fit_repeats`` times, in separate passes over all of them, and its lowest median
@@ -628,7 +642,9 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
     made the correction's slope 2.0 where the quiet check networks wanted 1.0). Resumable: what
     the table holds is not measured again. ``exact_units`` also times the fit networks' whole units
     (the ``widths="measure"`` mode's correction needs them). ``max_seconds`` stops after that many
-    seconds of work (``done`` False): run again to go on."""
+    seconds of work (``done`` False): run again to go on. ``remote`` (a ``RemoteSettings``): build
+    the table of that device, every entry and network timed there (runtime onnxruntime or
+    executorch; each entry costs a round trip, about half a second over a local network)."""
     if isinstance(networks, bool) or not isinstance(networks, int) or networks < 3:
         raise LatencyModelError(f"networks: got {networks!r}; expected an integer >= 3 (whole networks measured "
                                 f"for the correction)")
@@ -639,11 +655,13 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
     settings.validate()
     protocol = protocol or PartProtocol()
     t_start = time.perf_counter()
-    table = Table.open(path, settings, create=True, rebuild=rebuild, protocol=protocol, space=space)
+    if remote is not None:
+        check_latency_target(settings, remote)   # one line when the device cannot time this runtime
+    table = Table.open(path, settings, create=True, rebuild=rebuild, protocol=protocol, space=space, remote=remote)
     if table.header.get("part_protocol") != protocol.to_dict():
         protocol = PartProtocol(**table.header["part_protocol"])   # a resumed build keeps its protocol
     part_settings = protocol.settings(settings)
-    fp = device_fingerprint(settings)
+    fp = latency_fingerprint(settings, remote)
     deadline = None if max_seconds is None else t_start + max_seconds
 
     fit_specs = _fit_specs(space, networks, seed)
@@ -679,7 +697,7 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
         if deadline is not None and time.perf_counter() >= deadline:
             stopped = True
             break
-        table.append(measure_part(part, part_settings, fp))
+        table.append(measure_part(part, part_settings, fp, remote))
         measured += 1
         bar.step(part.kind)
     bar.close()
@@ -698,7 +716,7 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
                 break
             if have(sp) > rep:
                 continue
-            table.append({**measure_network(sp, settings), "rep": rep})
+            table.append({**measure_network(sp, settings, remote), "rep": rep})
             measured_nets += 1
             bar.step()
         bar.close()
@@ -707,7 +725,7 @@ def build_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
                          networks=len(table.nets), measured_networks=measured_nets, seconds_entries=round(t_entries, 2),
                          seconds_networks=round(t_nets, 2), done=not stopped, load=_load())
     if not stopped:
-        model = LatencyModel(table, settings, on_missing="refuse")
+        model = LatencyModel(table, settings, on_missing="refuse", remote=remote)
         report.correction = model.describe()
     report.seconds_total = round(time.perf_counter() - t_start, 2)
     return report
@@ -758,7 +776,7 @@ def check_path(table_path: Path, seed: int) -> Path:
 def check_latency_model(space: SearchSpace, settings: Any, *, path: str | os.PathLike | None = None, n: int = 50,
                         seed: int = 1000, repeats: int = 2, widths: str = "interpolate", correction: str = "auto",
                         max_seconds: float | None = None, progress: bool = True, stream: Any = None,
-                        log_path: str | os.PathLike | None = None) -> CheckReport:
+                        log_path: str | os.PathLike | None = None, remote: Any = None) -> CheckReport:
     """Time ``n`` held-out architectures of ``space`` (drawn with ``seed``, never one the
     correction was fitted on) ``repeats`` times each (all first measurements, then all second ones),
     predict them, and report the accuracy against the lowest of each architecture's measurements
@@ -766,7 +784,7 @@ def check_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
     device's own latency; ``vs_first`` and ``vs_mean`` give the first measurement and the mean),
     and beside it the measurements' own repeatability (second against first). The measurements are appended to a
     log beside the table (``<table>.check-<seed>.jsonl``), so a check split over several calls
-    (``max_seconds``) resumes."""
+    (``max_seconds``) resumes. ``remote``: check the table of that device, measuring there."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise LatencyModelError(f"n: got {n!r}; expected an integer >= 2 (held-out architectures)")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 5:
@@ -774,8 +792,8 @@ def check_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
     settings.validate()
     t_start = time.perf_counter()
     deadline = None if max_seconds is None else t_start + max_seconds
-    table = Table.open(path, settings)
-    model = LatencyModel(table, settings, widths=widths, correction=correction, on_missing="measure")
+    table = Table.open(path, settings, remote=remote)
+    model = LatencyModel(table, settings, widths=widths, correction=correction, on_missing="measure", remote=remote)
     fit_hashes = set(table.nets)
     specs: list[ArchSpec] = []
     for _, spec in iter_samples(space, seed):
@@ -803,7 +821,7 @@ def check_latency_model(space: SearchSpace, settings: Any, *, path: str | os.Pat
                 stopped = True
                 break
             t0 = time.perf_counter()
-            rec = measure_network(sp, settings)
+            rec = measure_network(sp, settings, remote)
             t_meas += time.perf_counter() - t0
             rec.update({"t": "check", "rep": rep, "fingerprint_id": table.header.get("fingerprint_id")})
             rec.pop("spec", None)

@@ -91,14 +91,16 @@ class Predictor:
     """The latency model of one study, loaded on first use (a missing or foreign table is one
     clear :class:`nas.measure.LatencyModelError`)."""
 
-    def __init__(self, settings: LatencySettings, mode: LatencyMode) -> None:
+    def __init__(self, settings: LatencySettings, mode: LatencyMode, remote: Any = None) -> None:
         self.settings = settings
         self.mode = mode
+        self.remote = remote   # the study's remote device: its own table
         self._model: Any = None
 
     def model(self) -> Any:
         if self._model is None:
-            self._model = LatencyModel.load(self.settings, self.mode.model, on_missing=self.mode.on_missing)
+            self._model = LatencyModel.load(self.settings, self.mode.model, on_missing=self.mode.on_missing,
+                                            remote=self.remote)
             self._model.correction()   # fit now: a table without networks fails here, before any trial
         return self._model
 
@@ -247,7 +249,7 @@ class Evaluator:
     def predictor(self) -> Predictor:
         """The study's latency model (``[latency] mode`` predicted / screen), loaded once."""
         if self._predictor is None:
-            self._predictor = Predictor(self.config.latency, self.config.latency_mode)
+            self._predictor = Predictor(self.config.latency, self.config.latency_mode, self.remote)
         return self._predictor
 
     def data(self) -> Any:

@@ -27,6 +27,8 @@ TINY = dict(resolution=32, num_classes=10, warmup=1, warmup_seconds=0.0, min_run
             retries=0, drift_control=False)   # no retry waits, no reference network: small tests
 TINY_SPACE = SearchSpace(groups=(1, 2), bottleneck=(0.5, 1.0), split=(0.5, 0.75), kernel=(3,), fragments=(1, 2),
                          depth=((1, 2), (1, 1), (1, 1)), first_width=(8, 24), growth=(2.0,), final_channels=(0, 32))
+ET_SPACE = SearchSpace(families=("v2",), groups=(1,), bottleneck=(1.0,), split=(0.5,), kernel=(3, 5, 7), fragments=(1,),
+                       depth=((1, 1), (1, 1), (1, 1)), first_width=(8, 8), growth=(2.0,), final_channels=(0, 32))
 FAST_PARTS = PartProtocol(warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.01)
 TINY_TOML = """
 name = "tiny"
@@ -366,16 +368,23 @@ def test_build_and_check_argument_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--part-seconds" in r.stderr
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript", "executorch"])
 def test_a_table_builds_and_predicts_in_another_runtime(tmp_path, runtime):
     """Every part and fit network is timed through the runtime's own conversion (``time_module``),
-    so a table builds in any local runtime ``prepare_runtime`` knows, and is that runtime's alone."""
+    so a table builds in any local runtime ``prepare_runtime`` knows (executorch: every part lowered
+    through torch.export and XNNPACK), and is that runtime's alone."""
+    space = TINY_SPACE
+    if runtime == "executorch":
+        pytest.importorskip("executorch")
+        space = ET_SPACE   # every entry is lowered to a .pte (seconds each): 29 entries, not 127
     s = _tiny(runtime=runtime)
     path = tmp_path / "t.jsonl"
-    report = build_latency_model(TINY_SPACE, s, path=path, networks=3, probe=1, protocol=FAST_PARTS, progress=False)
+    report = build_latency_model(space, s, path=path, networks=3, probe=1, protocol=FAST_PARTS, progress=False)
     assert report.done and report.networks == 3
     table = Table.open(path, s)
     assert table.header["deployment"]["runtime"] == runtime
+    if runtime in ("onnxruntime", "executorch"):   # the runtime's version is part of the table's fingerprint
+        assert table.header["fingerprint"][runtime]
     model = LatencyModel.load(s, path, on_missing="refuse")
     spec, _ = table.spec_nets()[0]
     assert model.predict(spec).ms > 0

@@ -398,3 +398,58 @@ def test_command_template_transport(tmp_path, device_lock_dir):
                                         "remote_dir": str(tmp_path / "other")})
     with pytest.raises(RemoteDeviceError, match="no-such-push-tool: not found on this host"):
         measure_latency(TINY, _fast(), cache=None, remote=missing)
+
+
+# ------------------------------------------------------------------------------- a latency model of the device
+
+# a space of 29 table entries (each one a round trip to the device) with 3 distinct fit networks
+TABLE_SPACE = dict(families=("v2",), groups=(1,), bottleneck=(1.0,), split=(0.5,), kernel=(3, 5, 7), fragments=(1,),
+                   depth=((1, 1), (1, 1), (1, 1)), first_width=(8, 8), growth=(2.0,), final_channels=(0, 32))
+
+
+@NEEDS_SSHD
+def test_a_latency_model_is_built_and_checked_on_the_device(server, tmp_path, device_lock_dir):
+    """``latency-model build/check --remote``: every entry and fit network is exported here and timed on
+    the device (its models folder fills), the table carries the device's fingerprint (so this host
+    refuses it, and the device's own table is found by default), and predictions need no measuring."""
+    from nas import LatencyModel, LatencyModelError, build_latency_model
+    from nas.measure._latency_model import PartProtocol, Table, default_model_path
+    from search_space import SearchSpace
+
+    remote = _settings(server, tmp_path, device_lock_dir)
+    s = _fast(max_seconds=0.05)
+    space = SearchSpace(**TABLE_SPACE)
+    report = build_latency_model(space, s, networks=3, fit_repeats=1, probe=1, progress=False, remote=remote,
+                                 protocol=PartProtocol(warmup=1, warmup_seconds=0.0, min_runs=3, max_runs=5,
+                                                       max_seconds=0.01))
+    assert report.done and report.networks == 3 and report.entries >= 5
+    path = default_model_path(s, remote)
+    assert report.path == str(path) and path != default_model_path(s)   # one table per device
+    table = Table.open(path, s, remote=remote)
+    assert table.header["fingerprint"]["device"] == "remote" and table.header["fingerprint"]["onnxruntime"]
+    onnx = [m for m in (tmp_path / "device" / "models").iterdir() if m.suffix == ".onnx"]
+    assert len(onnx) >= report.entries   # every entry (and network) was timed there, none here
+    with pytest.raises(LatencyModelError, match="other hardware or software.*this host is"):
+        Table.open(path, s)
+    model = LatencyModel.load(s, remote=remote, on_missing="refuse")
+    spec, _ = table.spec_nets()[0]
+    assert model.predict(spec).ms > 0 and model.measured_on_demand == 0
+
+    # the CLI: the study file names the device; check measures held-out architectures there
+    study = tmp_path / "remote.toml"
+    keys = {**{k: v for k, v in FAST.items() if k != "max_seconds"}, "max_seconds": 0.05,
+            "remote": server.url, "remote_options": server.options(),
+            "remote_python": f"env SHUFFLENAS_LOCK_DIR={device_lock_dir} {sys.executable}",
+            "remote_dir": str(tmp_path / "device")}
+    space_toml = {k: list(map(list, v)) if k == "depth" else list(v) for k, v in TABLE_SPACE.items()}
+    study.write_text('name = "remote-table"\ntrials = 2\nbaselines = "none"\n[space]\n'
+                     + "".join(f"{k} = {json.dumps(v)}\n" for k, v in space_toml.items())
+                     + "[latency]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
+    before = len(list((tmp_path / "device" / "models").iterdir()))
+    done = subprocess.run([sys.executable, "-m", "nas", "latency-model", "check", "--space", str(study), "--n", "2",
+                           "--repeats", "1", "--seed", "5", "--no-progress", "--json"],
+                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads(done.stdout)
+    assert doc["n"] == 2 and doc["table"] == str(path) and doc["mape"] >= 0
+    assert len(list((tmp_path / "device" / "models").iterdir())) >= before + 2   # the held-out ones, there
