@@ -4,7 +4,7 @@ PyTorch loop, and the speed-ups worth trying on a CPU: channels_last, torch.comp
 thread count, and two single-thread processes side by side.
 
 Usage: python bench/train_throughput.py [--nets v2_0.5x v2_1.0x ...] [--steps 12] [--out FILE]
-       [--variants project plain channels_last compile b64 b256 threads2 two_procs]
+       [--variants project plain channels_last compile compile_cl b64 b256 threads2 two_procs]
 
 Each variant of one net is timed in the same process, interleaved round by round (so host drift
 hits all alike), over ``--rounds`` rounds of ``--steps`` steps after ``--warmup`` steps; the median
@@ -145,6 +145,8 @@ def main() -> int:
                 loops[v] = PlainLoop(spec, x, y, 128, channels_last=True)
             elif v == "compile":
                 loops[v] = PlainLoop(spec, x, y, 128, compile=True)
+            elif v == "compile_cl":   # both: what the project's loop would run if compile paid
+                loops[v] = PlainLoop(spec, x, y, 128, channels_last=True, compile=True)
             elif v in ("b64", "b256"):
                 loops[v] = PlainLoop(spec, x, y, int(v[1:]))
             elif v == "threads2":
