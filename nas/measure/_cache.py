@@ -48,9 +48,17 @@ _COLUMNS = ("key, spec_hash, settings, fingerprint_id, fingerprint, protocol, me
             "stop, created, " + ", ".join(name for name, _ in _QUALITY_COLUMNS))
 
 
+def _keyed(settings: LatencySettings) -> dict:
+    d = settings.to_dict()
+    d.pop("drift_normalise", None)
+    return d
+
+
 def cache_key(spec: ArchSpec, settings: LatencySettings, fp_id: str) -> str:
-    """The cache key: spec content hash + every setting + fingerprint id + protocol version."""
-    doc = {"spec": spec.content_hash(), "settings": settings.to_dict(), "fingerprint_id": fp_id,
+    """The cache key: spec content hash + every setting (but ``drift_normalise``, applied to a
+    measurement after the cache: the cache holds medians as measured) + fingerprint id + protocol
+    version."""
+    doc = {"spec": spec.content_hash(), "settings": _keyed(settings), "fingerprint_id": fp_id,
            "protocol": PROTOCOL_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -115,7 +123,7 @@ class LatencyCache:
         with self._connect() as con:
             self._run(con, f"INSERT OR REPLACE INTO latency ({_COLUMNS}) VALUES ({','.join('?' * 18)})", (
                 cache_key(spec, settings, fid), spec.content_hash(),
-                json.dumps(settings.to_dict(), sort_keys=True), fid, json.dumps(dict(fp), sort_keys=True),
+                json.dumps(_keyed(settings), sort_keys=True), fid, json.dumps(dict(fp), sort_keys=True),
                 PROTOCOL_VERSION, float(result.median_ms), float(result.iqr_ms), int(result.runs),
                 json.dumps(list(result.input_shape)), result.stop, time.time(), result.quality, int(result.attempts),
                 result.ref_ms, result.ref_iqr_ms, result.ref_drift, result.measured_at or time.time()))
@@ -153,7 +161,9 @@ def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"runs {runs!r}")
     stored = json.loads(settings_json)
-    if stored != settings.to_dict():
+    if isinstance(stored, dict):
+        stored.pop("drift_normalise", None)
+    if stored != _keyed(settings):
         raise ValueError("settings other than those asked for")
     fp = json.loads(fp_json)
     if not isinstance(fp, dict) or fingerprint_id(fp) != fid:
@@ -168,7 +178,8 @@ def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         raise ValueError(f"attempts {attempts!r}")
     when = _finite_or_none("measured_at", measured_at if measured_at is not None else created)
-    return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=runs, settings=stored, fingerprint=fp,
+    return LatencyResult(median_ms=float(median), iqr_ms=float(iqr), runs=runs, settings=settings.to_dict(),
+                         fingerprint=fp,
                          fingerprint_id=fid, cached=True, input_shape=tuple(shape), stop=stop, quality=quality,
                          attempts=attempts, ref_ms=_finite_or_none("ref_ms", ref_ms, positive=True),
                          ref_iqr_ms=_finite_or_none("ref_iqr_ms", ref_iqr),

@@ -372,13 +372,26 @@ def measure_latency(spec: ArchSpec | Mapping[str, Any] | str, settings: LatencyS
     if cache_obj is not None:
         hit = cache_obj.get(spec, settings, fp)
         if hit is not None:
-            return hit
+            return normalised(hit, settings, reference_ms)
     torch.manual_seed(0)
     model = build_model(spec, settings.num_classes, settings.stem).eval()
     result = time_with_retries(model, _example(settings), settings, fingerprint=fp, reference_ms=reference_ms)
     if cache_obj is not None:
         cache_obj.put(spec, settings, fp, result)
-    return result
+    return normalised(result, settings, reference_ms)
+
+
+def normalised(result: LatencyResult, settings: LatencySettings, reference_ms: float | None) -> LatencyResult:
+    """``settings.drift_normalise``: the result in the host speed of the study's start: median, IQR
+    and samples times ``reference_ms / result.ref_ms`` (the reference's start value over its median
+    timed beside this measurement), the measured median kept as ``measured_ms``. Unchanged without
+    the setting, a start value or a reference time (a remote device has none)."""
+    if not (settings.drift_normalise and reference_ms and result.ref_ms and result.norm_factor is None):
+        return result
+    f = float(reference_ms) / float(result.ref_ms)
+    return dataclasses.replace(result, median_ms=result.median_ms * f, iqr_ms=result.iqr_ms * f,
+                               samples_ms=tuple(x * f for x in result.samples_ms), measured_ms=result.median_ms,
+                               norm_factor=f)
 
 
 def _cache_of(cache: Any) -> LatencyCache | None:

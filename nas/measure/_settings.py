@@ -40,7 +40,7 @@ _FLOAT_LIMITS = {  # (low, high, low inclusive)
     "target_rel_iqr": (0.0, 1.0, False), "retry_wait_s": (0.0, 3600.0, True), "drift_tolerance": (0.0, 10.0, False),
 }
 
-_BOOL_KEYS = ("drift_control",)
+_BOOL_KEYS = ("drift_control", "drift_normalise")
 
 
 def _check_value(where: str, key: str, value: Any) -> Any:
@@ -96,7 +96,11 @@ class LatencySettings:
     alternation with the architecture (one warm reference run after every timed run, same runtime,
     threads and protocol) and its median recorded; when a study gives the reference's value at its
     start, an attempt whose reference is more than ``drift_tolerance`` (relative) away from it is
-    repeated the same way and, if it stays away, flagged ``"drift"``.
+    repeated the same way and, if it stays away, flagged ``"drift"``. With ``drift_normalise`` (off
+    by default; needs ``drift_control``) a study's latency is the measured median scaled by the
+    reference's start value over its median in this measurement: the host's speed at the study's
+    start, for every trial alike (on a host whose speed moves, the number that repeats; the
+    measured median is kept beside it).
     """
 
     device: str = "cpu"
@@ -118,6 +122,7 @@ class LatencySettings:
     retry_wait_s: float = 2.0
     drift_control: bool = True
     drift_tolerance: float = 0.10
+    drift_normalise: bool = False
 
     def __post_init__(self) -> None:
         self._check_fields("latency")
@@ -130,6 +135,9 @@ class LatencySettings:
         if self.min_runs > self.max_runs:
             raise LatencyError(f"{where}.min_runs: got {self.min_runs} > {where}.max_runs = {self.max_runs}; "
                                f"min_runs must not exceed max_runs")
+        if self.drift_normalise and not self.drift_control:
+            raise LatencyError(f"{where}.drift_normalise: needs the reference network timed beside each "
+                               f"measurement; set {where}.drift_control = true, or drift_normalise = false")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,6 +177,8 @@ class LatencySettings:
         return obj
 
     def replace(self, **changes: Any) -> "LatencySettings":
+        if changes.get("drift_control") is False and "drift_normalise" not in changes:
+            changes["drift_normalise"] = False   # no reference timed (a part, the reference itself): nothing to scale by
         return self.from_dict({**self.to_dict(), **changes})
 
     def validate(self) -> None:
@@ -230,6 +240,9 @@ class LatencyResult:
     ref_drift: float | None = None
     measured_at: float = 0.0
     remote: dict = field(default_factory=dict, repr=False, compare=False)  # how a remote device was reached
+    # drift_normalise: the median as measured, and the factor (start value / ref_ms) applied to it
+    measured_ms: float | None = None
+    norm_factor: float | None = None
 
     @property
     def rel_iqr(self) -> float:
@@ -237,8 +250,9 @@ class LatencyResult:
 
     @property
     def ref_ratio(self) -> float | None:
-        """The architecture's median over the reference's (``None`` without drift control)."""
-        return self.median_ms / self.ref_ms if self.ref_ms else None
+        """The architecture's measured median over the reference's (``None`` without drift control)."""
+        measured = self.measured_ms if self.measured_ms is not None else self.median_ms
+        return measured / self.ref_ms if self.ref_ms else None
 
     def to_dict(self) -> dict[str, Any]:
         """The measurement as plain data, in its own field names (a trial's latency attributes are
@@ -247,4 +261,5 @@ class LatencyResult:
                 "fingerprint": dict(self.fingerprint), "fingerprint_id": self.fingerprint_id, "cached": self.cached,
                 "input_shape": list(self.input_shape), "stop": self.stop, "quality": self.quality,
                 "attempts": self.attempts, "rel_iqr": self.rel_iqr, "ref_ms": self.ref_ms, "ref_iqr_ms": self.ref_iqr_ms,
-                "ref_ratio": self.ref_ratio, "ref_drift": self.ref_drift, "measured_at": self.measured_at}
+                "ref_ratio": self.ref_ratio, "ref_drift": self.ref_drift, "measured_at": self.measured_at,
+                **({"measured_ms": self.measured_ms, "norm_factor": self.norm_factor} if self.norm_factor else {})}

@@ -40,6 +40,8 @@ _EXPORTS = {
     "ATTR_LATENCY_MEASURED_AT": "nas.study._schema",
     "ATTR_LATENCY_REF_MS": "nas.study._schema",
     "ATTR_LATENCY_REF_RATIO": "nas.study._schema",
+    "ATTR_LATENCY_MEASURED_MS": "nas.study._schema",
+    "ATTR_LATENCY_NORM_FACTOR": "nas.study._schema",
     "ATTR_LATENCY_REF_DRIFT": "nas.study._schema",
     "QUALITY_ATTRS": "nas.study._schema",
     "QUALITY_OK": "nas.study._schema",

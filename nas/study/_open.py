@@ -43,6 +43,7 @@ def _comparable(study_config: dict[str, Any]) -> dict[str, Any]:
     for key in QUALITY_KNOBS:  # how hard a measurement tries to be quiet changes no value's meaning
         latency.pop(key, None)
     latency.setdefault("mode", "measured")  # a study from before [latency] mode was measured
+    latency.setdefault("drift_normalise", False)   # nor before drift_normalise: it changes what latency_ms is
     return {"proxy": proxy, "latency": latency, "space": study_config.get("space")}
 
 

@@ -31,7 +31,9 @@ key                        value
 ``latency_attempts``       measurements it took (1: no retry; at most ``1 + retries``)
 ``latency_measured_at``    when it was measured (ISO 8601, UTC; a cached value keeps its date)
 ``latency_ref_ms``         the reference network's median, timed in alternation (drift control)
-``latency_ref_ratio``      ``latency_ms / latency_ref_ms``
+``latency_ref_ratio``      measured median ``/ latency_ref_ms``
+``latency_ms_measured``    ``[latency] drift_normalise``: the median as measured (``latency_ms`` is
+                           then that times ``latency_norm_factor`` = reference start / ``latency_ref_ms``)
 ``latency_ref_drift``      ``latency_ref_ms`` relative to the study's start value, minus 1
 ``latency_pred_ms``        the latency model's prediction (``[latency] mode`` predicted / screen)
 ``latency_source``         ``measured``, or ``predicted`` (the latency is the model's; no ``latency_ms``);
@@ -111,6 +113,8 @@ ATTR_LATENCY_MEASURED_AT = "latency_measured_at"
 ATTR_LATENCY_REF_MS = "latency_ref_ms"
 ATTR_LATENCY_REF_RATIO = "latency_ref_ratio"
 ATTR_LATENCY_REF_DRIFT = "latency_ref_drift"
+ATTR_LATENCY_MEASURED_MS = "latency_ms_measured"   # drift_normalise: the median as measured
+ATTR_LATENCY_NORM_FACTOR = "latency_norm_factor"   # drift_normalise: latency_ms / latency_ms_measured
 QUALITY_ATTRS = (ATTR_LATENCY_QUALITY, ATTR_LATENCY_SPREAD, ATTR_LATENCY_ATTEMPTS, ATTR_LATENCY_MEASURED_AT,
                  ATTR_LATENCY_REF_MS, ATTR_LATENCY_REF_RATIO, ATTR_LATENCY_REF_DRIFT)
 ATTR_LATENCY_PRED_MS = "latency_pred_ms"
@@ -218,7 +222,10 @@ def latency_attrs(result: Any) -> dict[str, Any]:
              ATTR_LATENCY_MEASURED_AT: iso_utc(result.measured_at) if result.measured_at else None}
     if result.ref_ms:
         attrs[ATTR_LATENCY_REF_MS] = result.ref_ms
-        attrs[ATTR_LATENCY_REF_RATIO] = result.median_ms / result.ref_ms
+        attrs[ATTR_LATENCY_REF_RATIO] = result.ref_ratio
+        if result.norm_factor:
+            attrs[ATTR_LATENCY_MEASURED_MS] = result.measured_ms
+            attrs[ATTR_LATENCY_NORM_FACTOR] = result.norm_factor
         if result.ref_drift is not None:
             attrs[ATTR_LATENCY_REF_DRIFT] = result.ref_drift
     return attrs

@@ -202,10 +202,21 @@ def _fake_result(s: LatencySettings, fp: dict, median: float = 3.5) -> LatencyRe
 _OTHER = {"device": "cuda", "runtime": "onnxruntime", "threads": 2, "resolution": 96, "batch": 4, "num_classes": 10,
           "stem": "cifar", "warmup": 7, "warmup_seconds": 0.5, "min_runs": 4, "max_runs": 6, "max_seconds": 0.3,
           "target_rel_iqr": 0.5, "retries": 3, "retry_wait_s": 0.5, "drift_control": False, "drift_tolerance": 0.2}
+# settings a measurement does not depend on: applied to it after the cache (the cache holds measured medians)
+_AFTER_THE_CACHE = ("drift_normalise",)
 
 
 def test_other_values_cover_every_setting():
-    assert set(_OTHER) == set(LatencySettings.keys())
+    assert set(_OTHER) | set(_AFTER_THE_CACHE) == set(LatencySettings.keys())
+
+
+def test_drift_normalise_shares_the_cache_entry(tmp_path):
+    cache = LatencyCache(tmp_path / "c.sqlite")
+    spec, s = canonical_spec("v2_0.5x"), _fast()
+    fp = device_fingerprint(s)
+    cache.put(spec, s, fp, _fake_result(s, fp))
+    hit = cache.get(spec, s.replace(drift_normalise=True), fp)
+    assert hit is not None and hit.settings["drift_normalise"] is True and hit.median_ms == 3.5
 
 
 @pytest.mark.parametrize("key", sorted(_OTHER))

@@ -268,3 +268,48 @@ def test_doctor_says_whether_the_host_is_quiet(capsys):
     assert len(doc["reference"]["medians_ms"]) == 2
     assert cli_main(["doctor", "--probes", "0"]) == 2
     assert "--probes: got 0" in capsys.readouterr().err
+
+
+def test_drift_normalise_scales_to_the_start_value_and_the_cache_keeps_the_measured_median(tmp_path):
+    """``drift_normalise``: latency = measured median x (the reference's start value / its median timed beside
+    the measurement), arithmetic on real measurements; the cache holds the measured median only, so one
+    entry serves a normalised and a plain study and two studies of different start values."""
+    from nas.measure import LatencyError
+    from nas.study import latency_attrs
+
+    cache = LatencyCache(tmp_path / "c.sqlite")
+    s = LatencySettings.from_dict({**FAST, "target_rel_iqr": 1.0, "retries": 0, "drift_normalise": True})
+    r = measure_latency("v2_0.5x", s, cache=cache, reference_ms=2.0)
+    assert r.ref_ms and r.norm_factor == pytest.approx(2.0 / r.ref_ms)
+    assert r.median_ms == pytest.approx(r.measured_ms * 2.0 / r.ref_ms) and r.iqr_ms > 0
+    attrs = latency_attrs(r)
+    assert attrs["latency_ms"] == r.median_ms and attrs["latency_ms_measured"] == r.measured_ms
+    assert attrs["latency_ref_ratio"] == pytest.approx(r.measured_ms / r.ref_ms)   # the measured one, unscaled
+    other = measure_latency("v2_0.5x", s, cache=cache, reference_ms=4.0)   # another study's start value
+    assert other.cached and other.measured_ms == pytest.approx(r.measured_ms)
+    assert other.median_ms == pytest.approx(r.measured_ms * 4.0 / other.ref_ms)
+    plain = measure_latency("v2_0.5x", s.replace(drift_normalise=False), cache=cache, reference_ms=2.0)
+    assert plain.cached and plain.median_ms == pytest.approx(r.measured_ms) and plain.norm_factor is None
+    assert len(cache) == 1
+    alone = measure_latency("v2_0.5x", s, cache=None)   # no start value (outside a study): as measured
+    assert alone.norm_factor is None and "latency_ms_measured" not in latency_attrs(alone)
+    with pytest.raises(LatencyError, match="drift_normalise: needs the reference network"):
+        LatencySettings.from_dict({"drift_control": False, "drift_normalise": True})
+
+
+def test_a_normalised_study_stores_both_numbers_and_cannot_be_resumed_plain(tmp_path, capsys):
+    study_file = tmp_path / "n.toml"
+    study_file.write_text(TOML.format(name="n").replace("target_rel_iqr = 0.005", "target_rel_iqr = 1.0")
+                          + "drift_normalise = true\n")
+    assert cli_main(["launch", str(study_file), "--no-progress", "--no-remeasure"]) == 0
+    study = optuna.load_study(study_name="n", storage=open_storage(parse_storage(str(tmp_path / "n.journal"))))
+    ref = study.user_attrs["latency_reference"]["ms"]
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 3   # the baseline and two trials
+    for t in done:
+        a = t.user_attrs
+        assert t.values[1] == a["latency_ms"] == pytest.approx(a["latency_ms_measured"] * ref / a["latency_ref_ms"])
+    capsys.readouterr()
+    study_file.write_text(study_file.read_text().replace("drift_normalise = true", "drift_normalise = false"))
+    assert cli_main(["launch", str(study_file), "--no-progress"]) == 2
+    assert "drift_normalise" in capsys.readouterr().err
