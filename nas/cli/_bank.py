@@ -13,6 +13,7 @@ from nas.cli._command import Command
 from nas.proxies import (REFERENCE, BankError, Protocol, ProxySettings, build_bank, load_bank, make_plan,
                          read_bank_proxies, resolve_bank_path, resolve_data_dir, validate_bank, write_plan)
 from nas.fleet import load_existing_study
+from nas.proxies._predictor import MIN_ARCHS_TO_CHOOSE, MIN_PAIRS_TO_CHOOSE
 from nas.study import add_to_bank, load_study_config, verify_study
 
 
@@ -153,6 +154,9 @@ def _bank_validate(args: argparse.Namespace) -> int:
     verdict = "beats params by more than the SE" if ch["beats_params_by_more_than_se"] else \
         "does NOT beat params by more than the SE (not evidence)"
     print(f"best by grouped tau: {ch['name']} ({ch['grouped_tau']:+.3f}), {verdict}")
+    if not ch.get("enough_to_choose", True):
+        print(f"not enough to choose a default objective: {report['n']} architectures and {nc['pairs']} seed pairs "
+              f"(needs at least {MIN_ARCHS_TO_CHOOSE} and {MIN_PAIRS_TO_CHOOSE}); keep building the bank")
     return 0
 
 

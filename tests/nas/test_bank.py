@@ -163,3 +163,17 @@ def test_bank_bad_inputs_are_one_line(tmp_path):
     (folder / "plan.json").write_text('{"format": "something-else"}')
     with pytest.raises(BankError, match="not a bank plan"):
         load_bank(folder)
+
+
+def test_validate_names_no_default_from_a_bank_too_small_to_show_one(tmp_path):
+    """A bank of 10 architectures and no seed pairs may rank a candidate ahead of params by more than
+    its SE by chance: the report says it is not enough to choose a default objective, and the CLI says so."""
+    from nas.proxies._predictor import MIN_ARCHS_TO_CHOOSE, validate_bank
+
+    folder = _write_bank(tmp_path, n=10)
+    report = validate_bank(load_bank(str(folder)), models=("ridge",), feature_sets={"size": ["size"]}, repeats=1)
+    assert report["n"] == 10 < MIN_ARCHS_TO_CHOOSE and report["choice"]["enough_to_choose"] is False
+    done = subprocess.run([sys.executable, "-m", "nas", "bank", "validate", str(folder), "--models", "ridge",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "not enough to choose a default objective: 10 architectures and 0 seed pairs" in done.stdout
