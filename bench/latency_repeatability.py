@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from competing_load import KINDS, competing_load, other_cpu  # noqa: E402
 
 from nas.measure import (LatencySettings, device_fingerprint, fingerprint_id, measure_latency,  # noqa: E402
-                         reference_latency)
+                         reference_start)
 from nas.proxies import kendall_tau_b  # noqa: E402
 from search_space import ArchSpec, SearchSpace, sample_specs  # noqa: E402
 from shufflenet import canonical_spec  # noqa: E402
@@ -97,7 +97,7 @@ def child(specs_file: Path, settings_file: Path, out_file: Path, tag: str, modes
     specs = [ArchSpec.from_dict(d) for d in json.loads(specs_file.read_text())]
     base = LatencySettings.from_dict(json.loads(settings_file.read_text()))
     t0 = time.perf_counter()
-    start = reference_latency(base.replace(retries=0), repeats=3) if "drift" in modes else None
+    start = reference_start(base, repeats=3) if "drift" in modes else None
     calibration_s = time.perf_counter() - t0
     if start is not None:
         print(f"  [{tag}] reference start value {start.median_ms:.3f} ms ({calibration_s:.1f} s)", file=sys.stderr)

@@ -43,6 +43,7 @@ _EXPORTS = {
     "time_module": "nas.measure._latency",
     "time_with_retries": "nas.measure._latency",
     "reference_latency": "nas.measure._latency",
+    "reference_start": "nas.measure._latency",
     "reference_settings": "nas.measure._latency",
     "REFERENCE_SPEC": "nas.measure._latency",
     "QUALITIES": "nas.measure._quality",

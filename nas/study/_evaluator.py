@@ -37,7 +37,7 @@ from nas import _optuna
 from nas._errors import DataError, NasError
 from nas.measure import (REFERENCE_SPEC, LatencyModel, LatencySettings, check_fits, check_latency_target, fingerprint_id,
                          latency_fingerprint,
-                         measure_latency, profile, reference_latency)
+                         measure_latency, profile, reference_start)
 from nas.proxies import (BASELINES, NEEDS_DATA, ZERO_COST, ProxySettings, compute_proxies_timed, fitted_predictor,
                          load_cifar10, resolve_data_dir, space_within)
 from nas.study._config import StudyConfig
@@ -53,7 +53,7 @@ from nas.study._schema import (ATTR_CONSTRAINTS, ATTR_DEVICE_FINGERPRINT, ATTR_F
                                latency_attrs, proxy_attr)
 
 PROXIES, COMPLETE = "proxies", "complete"   # Evaluation.phase
-REFERENCE_REPEATS = 3   # the study's start value of the reference network: the fastest of 3 measurements
+REFERENCE_REPEATS = 3   # the study's start value of the reference network: the fastest of 3 (alternated) measurements
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class Evaluator:
         start = study.user_attrs.get(STUDY_LATENCY_REFERENCE)
         if not (isinstance(start, Mapping) and isinstance(start.get("ms"), (int, float)) and start["ms"] > 0):
             with measuring():
-                ref = reference_latency(self.config.latency.replace(retries=0), repeats=REFERENCE_REPEATS)
+                ref = reference_start(self.config.latency, repeats=REFERENCE_REPEATS)
             start = {"ms": ref.median_ms, "iqr_ms": ref.iqr_ms, "quality": ref.quality, "at": iso_utc(ref.measured_at),
                      "spec_hash": REFERENCE_SPEC.content_hash(), "tolerance": self.config.latency.drift_tolerance}
             study.set_user_attr(STUDY_LATENCY_REFERENCE, start)

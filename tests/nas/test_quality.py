@@ -313,3 +313,16 @@ def test_a_normalised_study_stores_both_numbers_and_cannot_be_resumed_plain(tmp_
     study_file.write_text(study_file.read_text().replace("drift_normalise = true", "drift_normalise = false"))
     assert cli_main(["launch", str(study_file), "--no-progress"]) == 2
     assert "drift_normalise" in capsys.readouterr().err
+
+
+def test_the_start_value_is_the_reference_timed_in_alternation():
+    """A study's start value is the reference's median from measurements of a partner network with drift
+    control (the way every trial times it), the fastest of ``repeats``; reported in the reference's own
+    settings (96x96), with no reference of its own."""
+    from nas.measure import reference_start
+    from nas.measure._latency import REFERENCE_RESOLUTION
+
+    s = LatencySettings.from_dict({**FAST, "target_rel_iqr": 1.0, "retry_wait_s": 0.0, "drift_normalise": True})
+    r = reference_start(s, repeats=2)
+    assert r.median_ms > 0 and r.attempts == 2 and r.ref_ms is None and r.norm_factor is None
+    assert r.settings["resolution"] == REFERENCE_RESOLUTION and r.settings["drift_control"] is False
