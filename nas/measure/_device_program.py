@@ -188,6 +188,11 @@ def executorch_threads() -> int:
         return int(lib._threadpool_get_thread_count())
 
 
+#: How many times this process resized ExecuTorch's threadpool: a program loaded before a resize holds
+#: the old pool, so a cached one (the drift-control reference) must not run after it.
+POOL_RESETS = [0]
+
+
 def set_executorch_threads(threads: int) -> int:
     """Resize ExecuTorch's process-wide threadpool, which the XNNPACK delegate runs its kernels on,
     to ``threads`` (``portable_lib._unsafe_reset_threadpool``: "unsafe" only while a method
@@ -198,6 +203,7 @@ def set_executorch_threads(threads: int) -> int:
         before = int(lib._threadpool_get_thread_count())
         if before != threads:
             lib._unsafe_reset_threadpool(int(threads))
+            POOL_RESETS[0] += 1
         now = int(lib._threadpool_get_thread_count())
     if now != threads:
         raise DeviceError("runtime_error", f"executorch threadpool: asked for {threads} thread(s), it has {now}")

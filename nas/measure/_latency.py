@@ -248,10 +248,19 @@ def reference_settings(settings: LatencySettings) -> LatencySettings:
                             drift_control=False)
 
 
+def _pool_generation(settings: LatencySettings) -> int:
+    """ExecuTorch: how often the threadpool was resized (a reference program loaded before a resize
+    runs on a freed pool and aborts the process: it is loaded anew). 0 for other runtimes."""
+    if settings.runtime != "executorch":
+        return 0
+    from nas.measure._device_program import POOL_RESETS
+    return POOL_RESETS[0]
+
+
 def _reference(settings: LatencySettings) -> tuple[Runner, torch.Tensor]:
     """The reference network converted to ``settings``' runtime (one per device, runtime and thread
     count in this process; they live as long as it)."""
-    key = (settings.device, settings.runtime, settings.threads)
+    key = (settings.device, settings.runtime, settings.threads, _pool_generation(settings))
     if key not in _REFERENCES:
         ref = reference_settings(settings)
         torch.manual_seed(0)
@@ -259,6 +268,7 @@ def _reference(settings: LatencySettings) -> tuple[Runner, torch.Tensor]:
         example = _example(ref)
         runner = prepare_runtime(model, example, ref)
         atexit.register(runner.close)
+        key = (settings.device, settings.runtime, settings.threads, _pool_generation(settings))  # after its load
         _REFERENCES[key] = (runner, example)
     return _REFERENCES[key]
 

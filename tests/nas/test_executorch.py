@@ -232,3 +232,25 @@ def test_torchscript_deprecation_is_said_once_not_at_every_call():
     torch_warnings = [w for w in caught if issubclass(w.category, DeprecationWarning) and "torch.jit" in str(w.message)]
     ours = [w for w in caught if issubclass(w.category, TorchScriptDeprecation)]
     assert not torch_warnings and len(ours) == 1 and "pt2" in str(ours[0].message)
+
+
+def test_drift_control_survives_a_change_of_thread_count_and_back():
+    """The drift-control reference program is cached per process; changing the thread count resizes
+    ExecuTorch's process-wide threadpool, and a reference loaded before that ran on the freed pool and
+    aborted the process ("Fatal Python error: Aborted" in a clean-clone suite run). 1, 2, then 1 thread
+    again in one process, in a child so that an abort fails this test instead of the test session."""
+    code = textwrap.dedent("""
+        from nas.measure import LatencySettings, measure_latency
+        base = dict(runtime="executorch", resolution=32, num_classes=10, stem="cifar", warmup=1,
+                    warmup_seconds=0.0, min_runs=3, max_runs=5, max_seconds=0.05, retries=0,
+                    target_rel_iqr=1.0, drift_control=True)
+        for threads in (1, 2, 1):
+            r = measure_latency("v2_0.5x", LatencySettings.from_dict({**base, "threads": threads}), cache=None,
+                                reference_ms=1.0)
+            assert r.ref_ms and r.median_ms > 0, r
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SHUFFLENAS_LOCK_DIR": os.environ.get("SHUFFLENAS_LOCK_DIR", "")}
+    env = {k: v for k, v in env.items() if v}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-1500:])
