@@ -61,6 +61,7 @@ from search_space import ArchSpec, StageSpec, UnitChoice
 from shufflenet import build_model, resolve_spec
 
 from nas.measure._cache import CACHE_ENV, LatencyCache, default_cache, default_cache_path
+from nas.measure._device_program import POOL_RESETS
 from nas.measure._exported import PteRunner, executorch_version, lower_pte, write_pte
 from nas.measure._fingerprint import device_fingerprint, fingerprint_id
 from nas.measure._hostlock import latency_lock
@@ -253,7 +254,6 @@ def _pool_generation(settings: LatencySettings) -> int:
     runs on a freed pool and aborts the process: it is loaded anew). 0 for other runtimes."""
     if settings.runtime != "executorch":
         return 0
-    from nas.measure._device_program import POOL_RESETS
     return POOL_RESETS[0]
 
 
