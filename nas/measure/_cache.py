@@ -161,8 +161,6 @@ def _checked(row: tuple, settings: LatencySettings, fid: str) -> LatencyResult:
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ValueError(f"runs {runs!r}")
     stored = json.loads(settings_json)
-    if isinstance(stored, dict):
-        stored.pop("drift_normalise", None)
     if stored != _keyed(settings):
         raise ValueError("settings other than those asked for")
     fp = json.loads(fp_json)

@@ -25,8 +25,8 @@ host never overlap:
 5. Report the median, the IQR (75th - 25th percentile, linear interpolation) and the run count.
 6. Drift control (``drift_control``, on by default): a fixed small reference network
    (:data:`REFERENCE_SPEC` at 96x96, in the same runtime, threads and device) is warmed up beside the
-   architecture and timed once after every timed run of it (warm: after one untimed run, as its
-   start value is timed back to back; cold it ran ~40 % slower and always looked like drift); its median is reported too
+   architecture and timed once after every timed run of it (warm: after one untimed run; cold it
+   ran ~40 % slower and always looked like drift); its median is reported too
    (``ref_ms``), and judged against the reference's value at the start of the study when one is
    given (``ref_drift``).
 7. Quality (:mod:`nas.measure._quality`): an attempt whose spread is still above
@@ -367,7 +367,7 @@ def reference_start(settings: LatencySettings, *, repeats: int = 3,
             sleep(s.retry_wait_s)
         results.append(time_module(partner, _example(s), s))
     best = min(results, key=lambda r: r.ref_ms)
-    return dataclasses.replace(best, median_ms=best.ref_ms, iqr_ms=best.ref_iqr_ms or 0.0, runs=best.runs,
+    return dataclasses.replace(best, median_ms=best.ref_ms, iqr_ms=best.ref_iqr_ms or 0.0,
                                settings=reference_settings(s).to_dict(), ref_ms=None, ref_iqr_ms=None,
                                ref_drift=None, samples_ms=(), attempts=len(results), quality="ok")
 

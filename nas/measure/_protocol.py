@@ -88,8 +88,7 @@ def run_timed(timed: Callable[[], float], untimed: Callable[[], object], params:
     """The protocol's loop on one model: warm-up with ``untimed()`` (one forward, synchronised),
     then adaptive runs of ``timed()`` (one forward, returning its milliseconds). With ``reference``
     (its own ``(timed, untimed)``), one reference run after every warm-up run, and after every timed
-    run one untimed and one timed reference run (drift control: the reference is timed warm, as its
-    start value is), not counted towards ``max_seconds``. Returns the samples, why the runs stopped,
+    run one untimed and one timed reference run (drift control: the reference is timed warm), not counted towards ``max_seconds``. Returns the samples, why the runs stopped,
     and the reference's samples (empty without one)."""
     p = protocol_params(params)
     ref_timed, ref_untimed = reference if reference is not None else (None, None)
@@ -113,8 +112,8 @@ def run_timed(timed: Callable[[], float], untimed: Callable[[], object], params:
             if ref_timed is not None:
                 t_ref = time.perf_counter()
                 # one untimed reference run first: right after the architecture the reference's weights
-                # are out of the caches, and timed cold it ran ~40 % above its start value (timed back
-                # to back), which flagged 31-33 of 40 measurements as drift on a quiet host
+                # are out of the caches, and timed cold it ran ~40 % above its start value, which
+                # flagged 31-33 of 40 measurements as drift on a quiet host
                 ref_untimed()
                 ref_samples.append(float(ref_timed()))
                 ref_seconds += time.perf_counter() - t_ref
