@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from nas.cli._command import Command
-from nas.proxies import (REFERENCE, BankError, Protocol, ProxySettings, build_bank, load_bank, make_plan,
-                         read_bank_proxies, resolve_bank_path, resolve_data_dir, validate_bank, write_plan)
+from nas.proxies import (REFERENCE, BankError, Protocol, ProxySettings, build_bank, check_hours, load_bank,
+                         make_plan, read_bank_proxies, resolve_bank_path, resolve_data_dir, validate_bank,
+                         write_plan)
 from nas.fleet import load_existing_study
 from nas.proxies._predictor import MIN_ARCHS_TO_CHOOSE, MIN_PAIRS_TO_CHOOSE
 from nas.study import add_to_bank, load_study_config, verify_study
@@ -65,6 +66,9 @@ def _add_bank(p: argparse.ArgumentParser) -> None:
     build.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     build.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     build.add_argument("--limit", type=int, metavar="N", help="train at most N runs this time")
+    build.add_argument("--hours", type=float, metavar="H",
+                       help="start only runs expected to finish within H hours (run times predicted from this "
+                            "bank's finished runs), then stop: for a machine you hold until a known time")
 
     status = sub.add_parser("status", help="what a bank holds: runs, accuracy spread, seconds per run, noise ceiling")
     status.add_argument("bank", nargs="?", default="default")
@@ -102,10 +106,11 @@ def _bank_plan(args: argparse.Namespace) -> int:
 
 
 def _bank_build(args: argparse.Namespace) -> int:
+    check_hours(args.hours)
     folder = resolve_bank_path(args.bank)
     data_dir = resolve_data_dir(args.data_dir)
     build_bank(folder / "plan.json", folder / "results.jsonl", data_dir, jobs=args.jobs, threads=args.threads,
-               device=args.device, limit=args.limit)
+               device=args.device, limit=args.limit, hours=args.hours)
     return 0
 
 

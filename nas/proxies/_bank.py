@@ -51,7 +51,7 @@ from search_space import ArchSpec, SearchSpace, iter_samples
 from shufflenet import canonical_spec
 
 from nas._errors import NasError
-from nas.measure import LatencySettings, measure_latency
+from nas.measure import LatencySettings, analytic_macs, measure_latency
 from nas.proxies._data import load_cifar10
 from nas.proxies._train import TrainSettings, train_short
 from nas.measure._rank import kendall_tau_b, tau_standard_error
@@ -449,14 +449,74 @@ def pending_runs(plan: Mapping[str, Any], results: Iterable[Mapping[str, Any]], 
     return out
 
 
+def training_macs(spec: ArchSpec) -> float:
+    """Multiply-adds of one forward pass of the CIFAR network (32x32, cifar stem, 10 classes): what a
+    training run's seconds scale with."""
+    return float(analytic_macs(spec, 32, 10, "cifar"))
+
+
+@dataclass(frozen=True)
+class RunCostModel:
+    """Seconds a training run takes on this machine: log seconds linear in log :func:`training_macs`,
+    fitted on finished runs of one protocol, device and thread count (so under the load they ran in).
+    :meth:`upper` adds ``z`` residual standard deviations (default 1: about 5 runs in 6 finish sooner)."""
+
+    intercept: float
+    slope: float
+    residual_sd: float
+    runs: int
+
+    MIN_RUNS = 3
+
+    @classmethod
+    def fit(cls, records: Iterable[Mapping[str, Any]]) -> "RunCostModel | None":
+        """The model over ``records`` (result lines with ``spec`` and ``seconds``), or None below
+        :attr:`MIN_RUNS` runs or when their sizes do not vary."""
+        xs, ys = [], []
+        for r in records:
+            seconds = r.get("seconds")
+            if not isinstance(seconds, (int, float)) or not seconds > 0:
+                continue
+            xs.append(math.log(training_macs(ArchSpec.from_dict(r["spec"]))))
+            ys.append(math.log(seconds))
+        n = len(xs)
+        if n < cls.MIN_RUNS:
+            return None
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx <= 0:
+            return None
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        intercept = my - slope * mx
+        sse = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+        return cls(intercept, slope, math.sqrt(sse / max(n - 2, 1)), n)
+
+    def seconds(self, spec: ArchSpec) -> float:
+        return math.exp(self.intercept + self.slope * math.log(training_macs(spec)))
+
+    def upper(self, spec: ArchSpec, z: float = 1.0) -> float:
+        return self.seconds(spec) * math.exp(z * self.residual_sd)
+
+    def describe(self) -> str:
+        return (f"seconds ~ MACs^{self.slope:.2f} fitted on {self.runs} finished runs (residual x"
+                f"{math.exp(self.residual_sd):.2f})")
+
+
 def run_trainings(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol, data_dir: str | os.PathLike, *,
                   jobs: int = 1, threads: int = 1, device: str = "cpu",
                   on_result: Callable[[Any, ArchSpec, int, dict[str, Any]], None],
-                  on_error: Callable[[Any, ArchSpec, int, BaseException], None] | None = None) -> int:
+                  on_error: Callable[[Any, ArchSpec, int, BaseException], None] | None = None,
+                  deadline: float | None = None, estimate: Callable[[ArchSpec], float] | None = None) -> int:
     """Train each ``(tag, spec, seed)`` under ``protocol`` in ``jobs`` worker processes (``threads`` torch
     threads each) and call ``on_result(tag, spec, seed, result)`` in this process the moment a run
     finishes (so its caller can append it at once: a killed run loses only the runs in flight).
-    The one training loop behind ``bank build``, ``verify`` and the fidelity benchmarks."""
+    The one training loop behind ``bank build``, ``verify`` and the fidelity benchmarks.
+
+    With a ``deadline`` (a ``time.time()`` value) a free process starts the first queued run expected
+    to finish by then (``estimate(spec)`` seconds from now, asked afresh each time, so an estimate
+    that learns from the runs finishing is used as it learns; without ``estimate``, any run while
+    the deadline is ahead), skipping the longer ones, and the loop ends when nothing more fits: a run
+    that cannot finish before the machine is taken away is not started."""
     if not items:
         return 0
     ctx = mp.get_context("spawn")
@@ -466,9 +526,17 @@ def run_trainings(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol
         queue = list(items)
         running: dict[Any, tuple[Any, ArchSpec, int]] = {}
 
+        def fits(spec: ArchSpec) -> bool:
+            if deadline is None:
+                return True
+            return time.time() + (estimate(spec) if estimate is not None else 0.0) <= deadline
+
         def submit() -> None:
-            while queue and len(running) < jobs:
-                tag, spec, seed = queue.pop(0)
+            while len(running) < jobs:
+                pick = next((k for k, (_, spec, _) in enumerate(queue) if fits(spec)), None)
+                if pick is None:
+                    return
+                tag, spec, seed = queue.pop(pick)
                 settings = protocol.settings.replace(seed=seed).to_dict()
                 running[pool.submit(_train_one, spec.to_dict(), settings, device)] = (tag, spec, seed)
 
@@ -499,16 +567,29 @@ def train_inline(items: Sequence[tuple[Any, ArchSpec, int]], protocol: Protocol,
     return len(items)
 
 
+def check_hours(hours: float | None) -> None:
+    """``--hours`` is a positive number of hours (or not given)."""
+    if hours is not None and not (isinstance(hours, (int, float)) and math.isfinite(hours) and hours > 0):
+        raise BankError(f"--hours: got {hours!r}; expected a positive number of hours")
+
+
 def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, data_dir: str | os.PathLike, *,
                jobs: int = 1, threads: int = 1, device: str = "cpu", limit: int | None = None,
                protocol: Protocol | None = None, seed_offsets: Iterable[int] | None = None,
+               hours: float | None = None,
                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
     """Train every (architecture, seed) of the plan that the results file lacks; returns how many ran.
     ``protocol`` trains the plan's architectures under another protocol (a budgeted fidelity, say) into
-    ``results_path``; ``seed_offsets`` keeps only those seeds of the plan's order."""
+    ``results_path``; ``seed_offsets`` keeps only those seeds of the plan's order. ``hours`` starts only
+    runs expected to finish within that many hours from now (:class:`RunCostModel` fitted on the
+    results file's runs of this protocol, device and thread count, refitted as this build's runs
+    finish; the longer runs wait for the next build), so a build on a machine that is taken away at
+    a known time loses no run in flight."""
+    check_hours(hours)
     plan = read_plan(plan_path)
     proto = protocol or Protocol.from_dict(plan["protocol"], str(plan_path))
-    todo = pending_runs(plan, read_results(results_path), proto, seed_offsets)
+    results = read_results(results_path)
+    todo = pending_runs(plan, results, proto, seed_offsets)
     if limit is not None:
         todo = todo[:limit]
     total = len(pending_runs(plan, [], proto, seed_offsets))
@@ -518,6 +599,11 @@ def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, da
     cpu = _cpu_model()
     t_start = time.time()
     count = [0]
+    # the runs that predict this build's run times: this protocol, device and thread count, the
+    # results file's and then this build's own as they finish (a build on a new machine learns as it goes)
+    timed = [r for r in results if r.get("protocol_key") == proto.key() and r.get("device") == device
+             and r.get("threads") == threads]
+    cost: list[RunCostModel | None] = [RunCostModel.fit(timed)]
 
     def on_result(entry: dict, spec: ArchSpec, seed: int, out: dict[str, Any]) -> None:
         record = {"format": RESULTS_FORMAT, "version": VERSION, "bank": plan["name"], "protocol": proto.name,
@@ -526,6 +612,9 @@ def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, da
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         append_result(results_path, record)
         count[0] += 1
+        if record.get("device") == device:
+            timed.append(record)
+            cost[0] = RunCostModel.fit(timed)
         elapsed = time.time() - t_start
         log(f"  [{total - len(todo) + count[0]}/{total}] {entry['name']} seed {seed}: {out['accuracy']:.2f}% "
             f"loss {out['train_loss']:.3f} in {out['seconds']:.0f} s ({elapsed / count[0]:.0f} s/run so far)")
@@ -533,9 +622,30 @@ def build_bank(plan_path: str | os.PathLike, results_path: str | os.PathLike, da
     def on_error(entry: dict, spec: ArchSpec, seed: int, exc: BaseException) -> None:
         log(f"  FAILED {entry['name']} seed {seed}: {type(exc).__name__}: {exc}")
 
+    deadline = estimate = None
+    if hours is not None:
+        deadline = t_start + hours * 3600
+        if cost[0] is None:
+            log(f"  --hours {hours:g}: fewer than {RunCostModel.MIN_RUNS} finished runs at {threads} thread(s) on "
+                f"{device} to predict run times from; runs start while the deadline is ahead until "
+                f"{RunCostModel.MIN_RUNS} have finished here, then only those expected to end by it")
+        else:
+            log(f"  --hours {hours:g}: a run starts only if expected to end by "
+                f"{time.strftime('%H:%M', time.localtime(deadline))} ({cost[0].describe()}, planned at +1 sd; "
+                f"refitted as runs finish)")
+
+        def estimate(spec: ArchSpec) -> float:
+            return cost[0].upper(spec) if cost[0] is not None else 0.0
+
     items = [(entry, ArchSpec.from_dict(entry["spec"]), seed) for entry, seed in todo]
-    return run_trainings(items, proto, data_dir, jobs=jobs, threads=threads, device=device, on_result=on_result,
-                         on_error=on_error)
+    ran = run_trainings(items, proto, data_dir, jobs=jobs, threads=threads, device=device, on_result=on_result,
+                        on_error=on_error, deadline=deadline, estimate=estimate)
+    if deadline is not None:
+        left = len(pending_runs(plan, read_results(results_path), proto, seed_offsets))
+        if left:
+            log(f"  stopped at the --hours deadline: {left} run(s) still to train (no more was expected to finish "
+                f"in time); run the build again to go on")
+    return ran
 
 
 def _cpu_model() -> str:

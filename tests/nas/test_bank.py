@@ -9,14 +9,18 @@ import math
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from nas import (REFERENCE, BankError, Candidate, Predictor, PredictorError, cifar_counts, cross_validate,
                  grouped_folds, knob_groups, load_bank, select_bank, spec_features, training_order)
-from search_space import SearchSpace, iter_samples
+from nas.proxies import Protocol, RunCostModel, run_trainings, training_macs
+from search_space import ArchSpec, SearchSpace, iter_samples
 from shufflenet import build_model, canonical_spec
+
+from conftest import run_cli
 
 SMALL = SearchSpace(groups=(1, 2, 4), bottleneck=(0.25, 1.0), split=(0.5,), kernel=(3, 5), fragments=(1, 2),
                     depth=((1, 2), (1, 3), (1, 2)), first_width=(24, 96), growth=(1.5, 2.0),
@@ -177,3 +181,59 @@ def test_validate_names_no_default_from_a_bank_too_small_to_show_one(tmp_path):
                            "--repeats", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-1500:]
     assert "not enough to choose a default objective: 10 architectures and 0 seed pairs" in done.stdout
+
+
+# ---- run-time prediction and the --hours deadline --------------------------------------------------
+
+def _timed_records(archs, seconds_of, protocol=REFERENCE, device="cpu", threads=1):
+    return [{"spec_hash": a["spec_hash"], "spec": a["spec"], "seed": 0, "protocol_key": protocol.key(),
+             "device": device, "threads": threads,
+             "seconds": seconds_of(training_macs(ArchSpec.from_dict(a["spec"])) / 1e6)} for a in archs]
+
+
+def test_run_cost_model_recovers_a_power_law_and_says_when_it_cannot():
+    archs = load_bank("default").plan["archs"][:12]
+    exact = RunCostModel.fit(_timed_records(archs, lambda mmac: 30.0 * mmac ** 0.8))
+    assert exact.runs == 12 and exact.slope == pytest.approx(0.8) and exact.residual_sd == pytest.approx(0, abs=1e-9)
+    spec = ArchSpec.from_dict(archs[0]["spec"])
+    assert exact.seconds(spec) == pytest.approx(30.0 * (training_macs(spec) / 1e6) ** 0.8)
+    rng = random.Random(1)
+    noisy = RunCostModel.fit(_timed_records(archs, lambda mmac: 30.0 * mmac ** 0.8 * math.exp(rng.gauss(0, 0.3))))
+    assert 0.1 < noisy.residual_sd < 0.6 and noisy.upper(spec) > noisy.seconds(spec)
+    assert RunCostModel.fit(_timed_records(archs[:2], lambda mmac: mmac)) is None  # too few runs
+    same = _timed_records([archs[0]] * 4, lambda mmac: mmac)
+    assert RunCostModel.fit(same) is None  # one size: no slope to fit
+    assert RunCostModel.fit([{**r, "seconds": float("nan")} for r in _timed_records(archs, lambda m: m)]) is None
+
+
+def test_a_deadline_starts_only_the_runs_expected_to_finish(cifar_dir):
+    tiny = Protocol("tiny", REFERENCE.settings.replace(train_images=128, train_steps=2, eval_images=100,
+                                                       bn_recalibrate=0))
+    archs = {a["name"]: ArchSpec.from_dict(a["spec"]) for a in load_bank("default").plan["archs"][:3]}
+    items = [(name, spec, 0) for name, spec in archs.items()]
+    ran: list[str] = []
+    n = run_trainings(items, tiny, cifar_dir, jobs=1, on_result=lambda tag, spec, seed, out: ran.append(tag),
+                      deadline=time.time() + 600, estimate=lambda spec: 1e6 if spec == archs["v2_1.0x"] else 1.0)
+    assert n == 2 and sorted(ran) == ["v1_g3_0.5x", "v2_0.5x"]  # the one expected to take 11 days waits
+    ran.clear()
+    assert run_trainings(items, tiny, cifar_dir, on_result=lambda *a: ran.append(a), deadline=time.time() - 1) == 0
+    assert ran == []
+
+
+def test_bank_build_hours_trains_nothing_that_cannot_finish_and_says_so(tmp_path, cifar_dir):
+    """Every pending run is predicted (from the bank's own timed runs) to outlast a 2-second window:
+    the build starts none, says how many are left, and leaves the results file as it was."""
+    folder = _write_bank(tmp_path, n=0)
+    plan = json.loads((folder / "plan.json").read_text())
+    lines = [json.dumps({"format": "shufflenas-bank", "version": 1, "bank": "mybank", "protocol": REFERENCE.name,
+                         "name": a["name"], "accuracy": 40.0, "train_loss": 1.5, **r})
+             for a, r in zip(plan["archs"][4:10], _timed_records(plan["archs"][4:10], lambda mmac: 100 + 10 * mmac))]
+    (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    before = (folder / "results.jsonl").read_text()
+    r = run_cli("bank", "build", str(folder), "--data-dir", str(cifar_dir), "--hours", "0.0005")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "a run starts only if expected to end by" in r.stderr and "fitted on 6 finished runs" in r.stderr
+    assert f"stopped at the --hours deadline: {len(plan['order']) - 6} run(s) still to train" in r.stderr
+    assert (folder / "results.jsonl").read_text() == before
+    bad = run_cli("bank", "build", str(folder), "--hours", "0")
+    assert bad.returncode != 0 and "--hours: got 0.0; expected a positive number of hours" in bad.stderr
