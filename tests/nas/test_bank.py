@@ -237,3 +237,24 @@ def test_bank_build_hours_trains_nothing_that_cannot_finish_and_says_so(tmp_path
     assert (folder / "results.jsonl").read_text() == before
     bad = run_cli("bank", "build", str(folder), "--hours", "0")
     assert bad.returncode != 0 and "--hours: got 0.0; expected a positive number of hours" in bad.stderr
+
+
+def test_device_results_merge_into_a_bank_once(tmp_path):
+    """bench/bank_gpu.py merge appends a lent GPU's new runs to the bank, skips the runs the bank
+    holds already and those of another protocol, and a second merge of the same file adds nothing."""
+    folder = _write_bank(tmp_path, n=3)
+    plan = json.loads((folder / "plan.json").read_text())
+    held = (folder / "results.jsonl").read_text().splitlines()
+    first = json.loads(held[0])
+    a = plan["archs"][20]
+    new = {**first, "spec_hash": a["spec_hash"], "spec": a["spec"], "name": a["name"], "device": "cuda"}
+    other = {**new, "spec_hash": plan["archs"][21]["spec_hash"], "protocol_key": "f" * 16}
+    device_file = tmp_path / "device_results.jsonl"
+    device_file.write_text("\n".join([held[0], json.dumps(new), json.dumps(other)]) + "\n")
+    script = Path(__file__).resolve().parents[2] / "bench" / "bank_gpu.py"
+    for added in (1, 0):
+        r = subprocess.run([sys.executable, str(script), "merge", str(device_file), "--bank", str(folder)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert f"{added} runs added; {len(plan['order']) - 4} of {len(plan['order'])} still to train" in r.stdout
+    assert len(load_bank(folder).archs) == 4
