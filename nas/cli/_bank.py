@@ -132,6 +132,15 @@ def _bank_status(args: argparse.Namespace) -> int:
               f"{nc['run_sd']:.2f} points")
     else:
         print(f"noise ceiling: {nc['pairs']} architecture(s) with two seeds so far (needs 3)")
+    left = s["still_to_train"]
+    if left["runs"] and left["seconds"] is not None:
+        bins = ", ".join(f"{b}: {v['runs']} / {v['seconds'] / 3600:.1f} h" for b, v in left["by_latency_bin"].items())
+        print(f"still to train: {left['runs']} runs, about {left['seconds'] / 3600:.0f} hours of {left['threads']}-thread "
+              f"training on {left['device']} (run times fitted on this bank's {left['fitted_on']} runs there, seconds "
+              f"~ MACs^{left['slope']:.2f}, one run's within a factor {left['run_factor']:.2f} at 1 sd); by latency "
+              f"bin, runs / hours: {bins}")
+    elif left["runs"]:
+        print(f"still to train: {left['runs']} runs (fewer than 3 timed runs to predict their cost from)")
     return 0
 
 

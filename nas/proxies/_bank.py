@@ -727,7 +727,35 @@ class Bank:
                 "accuracy_min": accs[0] if accs else math.nan, "accuracy_max": accs[-1] if accs else math.nan,
                 "accuracy_median": accs[len(accs) // 2] if accs else math.nan,
                 "seconds_per_run_median": sorted(secs)[len(secs) // 2] if secs else math.nan,
-                "noise_ceiling": self.noise_ceiling()}
+                "noise_ceiling": self.noise_ceiling(), "still_to_train": self.remaining_cost()}
+
+    def remaining_cost(self) -> dict[str, Any]:
+        """What the runs still to train will cost on the machine most of the bank's runs were timed on
+        (its device and thread count): :class:`RunCostModel` fitted on those runs, summed over the
+        pending runs, per latency bin too. ``seconds`` is None when fewer than 3 runs were timed."""
+        records = [r for r in read_results(self.path / "results.jsonl") if r.get("protocol_key") == self.protocol.key()]
+        todo = pending_runs(self.plan, records, self.protocol)
+        groups: dict[tuple[str, int], list[dict]] = {}
+        for r in records:
+            groups.setdefault((str(r.get("device")), r.get("threads")), []).append(r)
+        out: dict[str, Any] = {"runs": len(todo), "device": None, "threads": None, "fitted_on": 0, "seconds": None,
+                               "run_factor": None, "by_latency_bin": {}}
+        if not groups or not todo:
+            return out
+        (device, threads), timed = max(groups.items(), key=lambda kv: len(kv[1]))
+        model = RunCostModel.fit(timed)
+        out.update(device=device, threads=threads, fitted_on=len(timed))
+        if model is None:
+            return out
+        by_bin: dict[str, dict[str, float]] = {}
+        for entry, _ in todo:
+            t = model.seconds(ArchSpec.from_dict(entry["spec"]))
+            b = by_bin.setdefault(str(entry.get("latency_bin")), {"runs": 0, "seconds": 0.0})
+            b["runs"] += 1
+            b["seconds"] += t
+        out.update(seconds=sum(b["seconds"] for b in by_bin.values()), run_factor=math.exp(model.residual_sd),
+                   slope=model.slope, by_latency_bin=dict(sorted(by_bin.items())))
+        return out
 
 
 def resolve_bank_path(name_or_path: str | os.PathLike) -> Path:

@@ -258,3 +258,16 @@ def test_device_results_merge_into_a_bank_once(tmp_path):
         assert r.returncode == 0, r.stderr[-1500:]
         assert f"{added} runs added; {len(plan['order']) - 4} of {len(plan['order'])} still to train" in r.stdout
     assert len(load_bank(folder).archs) == 4
+
+
+def test_bank_status_predicts_what_the_rest_of_the_build_costs(tmp_path):
+    folder = _write_bank(tmp_path, n=3)  # three runs of 1 s each: the model predicts 1 s per run
+    left = load_bank(folder).summary()["still_to_train"]
+    plan = json.loads((folder / "plan.json").read_text())
+    assert left["runs"] == len(plan["order"]) - 3 and left["fitted_on"] == 3
+    assert left["seconds"] == pytest.approx(left["runs"]) and left["slope"] == pytest.approx(0, abs=1e-9)
+    assert sum(b["runs"] for b in left["by_latency_bin"].values()) == left["runs"]
+    r = run_cli("bank", "status", str(folder))
+    assert r.returncode == 0 and f"still to train: {left['runs']} runs, about 0 hours" in r.stdout
+    (folder / "results.jsonl").write_text("\n".join((folder / "results.jsonl").read_text().splitlines()[:2]) + "\n")
+    assert load_bank(folder).summary()["still_to_train"]["seconds"] is None  # two runs predict nothing
