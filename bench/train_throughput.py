@@ -4,7 +4,11 @@ PyTorch loop, and the speed-ups worth trying on a CPU: channels_last, torch.comp
 thread count, and two single-thread processes side by side.
 
 Usage: python bench/train_throughput.py [--nets v2_0.5x v2_1.0x ...] [--steps 12] [--out FILE]
-       [--variants project plain channels_last compile compile_cl b64 b256 threads2 two_procs]
+       [--variants project plain channels_last compile compile_cl b64 b256 threads2 two_procs cl_nchw_shuffle]
+
+``cl_nchw_shuffle`` is channels_last with the shuffle and riffle the project had before they
+learnt the channels_last layout (a permutation through an NCHW copy, converted back by the next
+conv): ``channels_last`` against it is what the layout-aware shuffle gained.
 
 Each variant of one net is timed in the same process, interleaved round by round (so host drift
 hits all alike), over ``--rounds`` rounds of ``--steps`` steps after ``--warmup`` steps; the median
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -29,6 +34,8 @@ from torch.nn import functional as F
 
 from nas.proxies import ProxySettings, load_cifar10, normalise, train_short
 from search_space import SearchSpace, sample_specs
+import shufflenet._shuffle as _shuffle_module
+import shufflenet._units as _units_module
 from shufflenet import build_model, resolve_spec
 
 DEFAULT_NETS = ["v2_0.5x", "v2_1.0x", "v1_g3_1.0x", "sample:0", "sample:1", "sample:2"]
@@ -43,6 +50,24 @@ def net_for(name: str):
         k = int(name.split(":")[1])
         return specs[[0, 12, 23][k]].with_name(f"sample-{['small', 'median', 'large'][k]}")
     return resolve_spec(name)
+
+
+def _nchw_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The shuffle as it was before it learnt channels_last: always through an NCHW copy."""
+    n, c, h, w = x.size()
+    return torch.transpose(x.view(n, groups, c // groups, h, w), 1, 2).contiguous().view(n, c, h, w)
+
+
+@contextmanager
+def nchw_shuffles():
+    """Run the models with the NCHW-copy shuffle and riffle (the ``cl_nchw_shuffle`` variant)."""
+    saved = _shuffle_module.channel_shuffle, _units_module.channel_shuffle, _shuffle_module.Riffle.forward
+    _shuffle_module.channel_shuffle = _units_module.channel_shuffle = _nchw_shuffle
+    _shuffle_module.Riffle.forward = lambda self, x: torch.index_select(x, 1, self.index)
+    try:
+        yield
+    finally:
+        _shuffle_module.channel_shuffle, _units_module.channel_shuffle, _shuffle_module.Riffle.forward = saved
 
 
 def _crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -141,7 +166,7 @@ def main() -> int:
         for v in args.variants:
             if v == "plain":
                 loops[v] = PlainLoop(spec, x, y, 128)
-            elif v == "channels_last":
+            elif v in ("channels_last", "cl_nchw_shuffle"):
                 loops[v] = PlainLoop(spec, x, y, 128, channels_last=True)
             elif v == "compile":
                 loops[v] = PlainLoop(spec, x, y, 128, compile=True)
@@ -156,7 +181,8 @@ def main() -> int:
             t = time.perf_counter()
             if v == "threads2":
                 torch.set_num_threads(2)
-            loop.steps(args.warmup)
+            with nchw_shuffles() if v == "cl_nchw_shuffle" else nullcontext():
+                loop.steps(args.warmup)
             torch.set_num_threads(1)
             t_compile[v] = time.perf_counter() - t
         rates: dict[str, list[float]] = {v: [] for v in args.variants}
@@ -169,7 +195,8 @@ def main() -> int:
                     continue
                 else:
                     torch.set_num_threads(2 if v == "threads2" else 1)
-                    rates[v].append(loops[v].steps(args.steps))
+                    with nchw_shuffles() if v == "cl_nchw_shuffle" else nullcontext():
+                        rates[v].append(loops[v].steps(args.steps))
                     torch.set_num_threads(1)
         if "two_procs" in args.variants:
             rates["two_procs"] = [two_procs_rate(net, args.steps, args.data_dir)]

@@ -32,6 +32,34 @@ def test_riffle_is_a_permutation_and_matches_shuffle_for_equal_halves(a, b):
     assert pos_a == sorted(pos_a)
 
 
+@pytest.mark.parametrize("groups, parts", [(2, (6, 6)), (3, (9, 9)), (8, (16, 16)), (2, (3, 9)), (2, (29, 87))])
+def test_shuffles_of_channels_last_tensors_are_the_same_permutation_and_stay_channels_last(groups, parts):
+    """Training runs channels_last: the shuffle and the riffle permute in that layout (no NCHW round
+    trip) and give exactly what they give a contiguous tensor, gradients included."""
+    c = sum(parts)
+    x = torch.randn(3, c, 5, 4)
+    xl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    ops = [shuffle_for_parts(*parts)] + ([lambda t: channel_shuffle(t, groups)] if c % groups == 0 else [])
+    for op in ops:
+        want, got = op(x), op(xl)
+        assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+        g = torch.randn_like(want)
+        (gx,) = torch.autograd.grad((got * g).sum(), xl)
+        x0 = x.clone().requires_grad_()
+        (gx0,) = torch.autograd.grad((op(x0) * g).sum(), x0)
+        assert torch.equal(gx, gx0)
+
+
+def test_a_channels_last_network_computes_what_the_contiguous_one_does():
+    spec = sample_specs(SearchSpace(), 1, seed=3)[0]
+    torch.manual_seed(0)
+    model = build_model(spec, num_classes=10, stem="cifar").eval()
+    x = torch.randn(2, 3, 32, 32)
+    want = model(x)
+    got = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_riffle_rejects_empty_parts():
     with pytest.raises(ValueError, match="part sizes"):
         riffle_permutation(0, 3)
