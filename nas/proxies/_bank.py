@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from search_space import ArchSpec, SearchSpace, iter_samples
+import shufflenet
 from shufflenet import canonical_spec
 
 from nas._errors import NasError
@@ -399,13 +400,25 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 # ---- building ------------------------------------------------------------------------------------
 
+def training_code_hash() -> str:
+    """SHA-256 (first 12 hex digits) of the source that decides a training run's numbers: the model
+    package and the training loop and data loader. Two runs with the same hash ran the same code,
+    whatever the installed version says (a source tree reports no version)."""
+    h = hashlib.sha256()
+    files = sorted(Path(shufflenet.__file__).parent.glob("*.py")) + [Path(__file__).with_name("_train.py"),
+                                                                     Path(__file__).with_name("_data.py")]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def versions() -> dict[str, str]:
     try:
         ours = metadata.version("shufflenas")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         ours = "source"
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": __import__("numpy").__version__,
-            "shufflenas": ours}
+            "shufflenas": ours, "training_code": training_code_hash()}
 
 
 _WORKER: dict[str, Any] = {}

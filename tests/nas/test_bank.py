@@ -17,6 +17,7 @@ import pytest
 from nas import (REFERENCE, BankError, Candidate, Predictor, PredictorError, cifar_counts, cross_validate,
                  grouped_folds, knob_groups, load_bank, select_bank, spec_features, training_order)
 from nas.proxies import Protocol, RunCostModel, run_trainings, training_macs
+from nas.proxies._bank import training_code_hash, versions
 from search_space import ArchSpec, SearchSpace, iter_samples
 from shufflenet import build_model, canonical_spec
 
@@ -271,3 +272,8 @@ def test_bank_status_predicts_what_the_rest_of_the_build_costs(tmp_path):
     assert r.returncode == 0 and f"still to train: {left['runs']} runs, about 0 hours" in r.stdout
     (folder / "results.jsonl").write_text("\n".join((folder / "results.jsonl").read_text().splitlines()[:2]) + "\n")
     assert load_bank(folder).summary()["still_to_train"]["seconds"] is None  # two runs predict nothing
+
+
+def test_every_run_records_the_code_that_trained_it():
+    h = versions()["training_code"]
+    assert len(h) == 12 and int(h, 16) >= 0 and h == training_code_hash()
