@@ -1,8 +1,9 @@
 """Train the shipped bank's missing runs on a lent GPU, in the two device calls one lease allows.
 
 The bank (``nas/banks/default``: 68 architectures, 91 runs under the reference protocol) costs
-about 150 CPU core-hours on the 2-core development host, most of it in the slow latency bins
-(see README "The bank"); on one GPU with many training processes it fits a lease. CIFAR-10 (92 MB)
+over a hundred CPU core-hours on the 2-core development host (``shufflenas bank status`` says how
+many are left), most of it in the slow latency bins; on one GPU with many training processes it
+should fit a lease. CIFAR-10 (92 MB)
 is more than one call may carry (64 MiB with the working tree), so the data travels in two calls
 back to back (a warm machine keeps a carried folder until a later call names it again):
 
@@ -34,11 +35,14 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nas.proxies import (REFERENCE, Protocol, append_result, build_bank, pending_runs,  # noqa: E402
-                         read_plan, read_results, resolve_bank_path)
+from nas._errors import NasError  # noqa: E402
+from nas.proxies import (REFERENCE, append_result, build_bank, pending_runs, read_plan,  # noqa: E402
+                         read_results, reference_variant, resolve_bank_path)
 
 STAGE = REPO / ".gpu"
 TRAIN_FILES = ("data_batch_1.bin", "data_batch_2.bin", "batches.meta.txt", "SHA256SUMS", "README.md")
@@ -73,24 +77,18 @@ def stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _protocol(args: argparse.Namespace) -> Protocol | None:
-    changes = {k: v for k, v in (("train_steps", args.steps), ("train_images", args.train_images),
-                                 ("eval_images", args.eval_images)) if v is not None}
-    if not changes:
-        return None
-    tag = "-".join(f"{k.split('_')[-1]}{v}" for k, v in sorted(changes.items()))
-    return Protocol(f"{REFERENCE.name}+{tag}", REFERENCE.settings.replace(**changes))
+def _run_key(r: dict) -> tuple:
+    """What makes a run one run: architecture, seed, protocol."""
+    return r["spec_hash"], r["seed"], r.get("protocol_key")
 
 
 def train(args: argparse.Namespace) -> int:
-    import torch
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folder = resolve_bank_path(args.bank)
     results = out / "results.jsonl"
-    protocol = _protocol(args)
-    if protocol is None and not results.exists():
+    protocol = reference_variant(args.steps, args.train_images, args.eval_images)
+    if protocol is REFERENCE and not results.exists():
         shutil.copyfile(folder / "results.jsonl", results)  # what is there already is not trained again
     log_file = open(out / "log.txt", "a")
 
@@ -102,11 +100,11 @@ def train(args: argparse.Namespace) -> int:
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else ""
     log(f"torch {torch.__version__}, device {args.device} {gpu}, {os.cpu_count()} CPUs, {args.jobs} jobs, "
         f"{args.seconds:.0f} s")
-    before = {(r["spec_hash"], r["seed"], r.get("protocol_key")) for r in read_results(results)}
+    before = {_run_key(r) for r in read_results(results)}
     t0 = time.time()
     build_bank(folder / "plan.json", results, args.data, jobs=args.jobs, threads=1, device=args.device,
                protocol=protocol, hours=args.seconds / 3600, log=log)
-    new = [r for r in read_results(results) if (r["spec_hash"], r["seed"], r.get("protocol_key")) not in before]
+    new = [r for r in read_results(results) if _run_key(r) not in before]
     plan = read_plan(folder / "plan.json")
     summary = {"device": args.device, "gpu": gpu, "torch": torch.__version__, "jobs": args.jobs,
                "wall_s": time.time() - t0, "runs": len(new),
@@ -120,12 +118,15 @@ def train(args: argparse.Namespace) -> int:
 def merge(args: argparse.Namespace) -> int:
     folder = resolve_bank_path(args.bank)
     target = folder / "results.jsonl"
-    have = {(r["spec_hash"], r["seed"], r.get("protocol_key")) for r in read_results(target)}
+    have = {_run_key(r) for r in read_results(target)}
     plan = read_plan(folder / "plan.json")
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        raise NasError(f"{missing[0]}: no such results file; give the results.jsonl the device call brought back")
     added = 0
     for path in args.files:
         for r in read_results(path):
-            key = (r["spec_hash"], r["seed"], r.get("protocol_key"))
+            key = _run_key(r)
             if key in have or r.get("protocol_key") != plan["protocol"]["key"]:
                 continue
             append_result(target, r)
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("files", nargs="+")
     m.add_argument("--bank", default="default")
     args = p.parse_args(argv)
-    return {"stage": stage, "train": train, "merge": merge}[args.cmd](args)
+    try:
+        return {"stage": stage, "train": train, "merge": merge}[args.cmd](args)
+    except NasError as exc:  # a missing or damaged bank or results file: one line, nothing written half
+        print(f"bank_gpu.py {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

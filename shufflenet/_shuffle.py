@@ -28,7 +28,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     if _is_channels_last(x):
         # the same permutation done in the NHWC layout the tensor has (one copy that walks memory in
         # order, and a channels_last result for the next conv), not through an NCHW copy that the next
-        # conv converts back: training in channels_last ran 1.21-1.28x faster per step for it
+        # conv converts back: training in channels_last ran 1.06-1.28x faster per step for it
         # (bench/results/train_throughput_shuffle.json); contiguous (inference) tensors take the path below
         y = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4).contiguous()
         return y.view(n, h, w, c).permute(0, 3, 1, 2)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from nas.cli._command import Command
-from nas.proxies import (REFERENCE, BankError, Protocol, ProxySettings, build_bank, check_hours, load_bank,
-                         make_plan, read_bank_proxies, resolve_bank_path, resolve_data_dir, validate_bank,
-                         write_plan)
+from nas.proxies import (BankError, Protocol, ProxySettings, build_bank, check_hours, load_bank,
+                         make_plan, read_bank_proxies, reference_variant, resolve_bank_path, resolve_data_dir,
+                         validate_bank, write_plan)
 from nas.fleet import load_existing_study
 from nas.proxies._predictor import MIN_ARCHS_TO_CHOOSE, MIN_PAIRS_TO_CHOOSE
 from nas.study import add_to_bank, load_study_config, verify_study
@@ -27,13 +27,7 @@ def _protocol_overrides(p: argparse.ArgumentParser) -> None:
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The reference protocol, or a named variant when an override flag is given."""
-    changes = {k: v for k, v in (("train_steps", args.steps), ("train_images", args.train_images),
-                                 ("eval_images", args.eval_images)) if v is not None}
-    if not changes:
-        return REFERENCE
-    settings = REFERENCE.settings.replace(**changes)
-    tag = "-".join(f"{k.split('_')[-1]}{v}" for k, v in sorted(changes.items()))
-    return Protocol(f"{REFERENCE.name}+{tag}", settings)
+    return reference_variant(args.steps, args.train_images, args.eval_images)
 
 
 # ---- bank ----------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ _EXPORTS = {
     "summarize": "nas.proxies._validate",
     "validate_proxies": "nas.proxies._validate",
     "REFERENCE": "nas.proxies._bank",
+    "reference_variant": "nas.proxies._bank",
     "BankError": "nas.proxies._bank",
     "Candidate": "nas.proxies._bank",
     "Protocol": "nas.proxies._bank",

@@ -129,6 +129,18 @@ REFERENCE = Protocol("c10-ref-2", TrainSettings(train_images=20_000, train_epoch
                                                 eval_images=10_000))
 
 
+def reference_variant(train_steps: int | None = None, train_images: int | None = None,
+                      eval_images: int | None = None) -> Protocol:
+    """The reference protocol, or a variant named after what it changes (``c10-ref-2+steps3-...``)
+    when a value is given: the protocol overrides of ``bank plan``, ``verify`` and bench/bank_gpu.py."""
+    changes = {k: v for k, v in (("train_steps", train_steps), ("train_images", train_images),
+                                 ("eval_images", eval_images)) if v is not None}
+    if not changes:
+        return REFERENCE
+    tag = "-".join(f"{k.split('_')[-1]}{v}" for k, v in sorted(changes.items()))
+    return Protocol(f"{REFERENCE.name}+{tag}", REFERENCE.settings.replace(**changes))
+
+
 # ---- choosing the architectures ------------------------------------------------------------------
 
 def knob_values(params: Mapping[str, Any], space: SearchSpace) -> list[tuple[str, Any]]:
